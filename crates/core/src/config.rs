@@ -1,0 +1,332 @@
+//! The serde mirror of one routes.d file (SPEC §4): phase one of
+//! parse → validate → compile.
+//!
+//! Nothing here judges values; it only keeps their spans. Shapes stay plain
+//! (no untagged enums, no `flatten`) because toml loses spans there; the few
+//! shorthands ("a gateway is a string or a table") are hand-written visitors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+/// One routes.d file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteFile {
+    pub defaults: Option<Spanned<DefaultsDef>>,
+    #[serde(default)]
+    pub trunks: BTreeMap<Spanned<String>, Spanned<TrunkDef>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleDef>>,
+    #[serde(default)]
+    pub schedules: BTreeMap<Spanned<String>, Spanned<ScheduleDef>>,
+    #[serde(default)]
+    pub tests: Vec<Spanned<TestDef>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DefaultsDef {
+    pub routing: Option<Spanned<String>>,
+    pub fr_timer: Option<Spanned<i64>>,
+    pub fr_inv_timer: Option<Spanned<i64>>,
+    pub branch_flags: Option<Spanned<i64>>,
+    pub max_routes: Option<Spanned<i64>>,
+    pub no_match: Option<Spanned<RejectDef>>,
+    pub timezone: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RejectDef {
+    pub code: Spanned<i64>,
+    pub reason: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrunkDef {
+    pub gateways: Spanned<Vec<Spanned<GatewayDef>>>,
+    pub strip: Option<Spanned<i64>>,
+    pub prefix: Option<Spanned<String>>,
+    pub proxy: Option<Spanned<String>>,
+    pub socket: Option<Spanned<String>>,
+    pub fr_timer: Option<Spanned<i64>>,
+    pub fr_inv_timer: Option<Spanned<i64>>,
+    pub branch_flags: Option<Spanned<i64>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+}
+
+/// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true }`.
+#[derive(Debug)]
+pub(crate) struct GatewayDef {
+    pub uri: String,
+    pub priority: i64,
+    pub weight: i64,
+    pub enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayTable {
+    uri: String,
+    #[serde(default)]
+    priority: i64,
+    #[serde(default = "one")]
+    weight: i64,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn one() -> i64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for GatewayDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GatewayDef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a gateway URI string or a table { uri, priority, weight, enabled }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GatewayDef, E> {
+                Ok(GatewayDef {
+                    uri: v.to_owned(),
+                    priority: 0,
+                    weight: 1,
+                    enabled: true,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<GatewayDef, A::Error> {
+                let t = GatewayTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(GatewayDef {
+                    uri: t.uri,
+                    priority: t.priority,
+                    weight: t.weight,
+                    enabled: t.enabled,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleDef {
+    pub name: Spanned<String>,
+    pub priority: Option<Spanned<i64>>,
+    pub enabled: Option<bool>,
+    #[serde(rename = "match", default)]
+    pub matches: MatchDef,
+    pub then: Option<Spanned<ThenDef>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MatchDef {
+    pub source: Option<Spanned<Vec<Spanned<String>>>>,
+    pub source_port: Option<Spanned<Vec<Spanned<PortDef>>>>,
+    pub transport: Option<Spanned<Vec<Spanned<String>>>>,
+    pub auth: Option<Spanned<bool>>,
+    pub to: Option<UserMatchDef>,
+    pub from: Option<UserMatchDef>,
+    pub ruri: Option<UserMatchDef>,
+    pub schedule: Option<Spanned<String>>,
+}
+
+/// A port or a `"N-M"` range.
+#[derive(Debug)]
+pub(crate) enum PortDef {
+    Port(i64),
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for PortDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortDef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a \"low-high\" range string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortDef, E> {
+                Ok(PortDef::Port(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortDef, E> {
+                Ok(PortDef::Range(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserMatchDef {
+    pub prefix: Option<Spanned<Vec<Spanned<String>>>>,
+    pub exact: Option<Spanned<Vec<Spanned<String>>>>,
+    pub regex: Option<Spanned<String>>,
+    pub length: Option<Spanned<LengthDef>>,
+    pub domain: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `length = 10` or `length = "10-15"`.
+#[derive(Debug)]
+pub(crate) enum LengthDef {
+    Exact(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for LengthDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LengthDef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a length \"N\" or \"N-M\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LengthDef, E> {
+                Ok(LengthDef::Exact(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LengthDef, E> {
+                Ok(LengthDef::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ThenDef {
+    pub trunks: Option<Spanned<Vec<Spanned<String>>>>,
+    pub reject: Option<Spanned<RejectDef>>,
+    pub routing: Option<Spanned<String>>,
+    pub rewrite: Option<Spanned<RewriteDef>>,
+    pub headers: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RewriteDef {
+    pub ruri: Option<RuriRewriteDef>,
+    pub to: Option<PartyRewriteDef>,
+    pub from: Option<PartyRewriteDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuriRewriteDef {
+    pub user: Option<Spanned<EditDef>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PartyRewriteDef {
+    pub user: Option<Spanned<EditDef>>,
+    pub display: Option<Spanned<EditDef>>,
+    pub uri: Option<Spanned<EditDef>>,
+}
+
+/// A rewrite: a template string, or a table of `strip`/`prefix`/`suffix`
+/// or `regex`/`replace`.
+#[derive(Debug)]
+pub(crate) enum EditDef {
+    Template(String),
+    Table(EditTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditTable {
+    pub strip: Option<i64>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+    pub regex: Option<String>,
+    pub replace: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for EditDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EditDef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a template string, { strip, prefix, suffix } or { regex, replace }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EditDef, E> {
+                Ok(EditDef::Template(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EditDef, A::Error> {
+                EditTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EditDef::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleDef {
+    pub timezone: Option<Spanned<String>>,
+    pub days: Option<Vec<Spanned<String>>>,
+    pub hours: Option<Vec<Spanned<String>>>,
+    pub except: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestDef {
+    pub name: Spanned<String>,
+    pub query: Spanned<toml::Table>,
+    pub at: Option<Spanned<String>>,
+    pub expect: Spanned<ExpectDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpectDef {
+    pub rule: Option<Spanned<String>>,
+    pub routes: Option<Vec<String>>,
+    pub ruri: Option<String>,
+    pub reject: Option<Spanned<i64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_survive_on_keys_and_values() {
+        let text = "[trunks.acme]\ngateways = [\"sip:a\", { uri = \"sip:b\", weight = 3 }]\n";
+        let f: RouteFile = toml::from_str(text).unwrap();
+        let (k, v) = f.trunks.iter().next().unwrap();
+        assert_eq!(&text[k.span()], "acme");
+        assert_eq!(v.get_ref().gateways.get_ref().len(), 2);
+        assert_eq!(v.get_ref().gateways.get_ref()[1].get_ref().weight, 3);
+        let g = &v.get_ref().gateways.get_ref()[0];
+        assert_eq!(&text[g.span()], "\"sip:a\"");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_spans() {
+        let text = "[[rules]]\nname = \"x\"\nmatch.to.prefx = [\"1\"]\n";
+        let e = toml::from_str::<RouteFile>(text).unwrap_err();
+        assert!(e.message().contains("prefx"), "{}", e.message());
+        assert!(e.span().is_some());
+        let text = "[trunks.a]\ngateways = [{ uri = \"sip:x\", wieght = 1 }]\n";
+        let e = toml::from_str::<RouteFile>(text).unwrap_err();
+        assert!(e.message().contains("wieght"), "{}", e.message());
+    }
+}
