@@ -1,0 +1,54 @@
+#!/bin/sh
+# Compare the routes a change proposes with the routes that are deployed, over
+# a corpus of real-looking queries, and write a Markdown report for reviewers.
+#
+#   routes-diff.sh OLD_DIR NEW_DIR QUERIES REPORT.md
+#
+# Exit status: 0 no call changes route, 1 some calls change route (the
+# report says which), anything else: c4route failed (bad routes, bad
+# corpus, missing binary); the report then holds its error output.
+#
+# `c4route diff` prints the changed decisions on stdout (machine output)
+# and its human summary on stderr; both go into the report.
+set -u
+
+old=$1 new=$2 queries=$3 report=$4
+C4ROUTE=${C4ROUTE:-c4route}
+
+out=$(mktemp) err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+
+status=0
+"$C4ROUTE" diff "$old" "$new" "$queries" >"$out" 2>"$err" || status=$?
+
+total=$(grep -c . "$queries" 2>/dev/null); total=${total:-0}
+changed=$(grep -c . "$out" 2>/dev/null); changed=${changed:-0}
+
+{
+  echo "<!-- c4route-route-diff -->"
+  echo "### c4route: which calls change route"
+  echo
+  case $status in
+    0) echo "No call of the $total queries in \`$queries\` changes route." ;;
+    1) echo "**$changed of the $total queries in \`$queries\` change route.** Check that each change is intended before merging." ;;
+    *) echo "**\`c4route diff\` failed (exit status $status)**: the proposed or the deployed routes.d, or the corpus, could not be read." ;;
+  esac
+  if [ -s "$out" ]; then
+    echo
+    echo '```'
+    cat "$out"
+    echo '```'
+  fi
+  if [ -s "$err" ]; then
+    echo
+    echo "<details><summary>c4route output</summary>"
+    echo
+    echo '```'
+    cat "$err"
+    echo '```'
+    echo "</details>"
+  fi
+} >"$report"
+
+cat "$err" >&2
+exit "$status"
