@@ -148,43 +148,6 @@ impl<'a> LineIndex<'a> {
     }
 }
 
-/// Collects diagnostics for one file.
-pub(crate) struct Sink<'a> {
-    pub(crate) path: Arc<str>,
-    pub(crate) lines: LineIndex<'a>,
-    pub(crate) out: &'a mut Vec<Diagnostic>,
-}
-
-impl Sink<'_> {
-    pub(crate) fn push(
-        &mut self,
-        severity: Severity,
-        span: Range<usize>,
-        message: impl Into<String>,
-        note: Option<String>,
-    ) {
-        let (line, col) = self.lines.line_col(span.start);
-        self.out.push(Diagnostic {
-            path: self.path.clone(),
-            span,
-            line,
-            col,
-            severity,
-            message: message.into(),
-            note,
-        });
-    }
-
-    pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.push(Severity::Error, span, message, None);
-    }
-
-    pub(crate) fn location(&self, span: &Range<usize>) -> String {
-        let (line, col) = self.lines.line_col(span.start);
-        format!("{}:{}:{}", self.path, line, col)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,108 @@
-//! c4route core (work in progress)
+//! # c4route-core: the routing engine behind c4route
+//!
+//! Kamailio asks c4route, for every new call, where it should go. This crate
+//! answers: it compiles a directory of TOML route files (`routes.d/`) into an
+//! immutable [`RouteTable`], and [`RouteTable::route`] turns one [`Query`]
+//! into a [`Decision`] that serialises to the rtjson document Kamailio's
+//! `rtjson` module consumes. It is pure: no I/O besides
+//! [`Sources::read_dir`], no locks, no globals, and the clock is an argument.
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use c4route_core::{Query, RouteTableBuilder, Wrap};
+//!
+//! let mut builder = RouteTableBuilder::new();
+//! builder.add_source("routes.d/10-uk.toml", r#"
+//!     [trunks.acme]
+//!     gateways = ["sip:198.51.100.10:5060"]
+//!     headers = ["X-Carrier: acme"]
+//!
+//!     [[rules]]
+//!     name = "uk-mobile"
+//!     match.to.prefix = ["07"]
+//!     then.trunks = ["acme"]
+//!     then.rewrite.ruri.user = { strip = 1, prefix = "+44" }
+//! "#);
+//! let table = builder.build()?;
+//!
+//! let query = Query::from_json(br#"{"to_uri":"sip:07700900123@example.com","call_id":"abc"}"#)
+//!     .expect("a valid query");
+//! let decision = table.route(&query, SystemTime::now());
+//! assert_eq!(decision.rule, Some("uk-mobile"));
+//! let json = String::from_utf8(decision.to_json(Wrap::Rtjson)).unwrap();
+//! assert!(json.starts_with(r#"{"rtjson":{"success":true,"version":"1.0","routing":"serial","rule":"uk-mobile""#));
+//! assert!(json.contains(r#""uri":"sip:+447700900123@198.51.100.10:5060""#));
+//! # Ok::<(), c4route_core::Error>(())
+//! ```
+//!
+//! ## Which rule wins
+//!
+//! Among all enabled rules whose conditions all hold, the winner is the one
+//! with (see [`Specificity`]):
+//!
+//! 1. the lowest `priority` (default 100);
+//! 2. then the most specific `to` (or `ruri`) user condition: `exact` beats any
+//!    `prefix`, a longer prefix beats a shorter one, any prefix beats a `regex`,
+//!    a regex beats a `length` condition alone, which beats no user condition;
+//! 3. then the most specific `from` user condition, in the same order;
+//! 4. then the longest matching `source` prefix (any source condition beats none);
+//! 5. then declaration order: file name order, then position in the file.
+//!
+//! ## Phases
+//!
+//! Parse (serde mirror of the TOML, spans kept) → validate (every problem
+//! in every file collected into [`Diagnostics`]) → compile (indexes by
+//! number prefix, exact user, source network and regex set) → frozen
+//! [`RouteTable`]. A table is only ever built whole: an invalid directory
+//! yields diagnostics, never a partial table.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod candidate;
+mod compile;
 mod config;
 mod diag;
+mod matcher;
 mod query;
+#[doc(hidden)]
+pub mod reference;
+mod rtjson;
+mod rule;
+mod schedule;
+mod sources;
+mod table;
+mod template;
 mod uri;
+
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use query::{MAX_BODY, Query, QueryError};
+pub use rtjson::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
+pub use rule::{Routing, Specificity};
+pub use sources::{RouteTableBuilder, Sources, is_route_file};
+pub use table::{Expect, RouteTable, RuleId, RuleMatch, TestCase, TestOutcome};
+
+/// Parses an RFC 3339 time such as `2026-12-24T09:00:00Z` (for `--at`).
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    compile::parse_time(s)
+}
+
+/// Why a table could not be built.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read.
+    #[error("failed to read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is invalid; every problem is listed.
+    #[error("{0}")]
+    Config(Diagnostics),
+}

@@ -1,0 +1,1201 @@
+//! Phase two and three: validate the parsed files and compile them into a
+//! frozen [`RouteTable`].
+//!
+//! Every file is parsed, then every definition is checked, and all problems
+//! are collected before anything is built: a broken directory yields one
+//! complete list of diagnostics and never a half-built table.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use crate::config::{
+    DefaultsDef, EditDef, GatewayDef, LengthDef, PortDef, RejectDef, RouteFile, RuleDef,
+    ScheduleDef, TestDef, TrunkDef, UserMatchDef,
+};
+use crate::diag::{Diagnostic, Diagnostics, LineIndex, Severity};
+use crate::rule::{
+    Action, Conds, DomainPat, Field, Gateway, Loc, Rewrite, Rewrites, RouteAction, Routing,
+    RuleSpec, Trunk, UserConds,
+};
+use crate::schedule::{self, Schedule};
+use crate::table::{Defaults, Expect, RouteTable, TestCase};
+use crate::template::Template;
+use crate::uri::{Scheme, parse_uri};
+use crate::{Error, Query};
+
+/// Headers a rule may never set: rtjson would duplicate or break them.
+const PROTECTED_HEADERS: &[&str] = &[
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "content-length",
+    "content-type",
+    "max-forwards",
+    "route",
+    "record-route",
+    // compact forms
+    "v",
+    "f",
+    "t",
+    "i",
+    "m",
+    "l",
+    "c",
+];
+
+pub(crate) const MAX_URI: usize = 1023;
+
+struct File<'s> {
+    path: Arc<str>,
+    text: &'s str,
+    lines: LineIndex<'s>,
+}
+
+/// Everything validated, ready to be frozen.
+pub(crate) struct Validated {
+    pub defaults: Defaults,
+    pub trunks: Vec<Trunk>,
+    pub schedules: Vec<Schedule>,
+    pub rules: Vec<RuleSpec>,
+    pub actions: Vec<Action>,
+    pub regex_patterns: [Vec<String>; 3],
+    pub tests: Vec<TestCase>,
+    pub files: Vec<Arc<str>>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+pub(crate) struct Compiler<'s> {
+    files: Vec<File<'s>>,
+    diags: Vec<Diagnostic>,
+}
+
+/// A value's location: file index and byte span.
+type At = (usize, Range<usize>);
+
+impl<'s> Compiler<'s> {
+    pub(crate) fn new(sources: &'s [(Arc<str>, String)]) -> Self {
+        Compiler {
+            files: sources
+                .iter()
+                .map(|(p, t)| File {
+                    path: p.clone(),
+                    text: t,
+                    lines: LineIndex::new(t),
+                })
+                .collect(),
+            diags: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sev: Severity, at: &At, message: String, note: Option<String>) {
+        let f = &self.files[at.0];
+        let (line, col) = f.lines.line_col(at.1.start);
+        self.diags.push(Diagnostic {
+            path: f.path.clone(),
+            span: at.1.clone(),
+            line,
+            col,
+            severity: sev,
+            message,
+            note,
+        });
+    }
+
+    fn err(&mut self, at: &At, message: impl Into<String>) {
+        self.push(Severity::Error, at, message.into(), None);
+    }
+
+    fn warn(&mut self, at: &At, message: impl Into<String>, note: Option<String>) {
+        self.push(Severity::Warning, at, message.into(), note);
+    }
+
+    fn loc_text(&self, at: &At) -> String {
+        let f = &self.files[at.0];
+        let (line, col) = f.lines.line_col(at.1.start);
+        format!("{}:{}:{}", f.path, line, col)
+    }
+
+    fn loc(&self, at: &At) -> Loc {
+        let (line, col) = self.files[at.0].lines.line_col(at.1.start);
+        Loc {
+            file: at.0 as u32,
+            line: line as u32,
+            col: col as u32,
+        }
+    }
+
+    /// Parses, validates and compiles; `Err` carries every diagnostic.
+    pub(crate) fn run(mut self, version: String) -> Result<RouteTable, Error> {
+        let v = self.validate();
+        let mut diags = Diagnostics(self.diags);
+        diags.sort();
+        match v {
+            Some(v) if !diags.has_errors() => {
+                let mut v = v;
+                v.warnings = diags.0;
+                RouteTable::freeze(v, version).map_err(|m| {
+                    Error::Config(Diagnostics(vec![Diagnostic {
+                        path: "routes.d".into(),
+                        span: 0..0,
+                        line: 1,
+                        col: 1,
+                        severity: Severity::Error,
+                        message: m,
+                        note: None,
+                    }]))
+                })
+            }
+            _ => Err(Error::Config(diags)),
+        }
+    }
+
+    /// Validation only, for the reference evaluator.
+    pub(crate) fn validated(mut self) -> Result<Validated, Error> {
+        let v = self.validate();
+        let mut diags = Diagnostics(self.diags);
+        diags.sort();
+        match v {
+            Some(v) if !diags.has_errors() => Ok(v),
+            _ => Err(Error::Config(diags)),
+        }
+    }
+
+    fn validate(&mut self) -> Option<Validated> {
+        let mut parsed: Vec<(usize, RouteFile)> = Vec::new();
+        let mut parse_failed = false;
+        for i in 0..self.files.len() {
+            match toml::from_str::<RouteFile>(self.files[i].text) {
+                Ok(f) => parsed.push((i, f)),
+                Err(e) => {
+                    parse_failed = true;
+                    let span = e.span().unwrap_or(0..0);
+                    let msg = e.message().trim().replace('\n', " ");
+                    self.err(&(i, span), msg);
+                }
+            }
+        }
+
+        // [defaults]: at most once.
+        let mut defaults_def: Option<(usize, &Spanned<DefaultsDef>)> = None;
+        for (i, f) in &parsed {
+            if let Some(d) = &f.defaults {
+                if let Some((j, first)) = defaults_def {
+                    let note = format!("first defined at {}", self.loc_text(&(j, first.span())));
+                    self.push(
+                        Severity::Error,
+                        &(*i, d.span()),
+                        "[defaults] is defined twice; it may appear once across all files".into(),
+                        Some(note),
+                    );
+                } else {
+                    defaults_def = Some((*i, d));
+                }
+            }
+        }
+        let defaults = self.defaults(defaults_def);
+
+        // Schedules and trunks: names unique across files.
+        let mut schedule_ids: HashMap<&str, (u32, At)> = HashMap::new();
+        let mut schedules = Vec::new();
+        let mut trunk_ids: HashMap<&str, (u32, At)> = HashMap::new();
+        let mut trunks = Vec::new();
+        let mut trunk_ats = Vec::new();
+        for (i, f) in &parsed {
+            for (name, def) in &f.schedules {
+                let at = (*i, name.span());
+                if let Some((_, first)) = schedule_ids.get(name.get_ref().as_str()) {
+                    let note = format!("first defined at {}", self.loc_text(first));
+                    self.push(
+                        Severity::Error,
+                        &at,
+                        format!("schedule `{}` is defined twice", name.get_ref()),
+                        Some(note),
+                    );
+                    continue;
+                }
+                let s = self.schedule(*i, name.get_ref(), def, &defaults);
+                schedule_ids.insert(name.get_ref(), (schedules.len() as u32, at));
+                schedules.push(s);
+            }
+            for (name, def) in &f.trunks {
+                let at = (*i, name.span());
+                if let Some((_, first)) = trunk_ids.get(name.get_ref().as_str()) {
+                    let note = format!("first defined at {}", self.loc_text(first));
+                    self.push(
+                        Severity::Error,
+                        &at,
+                        format!("trunk `{}` is defined twice", name.get_ref()),
+                        Some(note),
+                    );
+                    continue;
+                }
+                let t = self.trunk(*i, name.get_ref(), def, &defaults);
+                trunk_ids.insert(name.get_ref(), (trunks.len() as u32, at.clone()));
+                trunks.push(t);
+                trunk_ats.push(at);
+            }
+        }
+        let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect::<Vec<_>>();
+        let trunks_ok = trunks.iter().all(Option::is_some);
+        let trunks: Vec<Trunk> = trunks.into_iter().flatten().collect();
+
+        // Rules.
+        let mut ctx = RuleCtx {
+            trunk_ids: &trunk_ids,
+            schedule_ids: &schedule_ids,
+            defaults: &defaults,
+            trunks: &trunks,
+            parse_failed,
+            regex_patterns: Default::default(),
+            regex_ids: Default::default(),
+            actions: Vec::new(),
+            action_ids: HashMap::new(),
+            used_trunks: vec![false; trunks.len()],
+            used_schedules: vec![false; schedules.len()],
+        };
+        let mut rules = Vec::new();
+        let mut rule_names: HashMap<String, At> = HashMap::new();
+        for (i, f) in &parsed {
+            for r in &f.rules {
+                let name = r.get_ref().name.get_ref();
+                let at = (*i, r.get_ref().name.span());
+                if let Some(first) = rule_names.get(name) {
+                    let note = format!("first defined at {}", self.loc_text(first));
+                    self.push(
+                        Severity::Error,
+                        &at,
+                        format!("rule `{name}` is defined twice"),
+                        Some(note),
+                    );
+                    continue;
+                }
+                rule_names.insert(name.clone(), at);
+                if let Some(spec) = self.rule(*i, r, &mut ctx) {
+                    rules.push(spec);
+                }
+            }
+        }
+
+        // Tests.
+        let mut tests = Vec::new();
+        for (i, f) in &parsed {
+            for t in &f.tests {
+                if let Some(tc) = self.test(*i, t, &rule_names) {
+                    tests.push(tc);
+                }
+            }
+        }
+
+        // Warnings that need the whole picture.
+        if !parse_failed {
+            for (k, used) in ctx.used_trunks.iter().enumerate() {
+                if !used {
+                    let at = trunk_ats[k].clone();
+                    self.warn(
+                        &at,
+                        format!("trunk `{}` is not used by any rule", trunks[k].name),
+                        None,
+                    );
+                }
+            }
+            let mut unused: Vec<(&str, At)> = schedule_ids
+                .iter()
+                .filter(|(_, (id, _))| !ctx.used_schedules[*id as usize])
+                .map(|(n, (_, at))| (*n, at.clone()))
+                .collect();
+            unused.sort_by_key(|a| (a.1.0, a.1.1.start));
+            for (n, at) in unused {
+                self.warn(&at, format!("schedule `{n}` is not used by any rule"), None);
+            }
+            if rules.is_empty() && !self.files.is_empty() {
+                self.warn(
+                    &(0, 0..0),
+                    format!(
+                        "routes.d has no enabled rules: every query gets the no-match answer ({} {})",
+                        defaults.no_match.0, defaults.no_match.1
+                    ),
+                    None,
+                );
+            }
+        }
+        let actions = std::mem::take(&mut ctx.actions);
+        let regex_patterns = std::mem::take(&mut ctx.regex_patterns);
+        if !trunks_ok {
+            return None;
+        }
+        let files = self.files.iter().map(|f| f.path.clone()).collect();
+        Some(Validated {
+            defaults,
+            trunks,
+            schedules,
+            rules,
+            actions,
+            regex_patterns,
+            tests,
+            files,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn u32_field(&mut self, file: usize, v: &Option<Spanned<i64>>, what: &str) -> Option<u32> {
+        let v = v.as_ref()?;
+        match u32::try_from(*v.get_ref()) {
+            Ok(x) => Some(x),
+            Err(_) => {
+                self.err(
+                    &(file, v.span()),
+                    format!("{what} must be an integer in 0..=4294967295, found {}", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn routing(&mut self, file: usize, v: &Spanned<String>) -> Option<Routing> {
+        match v.get_ref().as_str() {
+            "serial" => Some(Routing::Serial),
+            "parallel" => Some(Routing::Parallel),
+            other => {
+                self.err(
+                    &(file, v.span()),
+                    format!("routing must be \"serial\" or \"parallel\", found {other:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn reject(&mut self, file: usize, r: &Spanned<RejectDef>) -> Option<(u16, Box<str>)> {
+        let def = r.get_ref();
+        let code = *def.code.get_ref();
+        if !(400..=699).contains(&code) {
+            self.err(
+                &(file, def.code.span()),
+                format!("reject code must be a SIP final failure code in 400..=699, found {code}"),
+            );
+            return None;
+        }
+        let reason = match &def.reason {
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if t.is_empty() || t.contains(['\r', '\n', '\0']) {
+                    self.err(
+                        &(file, s.span()),
+                        "reject reason must be a non-empty single line of text",
+                    );
+                    return None;
+                }
+                t.into()
+            }
+            None => default_reason(code as u16).into(),
+        };
+        Some((code as u16, reason))
+    }
+
+    fn defaults(&mut self, def: Option<(usize, &Spanned<DefaultsDef>)>) -> Defaults {
+        let mut d = Defaults::default();
+        let Some((i, def)) = def else { return d };
+        let def = def.get_ref();
+        if let Some(r) = &def.routing {
+            d.routing = self.routing(i, r).unwrap_or(Routing::Serial);
+        }
+        d.fr_timer = self.u32_field(i, &def.fr_timer, "fr_timer").unwrap_or(0);
+        d.fr_inv_timer = self.u32_field(i, &def.fr_inv_timer, "fr_inv_timer").unwrap_or(0);
+        d.branch_flags = self.u32_field(i, &def.branch_flags, "branch_flags").unwrap_or(0);
+        if let Some(m) = &def.max_routes {
+            let v = *m.get_ref();
+            if (1..=31).contains(&v) {
+                d.max_routes = v as u32;
+                if v > 11 {
+                    self.warn(
+                        &(i, m.span()),
+                        format!("max_routes = {v} exceeds what Kamailio's default max_branches (12) allows with an async query (11)"),
+                        None,
+                    );
+                }
+            } else {
+                self.err(
+                    &(i, m.span()),
+                    format!("max_routes must be in 1..=31 (Kamailio's max_branches limit), found {v}"),
+                );
+            }
+        }
+        if let Some(nm) = &def.no_match {
+            if let Some(r) = self.reject(i, nm) {
+                d.no_match = r;
+            }
+        }
+        if let Some(tz) = &def.timezone {
+            match schedule::time_zone(tz.get_ref()) {
+                Ok(z) => d.timezone = z,
+                Err(e) => self.err(&(i, tz.span()), e),
+            }
+        }
+        d
+    }
+
+    fn schedule(
+        &mut self,
+        i: usize,
+        name: &str,
+        def: &Spanned<ScheduleDef>,
+        defaults: &Defaults,
+    ) -> Option<Schedule> {
+        let def = def.get_ref();
+        let mut ok = true;
+        let tz = match &def.timezone {
+            Some(t) => match schedule::time_zone(t.get_ref()) {
+                Ok(z) => z,
+                Err(e) => {
+                    self.err(&(i, t.span()), e);
+                    ok = false;
+                    defaults.timezone.clone()
+                }
+            },
+            None => defaults.timezone.clone(),
+        };
+        let mut days = 0u8;
+        for d in def.days.iter().flatten() {
+            match schedule::parse_days(d.get_ref()) {
+                Ok(m) => days |= m,
+                Err(e) => {
+                    self.err(&(i, d.span()), e);
+                    ok = false;
+                }
+            }
+        }
+        let mut hours = Vec::new();
+        for h in def.hours.iter().flatten() {
+            match schedule::parse_hours(h.get_ref()) {
+                Ok(x) => hours.push(x),
+                Err(e) => {
+                    self.err(&(i, h.span()), e);
+                    ok = false;
+                }
+            }
+        }
+        let mut except = Vec::new();
+        for x in def.except.iter().flatten() {
+            match schedule::parse_date(x.get_ref()) {
+                Ok(d) => except.push(d),
+                Err(e) => {
+                    self.err(&(i, x.span()), e);
+                    ok = false;
+                }
+            }
+        }
+        let _ = name;
+        ok.then(|| Schedule::new(tz, days, hours, except))
+    }
+
+    fn template(&mut self, i: usize, s: &Spanned<String>, allow_trunk: bool) -> Option<Template> {
+        match Template::parse(s.get_ref(), allow_trunk) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let start = s.span().start + 1 + e.offset;
+                self.err(&(i, start..start + 1), e.message);
+                None
+            }
+        }
+    }
+
+    fn header(&mut self, i: usize, s: &Spanned<String>) -> Option<Template> {
+        let text = s.get_ref();
+        let at = (i, s.span());
+        let Some((name, value)) = text.split_once(':') else {
+            self.err(&at, format!("header {text:?} must be a complete `Name: value` line"));
+            return None;
+        };
+        if !crate::uri::is_token(name) {
+            self.err(
+                &at,
+                format!("header name {name:?} must be a SIP token (letters, digits, `-`, `.`, `!`, `%`, `*`, `_`, `+`, `` ` ``, `'`, `~`) with no spaces"),
+            );
+            return None;
+        }
+        if PROTECTED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            self.err(
+                &at,
+                format!("header `{name}` may not be set by a route: Kamailio manages Via, From, To, Call-ID, CSeq, Contact, Content-Length, Content-Type, Max-Forwards, Route and Record-Route (use rewrite for From and To)"),
+            );
+            return None;
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            self.err(&at, "header value may not contain CR, LF or NUL");
+            return None;
+        }
+        let t = self.template(i, s, true)?;
+        Some(t)
+    }
+
+    fn sip_uri(&mut self, at: &At, uri: &str, what: &str) -> Option<(Box<str>, Box<str>)> {
+        let Some(p) = parse_uri(uri) else {
+            self.err(at, format!("{what} {uri:?} is not a SIP URI; expected something like \"sip:198.51.100.10:5060\""));
+            return None;
+        };
+        if p.scheme == Scheme::Tel || p.scheme_text.is_empty() {
+            self.err(at, format!("{what} {uri:?} must start with sip: or sips:"));
+            return None;
+        }
+        if !p.user_raw.is_empty() {
+            self.err(at, format!("{what} {uri:?} must not have a user part: the call's number is inserted as the user"));
+            return None;
+        }
+        if uri.len() > MAX_URI || uri.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            self.err(at, format!("{what} must be at most {MAX_URI} bytes without spaces or control characters"));
+            return None;
+        }
+        Some((p.scheme_text.into(), p.host_rest.into()))
+    }
+
+    fn trunk(
+        &mut self,
+        i: usize,
+        name: &str,
+        def: &Spanned<TrunkDef>,
+        defaults: &Defaults,
+    ) -> Option<Trunk> {
+        let d = def.get_ref();
+        let errors_before = self.error_count();
+        let mut gateways = Vec::new();
+        if d.gateways.get_ref().is_empty() {
+            self.err(&(i, d.gateways.span()), format!("trunk `{name}` has no gateways; list at least one"));
+        }
+        for g in d.gateways.get_ref() {
+            let at = (i, g.span());
+            let GatewayDef {
+                uri,
+                priority,
+                weight,
+                enabled,
+            } = g.get_ref();
+            let parts = self.sip_uri(&at, uri, "gateway");
+            let priority = u16::try_from(*priority).map_err(|_| {
+                self.err(&at, format!("gateway priority must be in 0..=65535, found {priority}"));
+            });
+            let weight = u32::try_from(*weight).map_err(|_| {
+                self.err(&at, format!("gateway weight must be in 0..=4294967295, found {weight}"));
+            });
+            if let (Some((scheme, host_rest)), Ok(priority), Ok(weight)) = (parts, priority, weight) {
+                if *enabled {
+                    gateways.push(Gateway {
+                        uri: uri.as_str().into(),
+                        scheme,
+                        host_rest,
+                        priority,
+                        weight,
+                    });
+                }
+            }
+        }
+        if gateways.is_empty() && !d.gateways.get_ref().is_empty() && self.error_count() == errors_before {
+            self.warn(
+                &(i, d.gateways.span()),
+                format!("every gateway of trunk `{name}` is disabled: rules using only this trunk answer 503"),
+                None,
+            );
+        }
+        gateways.sort_by_key(|g| g.priority);
+        let strip = match &d.strip {
+            Some(s) => match u32::try_from(*s.get_ref()) {
+                Ok(v) => v,
+                Err(_) => {
+                    self.err(&(i, s.span()), format!("strip must be a number of characters >= 0, found {}", s.get_ref()));
+                    0
+                }
+            },
+            None => 0,
+        };
+        let prefix = match &d.prefix {
+            Some(p) if p.get_ref().contains(|c: char| c.is_whitespace() || c.is_control() || c == '@') => {
+                self.err(&(i, p.span()), "trunk prefix may not contain spaces, control characters or `@`");
+                Box::from("")
+            }
+            Some(p) => p.get_ref().as_str().into(),
+            None => "".into(),
+        };
+        let proxy = match &d.proxy {
+            Some(p) if !p.get_ref().is_empty() => {
+                self.sip_uri(&(i, p.span()), p.get_ref(), "proxy");
+                Some(p.get_ref().as_str().into())
+            }
+            _ => None,
+        };
+        let socket = match &d.socket {
+            Some(s) if !s.get_ref().is_empty() => {
+                if let Err(e) = check_socket(s.get_ref()) {
+                    self.err(&(i, s.span()), e);
+                }
+                s.get_ref().as_str().into()
+            }
+            _ => "".into(),
+        };
+        let fr_timer = self.u32_field(i, &d.fr_timer, "fr_timer").unwrap_or(defaults.fr_timer);
+        let fr_inv_timer = self
+            .u32_field(i, &d.fr_inv_timer, "fr_inv_timer")
+            .unwrap_or(defaults.fr_inv_timer);
+        let branch_flags = self
+            .u32_field(i, &d.branch_flags, "branch_flags")
+            .unwrap_or(defaults.branch_flags);
+        let mut headers = Vec::new();
+        for h in d.headers.iter().flatten() {
+            if let Some(t) = self.header(i, h) {
+                headers.push(t);
+            }
+        }
+        (self.error_count() == errors_before).then(|| Trunk {
+            name: name.into(),
+            gateways: gateways.into(),
+            strip,
+            prefix,
+            proxy,
+            socket,
+            fr_timer,
+            fr_inv_timer,
+            branch_flags,
+            headers: headers.into(),
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+
+    fn user_conds(
+        &mut self,
+        i: usize,
+        field: Field,
+        def: &Option<UserMatchDef>,
+        ctx: &mut RuleCtx<'_>,
+    ) -> UserConds {
+        let mut u = UserConds::default();
+        let Some(def) = def else { return u };
+        let strings = |v: &Spanned<Vec<Spanned<String>>>| -> Box<[Box<str>]> {
+            v.get_ref().iter().map(|s| Box::from(s.get_ref().as_str())).collect()
+        };
+        if let Some(p) = &def.prefix {
+            if p.get_ref().is_empty() {
+                self.err(&(i, p.span()), format!("match.{}.prefix is empty; list at least one prefix or remove it", field.name()));
+            }
+            u.prefix = Some(strings(p));
+        }
+        if let Some(p) = &def.exact {
+            if p.get_ref().is_empty() {
+                self.err(&(i, p.span()), format!("match.{}.exact is empty; list at least one value or remove it", field.name()));
+            }
+            u.exact = Some(strings(p));
+        }
+        if let Some(r) = &def.regex {
+            match regex::Regex::new(r.get_ref()) {
+                Ok(_) => {
+                    let pats = &mut ctx.regex_patterns[field as usize];
+                    let ids = &mut ctx.regex_ids[field as usize];
+                    let id = *ids.entry(r.get_ref().clone()).or_insert_with(|| {
+                        pats.push(r.get_ref().clone());
+                        (pats.len() - 1) as u32
+                    });
+                    u.regex = Some(id);
+                }
+                Err(e) => self.err(&(i, r.span()), regex_error(&e)),
+            }
+        }
+        if let Some(l) = &def.length {
+            match parse_length(l.get_ref()) {
+                Ok(x) => u.length = Some(x),
+                Err(e) => self.err(&(i, l.span()), e),
+            }
+        }
+        if let Some(d) = &def.domain {
+            let mut pats = Vec::new();
+            for s in d.get_ref() {
+                let v = s.get_ref().trim().to_ascii_lowercase();
+                if let Some(rest) = v.strip_prefix("*.") {
+                    if rest.is_empty() || rest.contains('*') {
+                        self.err(&(i, s.span()), format!("invalid domain pattern {:?}; expected \"example.com\" or \"*.example.com\"", s.get_ref()));
+                    }
+                    pats.push(DomainPat::Suffix(format!(".{rest}").into()));
+                } else if v.is_empty() || v.contains('*') {
+                    self.err(&(i, s.span()), format!("invalid domain pattern {:?}; expected \"example.com\" or \"*.example.com\"", s.get_ref()));
+                } else {
+                    pats.push(DomainPat::Exact(v.into()));
+                }
+            }
+            u.domain = Some(pats.into());
+        }
+        u
+    }
+
+    fn rule(&mut self, i: usize, r: &Spanned<RuleDef>, ctx: &mut RuleCtx<'_>) -> Option<RuleSpec> {
+        let def = r.get_ref();
+        let name = def.name.get_ref();
+        let rule_at = (i, r.span());
+        let errors_before = self.error_count();
+        if name.trim().is_empty() || name.contains(|c: char| c.is_control()) {
+            self.err(&(i, def.name.span()), "rule name must be non-empty text without control characters");
+        }
+        let priority = def.priority.as_ref().map_or(100, |p| *p.get_ref());
+        let m = &def.matches;
+        let mut conds = Conds::default();
+        if let Some(src) = &m.source {
+            let mut nets = Vec::new();
+            for s in src.get_ref() {
+                match parse_net(s.get_ref()) {
+                    Ok(n) => nets.push(n),
+                    Err(e) => self.err(&(i, s.span()), e),
+                }
+            }
+            if src.get_ref().is_empty() {
+                self.err(&(i, src.span()), "match.source is empty; list at least one network or remove it");
+            }
+            conds.source = Some(nets.into());
+        }
+        if let Some(ports) = &m.source_port {
+            let mut out = Vec::new();
+            for p in ports.get_ref() {
+                match parse_ports(p.get_ref()) {
+                    Ok(x) => out.push(x),
+                    Err(e) => self.err(&(i, p.span()), e),
+                }
+            }
+            if ports.get_ref().is_empty() {
+                self.err(&(i, ports.span()), "match.source_port is empty; list at least one port or remove it");
+            }
+            conds.ports = Some(out.into());
+        }
+        if let Some(ts) = &m.transport {
+            for t in ts.get_ref() {
+                match crate::candidate::transport::bit(t.get_ref()) {
+                    Some(b) => conds.transports |= b,
+                    None => self.err(
+                        &(i, t.span()),
+                        format!("unknown transport {:?}; expected one of udp, tcp, tls, ws, wss, sctp", t.get_ref()),
+                    ),
+                }
+            }
+            if ts.get_ref().is_empty() {
+                self.err(&(i, ts.span()), "match.transport is empty; list at least one transport or remove it");
+            }
+        }
+        conds.auth = m.auth.as_ref().map(|a| *a.get_ref());
+        conds.users[Field::To as usize] = self.user_conds(i, Field::To, &m.to, ctx);
+        conds.users[Field::From as usize] = self.user_conds(i, Field::From, &m.from, ctx);
+        conds.users[Field::Ruri as usize] = self.user_conds(i, Field::Ruri, &m.ruri, ctx);
+        if let Some(s) = &m.schedule {
+            match ctx.schedule_ids.get(s.get_ref().as_str()) {
+                Some((id, _)) => {
+                    conds.schedule = Some(*id);
+                    ctx.used_schedules[*id as usize] = true;
+                }
+                None if ctx.parse_failed => {}
+                None => {
+                    let mut known: Vec<&str> = ctx.schedule_ids.keys().copied().collect();
+                    known.sort();
+                    self.err(&(i, s.span()), format!("unknown schedule `{}`; defined schedules: {}", s.get_ref(), list_or_none(&known)));
+                }
+            }
+        }
+        let action = match &def.then {
+            None => {
+                self.err(&rule_at, format!("rule `{name}` has no `then`; expected then.trunks = [...] or then.reject = {{ code = ... }}"));
+                None
+            }
+            Some(then) => self.action(i, name, then, ctx),
+        };
+        if def.enabled == Some(false) {
+            return None;
+        }
+        if self.error_count() != errors_before {
+            return None;
+        }
+        Some(RuleSpec {
+            name: name.as_str().into(),
+            priority,
+            conds,
+            action: action?,
+            loc: self.loc(&rule_at),
+        })
+    }
+
+    fn rewrite(&mut self, i: usize, def: &Option<Spanned<EditDef>>, what: &str) -> Option<Rewrite> {
+        let def = def.as_ref()?;
+        let at = (i, def.span());
+        match def.get_ref() {
+            EditDef::Template(t) => {
+                let s = Spanned::new(def.span(), t.clone());
+                self.template(i, &s, false).map(Rewrite::Template)
+            }
+            EditDef::Table(t) => {
+                let edit = t.strip.is_some() || t.prefix.is_some() || t.suffix.is_some();
+                let re = t.regex.is_some() || t.replace.is_some();
+                if edit && re {
+                    self.err(&at, format!("rewrite of {what}: use either strip/prefix/suffix or regex/replace, not both"));
+                    return None;
+                }
+                if re {
+                    let (Some(pattern), Some(replace)) = (&t.regex, &t.replace) else {
+                        self.err(&at, format!("rewrite of {what}: regex and replace go together"));
+                        return None;
+                    };
+                    return match regex::Regex::new(pattern) {
+                        Ok(re) => Some(Rewrite::Regex { re, replace: replace.as_str().into() }),
+                        Err(e) => {
+                            self.err(&at, regex_error(&e));
+                            None
+                        }
+                    };
+                }
+                if !edit {
+                    self.err(&at, format!("rewrite of {what} is empty; expected strip/prefix/suffix or regex/replace"));
+                    return None;
+                }
+                let strip = match u32::try_from(t.strip.unwrap_or(0)) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        self.err(&at, "strip must be >= 0");
+                        return None;
+                    }
+                };
+                Some(Rewrite::Edit {
+                    strip,
+                    prefix: t.prefix.clone().unwrap_or_default().into(),
+                    suffix: t.suffix.clone().unwrap_or_default().into(),
+                })
+            }
+        }
+    }
+
+    fn action(&mut self, i: usize, name: &str, then: &Spanned<crate::config::ThenDef>, ctx: &mut RuleCtx<'_>) -> Option<u32> {
+        let t = then.get_ref();
+        let at = (i, then.span());
+        match (&t.trunks, &t.reject) {
+            (Some(_), Some(r)) => {
+                self.err(&(i, r.span()), format!("rule `{name}` has both then.trunks and then.reject; they are mutually exclusive"));
+                None
+            }
+            (None, None) => {
+                self.err(&at, format!("rule `{name}` needs then.trunks = [...] or then.reject = {{ code = ... }}"));
+                None
+            }
+            (None, Some(r)) => {
+                if t.routing.is_some() || t.rewrite.is_some() || t.headers.is_some() {
+                    self.err(&at, format!("rule `{name}` rejects; then.routing, then.rewrite and then.headers only apply to routed calls"));
+                }
+                let (code, reason) = self.reject(i, r)?;
+                let key = format!("R{code}|{reason}");
+                Some(ctx.intern(key, || Action::Reject { code, reason }))
+            }
+            (Some(trunks), None) => {
+                let mut ids = Vec::new();
+                if trunks.get_ref().is_empty() {
+                    self.err(&(i, trunks.span()), "then.trunks is empty; list at least one trunk");
+                }
+                for tn in trunks.get_ref() {
+                    match ctx.trunk_ids.get(tn.get_ref().as_str()) {
+                        Some((id, _)) => {
+                            ids.push(*id);
+                            if let Some(u) = ctx.used_trunks.get_mut(*id as usize) {
+                                *u = true;
+                            }
+                        }
+                        None if ctx.parse_failed => {}
+                        None => {
+                            let mut known: Vec<&str> = ctx.trunk_ids.keys().copied().collect();
+                            known.sort();
+                            self.err(&(i, tn.span()), format!("unknown trunk `{}`; defined trunks: {}", tn.get_ref(), list_or_none(&known)));
+                        }
+                    }
+                }
+                let routing = match &t.routing {
+                    Some(r) => self.routing(i, r)?,
+                    None => ctx.defaults.routing,
+                };
+                let mut rw = Rewrites::default();
+                if let Some(r) = &t.rewrite {
+                    let r = r.get_ref();
+                    if let Some(ru) = &r.ruri {
+                        rw.ruri_user = self.rewrite(i, &ru.user, "ruri.user");
+                    }
+                    if let Some(p) = &r.to {
+                        rw.to_user = self.rewrite(i, &p.user, "to.user");
+                        rw.to_display = self.rewrite(i, &p.display, "to.display");
+                        rw.to_uri = self.rewrite(i, &p.uri, "to.uri");
+                    }
+                    if let Some(p) = &r.from {
+                        rw.from_user = self.rewrite(i, &p.user, "from.user");
+                        rw.from_display = self.rewrite(i, &p.display, "from.display");
+                        rw.from_uri = self.rewrite(i, &p.uri, "from.uri");
+                    }
+                }
+                let mut headers = Vec::new();
+                if let Some(hs) = &t.headers {
+                    for h in hs.get_ref() {
+                        if let Some(tpl) = self.header(i, h) {
+                            headers.push(tpl);
+                        }
+                    }
+                }
+                if routing == Routing::Parallel {
+                    let party_rw = rw.to_user.is_some() || rw.to_display.is_some() || rw.to_uri.is_some()
+                        || rw.from_user.is_some() || rw.from_display.is_some() || rw.from_uri.is_some();
+                    if party_rw || t.headers.is_some() {
+                        self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
+                    }
+                    for id in &ids {
+                        let tr = &ctx.trunks[*id as usize];
+                        if !tr.headers.is_empty() || tr.fr_timer != ctx.defaults.fr_timer || tr.fr_inv_timer != ctx.defaults.fr_inv_timer {
+                            self.err(&at, format!("rule `{name}` routes in parallel through trunk `{}`, whose headers or timers rtjson applies only in serial mode", tr.name));
+                        }
+                    }
+                }
+                let gw_count: usize = ids.iter().map(|id| ctx.trunks.get(*id as usize).map_or(0, |t| t.gateways.len())).sum();
+                if gw_count > ctx.defaults.max_routes as usize {
+                    self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
+                }
+                let simple = rw.ruri_user.is_none() && !party_rw_any(&rw) && headers.is_empty();
+                let action = || Action::Route(Box::new(RouteAction {
+                    trunks: ids.clone().into(),
+                    routing,
+                    rewrites: if simple { None } else { Some(Box::new(rw.clone())) },
+                    headers: headers.clone().into(),
+                }));
+                if simple {
+                    let key = format!("T{}|{:?}", routing.as_str(), ids);
+                    Some(ctx.intern(key, action))
+                } else {
+                    ctx.actions.push(action());
+                    Some((ctx.actions.len() - 1) as u32)
+                }
+            }
+        }
+    }
+
+    fn test(&mut self, i: usize, t: &Spanned<TestDef>, rule_names: &HashMap<String, At>) -> Option<TestCase> {
+        let def = t.get_ref();
+        let errors_before = self.error_count();
+        let json = match serde_json::to_vec(def.query.get_ref()) {
+            Ok(j) => j,
+            Err(e) => {
+                self.err(&(i, def.query.span()), format!("test query cannot be encoded as JSON: {e}"));
+                return None;
+            }
+        };
+        let query = match Query::from_json(&json) {
+            Ok(q) => q.into_owned(),
+            Err(e) => {
+                self.err(&(i, def.query.span()), format!("test query is not a valid query: {e}"));
+                return None;
+            }
+        };
+        let at = match &def.at {
+            Some(a) => match parse_time(a.get_ref()) {
+                Ok(ts) => Some(ts),
+                Err(e) => {
+                    self.err(&(i, a.span()), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let e = def.expect.get_ref();
+        if let Some(r) = &e.rule {
+            if !rule_names.contains_key(r.get_ref()) {
+                self.err(&(i, r.span()), format!("expect.rule names rule `{}`, which is not defined", r.get_ref()));
+            }
+        }
+        if let Some(code) = &e.reject {
+            if !(400..=699).contains(code.get_ref()) {
+                self.err(&(i, code.span()), format!("expect.reject must be a SIP code in 400..=699, found {}", code.get_ref()));
+            }
+            if e.routes.is_some() || e.ruri.is_some() {
+                self.err(&(i, def.expect.span()), "expect.reject cannot be combined with expect.routes or expect.ruri");
+            }
+        }
+        if e.rule.is_none() && e.routes.is_none() && e.ruri.is_none() && e.reject.is_none() {
+            self.err(&(i, def.expect.span()), "expect is empty; expected at least one of rule, routes, ruri, reject");
+        }
+        if self.error_count() != errors_before {
+            return None;
+        }
+        let (line, _) = self.files[i].lines.line_col(t.span().start);
+        Some(TestCase {
+            name: def.name.get_ref().clone(),
+            location: format!("{}:{}", self.files[i].path, line),
+            query,
+            at,
+            expect: Expect {
+                rule: e.rule.as_ref().map(|r| r.get_ref().clone()),
+                routes: e.routes.clone(),
+                ruri: e.ruri.clone(),
+                reject: e.reject.as_ref().map(|c| *c.get_ref() as u16),
+            },
+        })
+    }
+}
+
+fn party_rw_any(rw: &Rewrites) -> bool {
+    rw.to_user.is_some()
+        || rw.to_display.is_some()
+        || rw.to_uri.is_some()
+        || rw.from_user.is_some()
+        || rw.from_display.is_some()
+        || rw.from_uri.is_some()
+}
+
+struct RuleCtx<'a> {
+    trunk_ids: &'a HashMap<&'a str, (u32, At)>,
+    schedule_ids: &'a HashMap<&'a str, (u32, At)>,
+    defaults: &'a Defaults,
+    trunks: &'a [Trunk],
+    parse_failed: bool,
+    regex_patterns: [Vec<String>; 3],
+    regex_ids: [HashMap<String, u32>; 3],
+    actions: Vec<Action>,
+    action_ids: HashMap<String, u32>,
+    used_trunks: Vec<bool>,
+    used_schedules: Vec<bool>,
+}
+
+impl RuleCtx<'_> {
+    fn intern(&mut self, key: String, make: impl FnOnce() -> Action) -> u32 {
+        let actions = &mut self.actions;
+        *self.action_ids.entry(key).or_insert_with(|| {
+            actions.push(make());
+            (actions.len() - 1) as u32
+        })
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let detail = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or(text.trim())
+        .to_string();
+    format!("invalid regex: {detail}")
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip.to_canonical()));
+    }
+    Err(format!("invalid source {s:?}; expected an IP address or a CIDR network like \"10.0.0.0/8\" or \"2001:db8::/32\""))
+}
+
+fn parse_ports(p: &PortDef) -> Result<(u16, u16), String> {
+    let port = |s: &str| s.trim().parse::<u16>().ok();
+    match p {
+        PortDef::Port(n) => u16::try_from(*n)
+            .map(|n| (n, n))
+            .map_err(|_| format!("port {n} is out of range 0..=65535")),
+        PortDef::Range(s) => {
+            let r = match s.split_once('-') {
+                Some((a, b)) => port(a).zip(port(b)),
+                None => port(s).map(|p| (p, p)),
+            };
+            match r {
+                Some((a, b)) if a <= b => Ok((a, b)),
+                _ => Err(format!("invalid port range {s:?}; expected \"low-high\" with 0 <= low <= high <= 65535")),
+            }
+        }
+    }
+}
+
+fn parse_length(l: &LengthDef) -> Result<(u32, u32), String> {
+    let num = |s: &str| s.trim().parse::<u32>().ok();
+    match l {
+        LengthDef::Exact(n) => u32::try_from(*n)
+            .map(|n| (n, n))
+            .map_err(|_| format!("length {n} must be >= 0")),
+        LengthDef::Text(s) => {
+            let r = match s.split_once('-') {
+                Some((a, b)) => num(a).zip(num(b)),
+                None => num(s).map(|n| (n, n)),
+            };
+            match r {
+                Some((a, b)) if a <= b => Ok((a, b)),
+                _ => Err(format!("invalid length {s:?}; expected \"N\" or \"N-M\" with N <= M")),
+            }
+        }
+    }
+}
+
+fn check_socket(s: &str) -> Result<(), String> {
+    let err = || format!("invalid socket {s:?}; expected \"proto:ip:port\" matching a Kamailio listen socket, such as \"udp:192.0.2.20:5060\"");
+    let (proto, rest) = s.split_once(':').ok_or_else(err)?;
+    if crate::candidate::transport::bit(proto).is_none() {
+        return Err(err());
+    }
+    let (ip, port) = rest.rsplit_once(':').ok_or_else(err)?;
+    let ip = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+    ip.parse::<std::net::IpAddr>().map_err(|_| err())?;
+    port.parse::<u16>().map_err(|_| err())?;
+    Ok(())
+}
+
+/// Parses an RFC 3339 instant such as `2026-12-24T09:00:00Z`.
+pub(crate) fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .map(std::time::SystemTime::from)
+        .map_err(|e| format!("invalid time {s:?}: {e}; expected RFC 3339 like \"2026-12-24T09:00:00Z\""))
+}
+
+/// The standard reason phrase of a SIP failure code.
+pub(crate) fn default_reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Rejected",
+    }
+}

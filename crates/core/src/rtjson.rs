@@ -1,0 +1,372 @@
+//! The answer (SPEC §3): a [`Decision`] and its rtjson serialisation.
+//!
+//! Kamailio's parsers are unforgiving, so the JSON is written by hand-ordered
+//! `Serialize` impls: one object, lower-case keys, never a duplicate, integers
+//! as JSON integers, and `headers.from`/`headers.to` always complete.
+
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::candidate::{Candidate, Party};
+use crate::compile::MAX_URI;
+use crate::rule::{Action, Gateway, Rewrite, RouteAction, Routing};
+use crate::table::{RouteTable, RuleId};
+use crate::uri::{push_escaped_user, quote_display, replace_user, strip_ctl};
+
+/// The decision for one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'t> {
+    /// The rule that decided, if any.
+    pub rule_id: Option<RuleId>,
+    /// Its name.
+    pub rule: Option<&'t str>,
+    /// Route or reject.
+    pub outcome: Outcome<'t>,
+}
+
+/// What happens to the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'t> {
+    /// Try these destinations.
+    Route {
+        /// Serial or parallel.
+        routing: Routing,
+        /// At least one, at most `max_routes`.
+        routes: Vec<RouteAnswer<'t>>,
+    },
+    /// Reply with this SIP code.
+    Reject {
+        /// 400..=699.
+        code: u16,
+        /// The reason phrase.
+        reason: Cow<'t, str>,
+        /// Whether no rule matched (as opposed to a rule rejecting).
+        no_match: bool,
+    },
+}
+
+/// One destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAnswer<'t> {
+    /// The R-URI for this attempt.
+    pub uri: String,
+    /// The next hop.
+    pub dst_uri: &'t str,
+    /// Kamailio listen socket (`proto:ip:port`) or `""`.
+    pub socket: &'t str,
+    /// The trunk this route belongs to.
+    pub trunk: &'t str,
+    /// From rewrite (`""` parts are kept as they are).
+    pub from: PartyHeader,
+    /// To rewrite.
+    pub to: PartyHeader,
+    /// Extra header lines, each ending in CRLF, or `""`.
+    pub extra: String,
+    /// OR-ed into the branch flags (rtjson applies it to the first route only).
+    pub branch_flags: u32,
+    /// Final-response timer in ms; 0 keeps Kamailio's.
+    pub fr_timer: u32,
+    /// INVITE final-response timer in ms (after a provisional reply); 0 keeps Kamailio's.
+    pub fr_inv_timer: u32,
+}
+
+/// A From or To rewrite: `""` keeps that part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartyHeader {
+    /// The display name, quoted when it is not a plain token.
+    pub display: String,
+    /// The full URI.
+    pub uri: String,
+}
+
+/// How to wrap the answer on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrap {
+    /// `{"rtjson":{…}}`, for `jansson_get("rtjson", $http_rb, …)`.
+    Rtjson,
+    /// The rtjson document itself, for `rtjson_init_routes("$http_rb")`.
+    Bare,
+}
+
+impl Decision<'_> {
+    /// `routed`, `rejected` or `no_match` (metrics labels).
+    pub fn outcome_label(&self) -> &'static str {
+        match &self.outcome {
+            Outcome::Route { .. } => "routed",
+            Outcome::Reject { no_match: true, .. } => "no_match",
+            Outcome::Reject { .. } => "rejected",
+        }
+    }
+
+    /// Appends the single-line JSON answer to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>, wrap: Wrap) {
+        // Serialising plain strings and integers into a Vec cannot fail.
+        let _ = match wrap {
+            Wrap::Bare => serde_json::to_writer(&mut *out, self),
+            Wrap::Rtjson => serde_json::to_writer(&mut *out, &Wrapped(self)),
+        };
+    }
+
+    /// The single-line JSON answer.
+    pub fn to_json(&self, wrap: Wrap) -> Vec<u8> {
+        let mut v = Vec::with_capacity(512);
+        self.write_json(&mut v, wrap);
+        v
+    }
+}
+
+struct Wrapped<'a, 't>(&'a Decision<'t>);
+
+impl Serialize for Wrapped<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("rtjson", self.0)?;
+        m.end()
+    }
+}
+
+impl Serialize for Decision<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.outcome {
+            Outcome::Route { routing, routes } => {
+                let mut m = s.serialize_map(Some(5))?;
+                m.serialize_entry("success", &true)?;
+                m.serialize_entry("version", "1.0")?;
+                m.serialize_entry("routing", routing.as_str())?;
+                m.serialize_entry("rule", &self.rule)?;
+                m.serialize_entry("routes", routes)?;
+                m.end()
+            }
+            Outcome::Reject { code, reason, .. } => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("success", &false)?;
+                m.serialize_entry("code", code)?;
+                m.serialize_entry("reason", reason)?;
+                m.serialize_entry("rule", &self.rule)?;
+                m.end()
+            }
+        }
+    }
+}
+
+struct Headers<'a>(&'a RouteAnswer<'a>);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("from", &self.0.from)?;
+        m.serialize_entry("to", &self.0.to)?;
+        m.serialize_entry("extra", &self.0.extra)?;
+        m.end()
+    }
+}
+
+impl Serialize for RouteAnswer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("uri", &self.uri)?;
+        m.serialize_entry("dst_uri", self.dst_uri)?;
+        m.serialize_entry("path", "")?;
+        m.serialize_entry("socket", self.socket)?;
+        m.serialize_entry("headers", &Headers(self))?;
+        m.serialize_entry("branch_flags", &self.branch_flags)?;
+        m.serialize_entry("fr_timer", &self.fr_timer)?;
+        m.serialize_entry("fr_inv_timer", &self.fr_inv_timer)?;
+        m.end()
+    }
+}
+
+/// FNV-1a: stable across platforms and releases, so a Call-ID always gets
+/// the same gateway order (`c4route eval` reproduces production).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// RFC 2782 order: by priority; within a priority, weighted random without
+/// replacement; weight-0 gateways last in their priority, in declared order.
+/// `gws` is sorted by priority.
+pub(crate) fn srv_order(gws: &[Gateway], seed: u64, out: &mut Vec<usize>) {
+    let mut rng = SplitMix(seed);
+    let mut pool: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < gws.len() {
+        let mut j = i;
+        while j < gws.len() && gws[j].priority == gws[i].priority {
+            j += 1;
+        }
+        pool.clear();
+        pool.extend((i..j).filter(|&g| gws[g].weight > 0));
+        while !pool.is_empty() {
+            let total: u64 = pool.iter().map(|&g| u64::from(gws[g].weight)).sum();
+            let mut r = rng.next() % total;
+            let mut pick = pool.len() - 1;
+            for (k, &g) in pool.iter().enumerate() {
+                let w = u64::from(gws[g].weight);
+                if r < w {
+                    pick = k;
+                    break;
+                }
+                r -= w;
+            }
+            out.push(pool.remove(pick));
+        }
+        out.extend((i..j).filter(|&g| gws[g].weight == 0));
+        i = j;
+    }
+}
+
+fn party_header(
+    p: &Party<'_>,
+    user: Option<&Rewrite>,
+    display: Option<&Rewrite>,
+    uri: Option<&Rewrite>,
+    c: &Candidate<'_>,
+    rule: &str,
+) -> PartyHeader {
+    let display = display
+        .map(|r| quote_display(&r.apply(&p.display, c, rule)))
+        .unwrap_or_default();
+    let base = uri.map(|r| strip_ctl(&r.apply(p.uri, c, rule)).trim().to_owned());
+    let uri = match user {
+        Some(r) => {
+            let u = r.apply(&p.user, c, rule);
+            replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default()
+        }
+        None => base.unwrap_or_default(),
+    };
+    PartyHeader { display, uri }
+}
+
+impl RouteTable {
+    pub(crate) fn answer<'t>(&'t self, winner: Option<RuleId>, c: &Candidate<'_>) -> Decision<'t> {
+        let Some(id) = winner else {
+            let (code, reason) = &self.defaults.no_match;
+            return Decision {
+                rule_id: None,
+                rule: None,
+                outcome: Outcome::Reject {
+                    code: *code,
+                    reason: Cow::Borrowed(reason),
+                    no_match: true,
+                },
+            };
+        };
+        let name = self.rule_name(id);
+        let outcome = match &self.actions[self.action_of(id) as usize] {
+            Action::Reject { code, reason } => Outcome::Reject {
+                code: *code,
+                reason: Cow::Borrowed(reason),
+                no_match: false,
+            },
+            Action::Route(ra) => self.routes(ra, name, c),
+        };
+        Decision {
+            rule_id: Some(id),
+            rule: Some(name),
+            outcome,
+        }
+    }
+
+    fn routes<'t>(&'t self, ra: &'t RouteAction, rule: &str, c: &Candidate<'_>) -> Outcome<'t> {
+        let rw = ra.rewrites.as_deref();
+        let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
+            Some(r) => Cow::Owned(r.apply(&c.ruri.user, c, rule)),
+            None => Cow::Borrowed(&c.ruri.user),
+        };
+        let (from, to) = match rw {
+            Some(r) => (
+                party_header(&c.from, r.from_user.as_ref(), r.from_display.as_ref(), r.from_uri.as_ref(), c, rule),
+                party_header(&c.to, r.to_user.as_ref(), r.to_display.as_ref(), r.to_uri.as_ref(), c, rule),
+            ),
+            None => Default::default(),
+        };
+        let serial = ra.routing == Routing::Serial;
+        let max = self.defaults.max_routes as usize;
+        let seed = fnv1a(c.call_id.as_bytes());
+        let mut routes = Vec::with_capacity(4);
+        let mut order = Vec::with_capacity(4);
+        let mut user = String::new();
+        'trunks: for (k, &tid) in ra.trunks.iter().enumerate() {
+            let t = &self.trunks[tid as usize];
+            user.clear();
+            let rest = match ruri_user.char_indices().nth(t.strip as usize) {
+                Some((i, _)) => &ruri_user[i..],
+                None => "",
+            };
+            user.push_str(&t.prefix);
+            user.push_str(rest);
+            let mut extra = String::new();
+            if serial {
+                for h in ra.headers.iter().chain(t.headers.iter()) {
+                    h.render_into(&mut extra, c, rule, &t.name);
+                    extra.push_str("\r\n");
+                }
+            }
+            order.clear();
+            srv_order(&t.gateways, seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15), &mut order);
+            for &g in &order {
+                if routes.len() == max {
+                    break 'trunks;
+                }
+                let gw = &t.gateways[g];
+                let mut uri = String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
+                uri.push_str(&gw.scheme);
+                uri.push(':');
+                if !user.is_empty() {
+                    push_escaped_user(&mut uri, &user);
+                    uri.push('@');
+                }
+                uri.push_str(&gw.host_rest);
+                if uri.len() > MAX_URI {
+                    return Outcome::Reject {
+                        code: 414,
+                        reason: Cow::Borrowed("Request-URI Too Long"),
+                        no_match: false,
+                    };
+                }
+                routes.push(RouteAnswer {
+                    uri,
+                    dst_uri: t.proxy.as_deref().unwrap_or(&gw.uri),
+                    socket: &t.socket,
+                    trunk: &t.name,
+                    from: from.clone(),
+                    to: to.clone(),
+                    extra: extra.clone(),
+                    branch_flags: t.branch_flags,
+                    fr_timer: if serial { t.fr_timer } else { 0 },
+                    fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
+                });
+            }
+        }
+        if routes.is_empty() {
+            return Outcome::Reject {
+                code: 503,
+                reason: Cow::Borrowed("Service Unavailable"),
+                no_match: false,
+            };
+        }
+        Outcome::Route {
+            routing: ra.routing,
+            routes,
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Compiled rules: conditions, precedence and actions.
+//!
+//! Precedence is a type: [`Specificity`] orders two matching rules exactly as
+//! SPEC §4.3 says (priority, then the `to`/`ruri` user condition, then the
+//! `from` user condition, then the source prefix, then declaration order).
+
+use std::cmp::Ordering;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use crate::candidate::{Candidate, Party};
+use crate::schedule::Schedule;
+use crate::template::Template;
+
+/// Which party a user condition looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    To = 0,
+    From = 1,
+    Ruri = 2,
+}
+
+impl Field {
+    pub(crate) const ALL: [Field; 3] = [Field::To, Field::From, Field::Ruri];
+
+    pub(crate) fn party<'a, 'q>(self, c: &'a Candidate<'q>) -> &'a Party<'q> {
+        match self {
+            Field::To => &c.to,
+            Field::From => &c.from,
+            Field::Ruri => &c.ruri,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Field::To => "to",
+            Field::From => "from",
+            Field::Ruri => "ruri",
+        }
+    }
+}
+
+/// How specific a matched user condition was: none < length < regex <
+/// prefix (longer is more specific) < exact.
+pub(crate) mod user_spec {
+    pub const NONE: u32 = 0;
+    pub const LENGTH: u32 = 1;
+    pub const REGEX: u32 = 2;
+    pub const EXACT: u32 = u32::MAX;
+    pub fn prefix(len: usize) -> u32 {
+        3 + len.min(1 << 20) as u32
+    }
+}
+
+/// `*.example.net` (any subdomain) or `example.com` (that host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DomainPat {
+    Exact(Box<str>),
+    /// The suffix with its leading dot: `.example.net`.
+    Suffix(Box<str>),
+}
+
+impl DomainPat {
+    fn is_match(&self, domain: &str) -> bool {
+        match self {
+            DomainPat::Exact(d) => **d == *domain,
+            DomainPat::Suffix(s) => domain.len() > s.len() && domain.ends_with(&**s),
+        }
+    }
+}
+
+/// Conditions on one party's user and domain.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UserConds {
+    pub prefix: Option<Box<[Box<str>]>>,
+    pub exact: Option<Box<[Box<str>]>>,
+    /// Index of the pattern in the field's regex set.
+    pub regex: Option<u32>,
+    /// Inclusive bounds on the user length in characters.
+    pub length: Option<(u32, u32)>,
+    pub domain: Option<Box<[DomainPat]>>,
+}
+
+/// Answers "does pattern `idx` of `field` match `text`".
+pub(crate) trait RegexEval {
+    fn is_match(&mut self, field: Field, idx: u32, text: &str) -> bool;
+}
+
+impl UserConds {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.prefix.is_none()
+            && self.exact.is_none()
+            && self.regex.is_none()
+            && self.length.is_none()
+            && self.domain.is_none()
+    }
+
+    /// `None` when a condition fails, else the specificity of the user part.
+    fn eval(&self, field: Field, p: &Party<'_>, rx: &mut dyn RegexEval) -> Option<u32> {
+        if self.is_empty() {
+            return Some(user_spec::NONE);
+        }
+        if !p.present {
+            return None;
+        }
+        let user: &str = &p.user;
+        let mut spec = user_spec::NONE;
+        if let Some((lo, hi)) = self.length {
+            let n = user.chars().count() as u32;
+            if n < lo || n > hi {
+                return None;
+            }
+            spec = spec.max(user_spec::LENGTH);
+        }
+        if let Some(d) = &self.domain {
+            if !d.iter().any(|d| d.is_match(&p.domain)) {
+                return None;
+            }
+        }
+        if let Some(ex) = &self.exact {
+            if !ex.iter().any(|e| **e == *user) {
+                return None;
+            }
+            spec = spec.max(user_spec::EXACT);
+        }
+        if let Some(px) = &self.prefix {
+            let best = px
+                .iter()
+                .filter(|x| user.starts_with(&***x))
+                .map(|x| x.len())
+                .max()?;
+            spec = spec.max(user_spec::prefix(best));
+        }
+        if let Some(idx) = self.regex {
+            if !rx.is_match(field, idx, user) {
+                return None;
+            }
+            spec = spec.max(user_spec::REGEX);
+        }
+        Some(spec)
+    }
+}
+
+/// Every condition of a rule (or, in the table, the ones no index checked).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Conds {
+    pub source: Option<Box<[IpNet]>>,
+    /// Inclusive port ranges.
+    pub ports: Option<Box<[(u16, u16)]>>,
+    /// Transport bit mask; 0 = any.
+    pub transports: u8,
+    pub auth: Option<bool>,
+    /// Indexed by [`Field`].
+    pub users: [UserConds; 3],
+    pub schedule: Option<u32>,
+}
+
+/// The parts of a [`Specificity`] that come from matching.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SpecParts {
+    /// Best of the `to` and `ruri` user conditions.
+    pub to: u32,
+    pub from: u32,
+    /// 0 without a source condition, else the matched prefix length + 1.
+    pub source: u8,
+}
+
+impl SpecParts {
+    pub(crate) fn max(self, o: SpecParts) -> SpecParts {
+        SpecParts {
+            to: self.to.max(o.to),
+            from: self.from.max(o.from),
+            source: self.source.max(o.source),
+        }
+    }
+}
+
+/// What the rule-matching context needs besides the candidate.
+pub(crate) struct Env<'a> {
+    pub now: SystemTime,
+    pub schedules: &'a [Schedule],
+}
+
+impl Conds {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.source.is_none()
+            && self.ports.is_none()
+            && self.transports == 0
+            && self.auth.is_none()
+            && self.users.iter().all(UserConds::is_empty)
+            && self.schedule.is_none()
+    }
+
+    /// `None` when a condition fails, else what the match contributes to precedence.
+    pub(crate) fn eval(
+        &self,
+        c: &Candidate<'_>,
+        env: &Env<'_>,
+        rx: &mut dyn RegexEval,
+    ) -> Option<SpecParts> {
+        let mut parts = SpecParts::default();
+        if let Some(auth) = self.auth {
+            if c.auth != auth {
+                return None;
+            }
+        }
+        if self.transports != 0 && self.transports & c.transport == 0 {
+            return None;
+        }
+        if let Some(ports) = &self.ports {
+            let p = c.source_port?;
+            if !ports.iter().any(|&(lo, hi)| lo <= p && p <= hi) {
+                return None;
+            }
+        }
+        if let Some(nets) = &self.source {
+            let ip: IpAddr = c.source_ip?;
+            let len = nets
+                .iter()
+                .filter(|n| n.contains(&ip))
+                .map(|n| n.prefix_len())
+                .max()?;
+            parts.source = len + 1;
+        }
+        let to = self.users[Field::To as usize].eval(Field::To, &c.to, rx)?;
+        let ruri = self.users[Field::Ruri as usize].eval(Field::Ruri, &c.ruri, rx)?;
+        parts.to = to.max(ruri);
+        parts.from = self.users[Field::From as usize].eval(Field::From, &c.from, rx)?;
+        if let Some(s) = self.schedule {
+            if !env.schedules[s as usize].is_active(env.now) {
+                return None;
+            }
+        }
+        Some(parts)
+    }
+}
+
+/// The precedence of a matching rule; the *smallest* wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Specificity {
+    /// The rule's `priority` (lower is considered first).
+    pub priority: i64,
+    /// The `to`/`ruri` user condition: higher is more specific.
+    pub to: u32,
+    /// The `from` user condition: higher is more specific.
+    pub from: u32,
+    /// Matched source prefix length + 1, or 0 without a source condition.
+    pub source: u8,
+    /// Declaration order (file name order, then position in the file).
+    pub decl: u32,
+}
+
+impl Specificity {
+    pub(crate) fn new(priority: i64, parts: SpecParts, decl: u32) -> Self {
+        Specificity {
+            priority,
+            to: parts.to,
+            from: parts.from,
+            source: parts.source,
+            decl,
+        }
+    }
+}
+
+impl Ord for Specificity {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.priority
+            .cmp(&o.priority)
+            .then_with(|| o.to.cmp(&self.to))
+            .then_with(|| o.from.cmp(&self.from))
+            .then_with(|| o.source.cmp(&self.source))
+            .then_with(|| self.decl.cmp(&o.decl))
+    }
+}
+
+impl PartialOrd for Specificity {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// `serial` or `parallel` (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Routing {
+    /// One destination per attempt, failing over in order.
+    Serial,
+    /// Every destination at once.
+    Parallel,
+}
+
+impl Routing {
+    /// The rtjson spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Serial => "serial",
+            Routing::Parallel => "parallel",
+        }
+    }
+}
+
+/// A rewrite of one value.
+#[derive(Debug, Clone)]
+pub(crate) enum Rewrite {
+    Template(Template),
+    Edit {
+        strip: u32,
+        prefix: Box<str>,
+        suffix: Box<str>,
+    },
+    Regex {
+        re: regex::Regex,
+        replace: Box<str>,
+    },
+}
+
+impl Rewrite {
+    pub(crate) fn apply(&self, current: &str, c: &Candidate<'_>, rule: &str) -> String {
+        match self {
+            Rewrite::Template(t) => t.render(c, rule, ""),
+            Rewrite::Edit {
+                strip,
+                prefix,
+                suffix,
+            } => {
+                let rest = match current.char_indices().nth(*strip as usize) {
+                    Some((i, _)) => &current[i..],
+                    None => "",
+                };
+                let mut s = String::with_capacity(prefix.len() + rest.len() + suffix.len());
+                s.push_str(prefix);
+                s.push_str(rest);
+                s.push_str(suffix);
+                s
+            }
+            Rewrite::Regex { re, replace } => re.replace(current, &**replace).into_owned(),
+        }
+    }
+}
+
+/// The rewrites a rule applies.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rewrites {
+    pub ruri_user: Option<Rewrite>,
+    pub to_user: Option<Rewrite>,
+    pub to_display: Option<Rewrite>,
+    pub to_uri: Option<Rewrite>,
+    pub from_user: Option<Rewrite>,
+    pub from_display: Option<Rewrite>,
+    pub from_uri: Option<Rewrite>,
+}
+
+/// What a rule does.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    Reject { code: u16, reason: Box<str> },
+    Route(Box<RouteAction>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RouteAction {
+    pub trunks: Box<[u32]>,
+    pub routing: crate::rule::Routing,
+    pub rewrites: Option<Box<Rewrites>>,
+    pub headers: Box<[Template]>,
+}
+
+/// A gateway of a trunk.
+#[derive(Debug, Clone)]
+pub(crate) struct Gateway {
+    /// As written: the route's `dst_uri` when the trunk has no proxy.
+    pub uri: Box<str>,
+    pub scheme: Box<str>,
+    /// `host[:port][;params]`.
+    pub host_rest: Box<str>,
+    pub priority: u16,
+    pub weight: u32,
+}
+
+/// A compiled trunk; timers are already resolved against `[defaults]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Trunk {
+    pub name: Box<str>,
+    /// Enabled gateways, sorted by priority (stable).
+    pub gateways: Box<[Gateway]>,
+    pub strip: u32,
+    pub prefix: Box<str>,
+    pub proxy: Option<Box<str>>,
+    pub socket: Box<str>,
+    pub fr_timer: u32,
+    pub fr_inv_timer: u32,
+    pub branch_flags: u32,
+    pub headers: Box<[Template]>,
+}
+
+/// A rule as validated, with every condition (the reference evaluator's input,
+/// and the table compiler's).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleSpec {
+    pub name: Box<str>,
+    pub priority: i64,
+    pub conds: Conds,
+    pub action: u32,
+    pub loc: Loc,
+}
+
+/// Where something was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub file: u32,
+    pub line: u32,
+    pub col: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specificity_orders_as_the_spec_says() {
+        let s = |priority, to, from, source, decl| Specificity {
+            priority,
+            to,
+            from,
+            source,
+            decl,
+        };
+        let mut v = vec![
+            s(100, 0, 0, 0, 0),
+            s(100, user_spec::prefix(3), 0, 0, 5),
+            s(100, user_spec::EXACT, 0, 0, 9),
+            s(50, 0, 0, 0, 10),
+            s(100, user_spec::prefix(3), user_spec::REGEX, 0, 6),
+            s(100, user_spec::prefix(3), user_spec::REGEX, 25, 7),
+            s(100, user_spec::prefix(2), user_spec::EXACT, 33, 1),
+            s(100, user_spec::prefix(3), 0, 0, 4),
+        ];
+        v.sort();
+        let decls: Vec<u32> = v.iter().map(|s| s.decl).collect();
+        assert_eq!(decls, vec![10, 9, 7, 6, 4, 5, 1, 0]);
+    }
+
+    #[test]
+    fn edits() {
+        let q = crate::Query::default();
+        let c = Candidate::new(&q);
+        let e = Rewrite::Edit {
+            strip: 1,
+            prefix: "+44".into(),
+            suffix: "".into(),
+        };
+        assert_eq!(e.apply("07700", &c, "r"), "+447700");
+        assert_eq!(e.apply("", &c, "r"), "+44");
+        let r = Rewrite::Regex {
+            re: regex::Regex::new(r"^0(\d+)$").unwrap(),
+            replace: "+44$1".into(),
+        };
+        assert_eq!(r.apply("0123", &c, "r"), "+44123");
+        assert_eq!(r.apply("x123", &c, "r"), "x123");
+    }
+}

@@ -1,0 +1,159 @@
+//! The only I/O of the core: reading a routes.d directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::compile::Compiler;
+use crate::{Error, RouteTable};
+
+/// The text of every routes.d file, in file-name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    files: Vec<(Arc<str>, String)>,
+}
+
+/// Whether a directory entry is a routes.d file: `*.toml`, not hidden, not an
+/// editor leftover.
+pub fn is_route_file(name: &str) -> bool {
+    name.ends_with(".toml")
+        && !name.starts_with('.')
+        && !name.ends_with('~')
+        && ![".swp", ".swx", ".tmp", ".bak"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+impl Sources {
+    /// No files yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one file's text; `path` is what diagnostics will show.
+    pub fn add(&mut self, path: impl Into<String>, text: impl Into<String>) {
+        self.files.push((Arc::from(path.into()), text.into()));
+    }
+
+    /// Reads every `*.toml` file directly in `dir`, in lexical order of file
+    /// name. Hidden files, editor leftovers and subdirectories are skipped;
+    /// symbolic links are followed (a Kubernetes ConfigMap mounts files
+    /// through a `..data` link).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory or a file cannot be read, or a file
+    /// is not UTF-8.
+    pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        let dir = dir.as_ref();
+        let io = |path: &Path, source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let entry = entry.map_err(|e| io(dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !is_route_file(name) {
+                continue;
+            }
+            let path = entry.path();
+            // metadata() follows symlinks; a dangling link is skipped.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => names.push(name.to_owned()),
+                _ => continue,
+            }
+        }
+        names.sort();
+        let mut s = Sources::new();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "file is not UTF-8"),
+                )
+            })?;
+            s.add(path.display().to_string(), text);
+        }
+        Ok(s)
+    }
+
+    /// The files, as `(path, text)`.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.files.iter().map(|(p, t)| (&**p, t.as_str()))
+    }
+
+    /// A digest of file names and contents: equal digests, equal tables.
+    pub fn digest(&self) -> String {
+        let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut b: u64 = 0x6c62_272e_07bb_0142;
+        let mut feed = |bytes: &[u8]| {
+            for &x in bytes {
+                a = (a ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+                b = (b ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3 ^ 0x5bd1_e995);
+            }
+        };
+        for (p, t) in &self.files {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            feed(name.as_bytes());
+            feed(&(t.len() as u64).to_le_bytes());
+            feed(t.as_bytes());
+        }
+        format!("{a:016x}{b:016x}")
+    }
+
+    /// Parses, validates and compiles these files into a table.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with every diagnostic when any file is invalid.
+    pub fn build(&self) -> Result<RouteTable, Error> {
+        Compiler::new(&self.files).run(self.digest())
+    }
+
+    pub(crate) fn raw(&self) -> &[(Arc<str>, String)] {
+        &self.files
+    }
+}
+
+/// Builds a [`RouteTable`] from source texts (STYLE: builder → `build()` → matcher).
+#[derive(Debug, Clone, Default)]
+pub struct RouteTableBuilder {
+    sources: Sources,
+}
+
+impl RouteTableBuilder {
+    /// An empty builder (which builds a valid, rule-less table).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one file; `path` is what diagnostics show.
+    pub fn add_source(&mut self, path: impl Into<String>, text: impl Into<String>) -> &mut Self {
+        self.sources.add(path, text);
+        self
+    }
+
+    /// Compiles everything added.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with every diagnostic when any source is invalid.
+    pub fn build(&self) -> Result<RouteTable, Error> {
+        self.sources.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_file_names() {
+        for ok in ["a.toml", "10-x.toml"] {
+            assert!(is_route_file(ok));
+        }
+        for no in [".a.toml", "a.toml~", "a.toml.swp", "a.tmp", "a.toml.bak", "4913", "a.json", "..data"] {
+            assert!(!is_route_file(no), "{no}");
+        }
+    }
+}

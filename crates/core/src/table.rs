@@ -1,0 +1,540 @@
+//! The frozen routing table and the decision procedure.
+//!
+//! `route` gathers candidate rules from the populated indexes only (exact and
+//! prefix user lookups, source networks, one regex set per field, and a short
+//! list of rules with no indexable condition), checks each candidate's
+//! remaining conditions, and keeps the one with the smallest [`Specificity`].
+//! Its cost depends on the query (the length of the numbers, the number of
+//! covering networks), not on the number of rules.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use regex::{RegexSet, RegexSetBuilder, SetMatches};
+
+use crate::candidate::Candidate;
+use crate::compile::Validated;
+use crate::diag::Diagnostics;
+use crate::matcher::ip::SourceIndex;
+use crate::matcher::prefix::{StrIndex, StrIndexBuilder};
+use crate::rule::{
+    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk,
+    user_spec,
+};
+use crate::schedule::Schedule;
+use crate::Query;
+
+/// The index of a rule in declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub u32);
+
+/// `[defaults]`, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Defaults {
+    pub routing: Routing,
+    pub fr_timer: u32,
+    pub fr_inv_timer: u32,
+    pub branch_flags: u32,
+    pub max_routes: u32,
+    pub no_match: (u16, Box<str>),
+    pub timezone: jiff::tz::TimeZone,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            routing: Routing::Serial,
+            fr_timer: 0,
+            fr_inv_timer: 0,
+            branch_flags: 0,
+            max_routes: 10,
+            no_match: (404, "Not Found".into()),
+            timezone: jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
+/// What a `[[tests]]` entry expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The deciding rule's name.
+    pub rule: Option<String>,
+    /// `dst_uri` of every route, in order.
+    pub routes: Option<Vec<String>>,
+    /// The first route's `uri`.
+    pub ruri: Option<String>,
+    /// The reject (or no-match) code.
+    pub reject: Option<u16>,
+}
+
+/// One `[[tests]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    /// Its name.
+    pub name: String,
+    /// `file:line` of the entry.
+    pub location: String,
+    /// The query.
+    pub query: Query<'static>,
+    /// The time to decide at (`None`: the current time).
+    pub at: Option<SystemTime>,
+    /// What it expects.
+    pub expect: Expect,
+}
+
+/// A test's result: empty `failures` means it passed.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    /// The test's name.
+    pub name: String,
+    /// `file:line` of the test.
+    pub location: String,
+    /// One line per unmet expectation: what was expected and what came out.
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name_off: u32,
+    name_len: u32,
+    action: u32,
+    priority: i64,
+    /// The conditions no index checked; `None` when the index said it all.
+    conds: Option<Box<Conds>>,
+}
+
+/// Which index a rule was filed under, and so what a hit proves.
+#[derive(Debug, Default)]
+struct Indexes {
+    exact: [Option<StrIndex>; 3],
+    prefix: [Option<StrIndex>; 3],
+    source: Option<SourceIndex>,
+    /// Rules filed under regex pattern `n` of each field.
+    regex: [Box<[Box<[u32]>]>; 3],
+    always: Box<[u32]>,
+}
+
+/// One regex set per field, for conditions and for indexing.
+#[derive(Debug, Default)]
+pub(crate) struct Regexes {
+    sets: [Option<RegexSet>; 3],
+}
+
+impl Regexes {
+    pub(crate) fn build(patterns: &[Vec<String>; 3]) -> Result<Self, String> {
+        let mut r = Regexes::default();
+        for f in Field::ALL {
+            let pats = &patterns[f as usize];
+            if pats.is_empty() {
+                continue;
+            }
+            let set = RegexSetBuilder::new(pats)
+                .dfa_size_limit(32 << 20)
+                .size_limit(256 << 20)
+                .build()
+                .map_err(|e| format!("the {} regexes together are too large: {e}", f.name()))?;
+            r.sets[f as usize] = Some(set);
+        }
+        Ok(r)
+    }
+}
+
+struct SetEval<'a> {
+    sets: &'a Regexes,
+    cache: [Option<SetMatches>; 3],
+}
+
+impl SetEval<'_> {
+    fn matches(&mut self, field: Field, text: &str) -> Option<&SetMatches> {
+        let set = self.sets.sets[field as usize].as_ref()?;
+        Some(self.cache[field as usize].get_or_insert_with(|| set.matches(text)))
+    }
+}
+
+impl RegexEval for SetEval<'_> {
+    fn is_match(&mut self, field: Field, idx: u32, text: &str) -> bool {
+        self.matches(field, text)
+            .is_some_and(|m| m.matched(idx as usize))
+    }
+}
+
+/// A compiled, immutable routing table. Cheap to share (`Send + Sync`);
+/// [`RouteTable::route`] takes `&self`.
+#[derive(Debug)]
+pub struct RouteTable {
+    rules: Box<[Rule]>,
+    names: Box<str>,
+    locs: Box<[Loc]>,
+    pub(crate) actions: Box<[Action]>,
+    pub(crate) trunks: Box<[Trunk]>,
+    schedules: Box<[Schedule]>,
+    regexes: Regexes,
+    idx: Indexes,
+    pub(crate) defaults: Defaults,
+    files: Box<[Arc<str>]>,
+    tests: Box<[TestCase]>,
+    warnings: Diagnostics,
+    version: Box<str>,
+}
+
+const _: fn() = || {
+    fn ok<T: Send + Sync + 'static>() {}
+    ok::<RouteTable>();
+};
+
+/// A rule that matched a query, for `--explain`.
+#[derive(Debug, Clone)]
+pub struct RuleMatch {
+    /// The rule.
+    pub id: RuleId,
+    /// Its name.
+    pub name: String,
+    /// `file:line:col` of its declaration.
+    pub location: String,
+    /// How it ranks.
+    pub specificity: Specificity,
+}
+
+impl RouteTable {
+    pub(crate) fn freeze(v: Validated, version: String) -> Result<RouteTable, String> {
+        let regexes = Regexes::build(&v.regex_patterns)?;
+        let mut names = String::new();
+        let mut rules = Vec::with_capacity(v.rules.len());
+        let mut locs = Vec::with_capacity(v.rules.len());
+        let mut exact: [StrIndexBuilder; 3] = Default::default();
+        let mut prefix: [StrIndexBuilder; 3] = Default::default();
+        let mut source = SourceIndex::default();
+        let mut regex: [Vec<Vec<u32>>; 3] = v.regex_patterns.clone().map(|p| vec![Vec::new(); p.len()]);
+        let mut always = Vec::new();
+        for (id, spec) in v.rules.into_iter().enumerate() {
+            let id = id as u32;
+            let mut conds = spec.conds;
+            let u = &mut conds.users;
+            // File the rule under its most selective indexable condition.
+            if let Some(f) = [Field::To, Field::Ruri, Field::From]
+                .into_iter()
+                .find(|f| u[*f as usize].exact.is_some())
+            {
+                for k in u[f as usize].exact.take().into_iter().flatten() {
+                    exact[f as usize].push(&k, id);
+                }
+            } else if let Some(f) = [Field::To, Field::Ruri, Field::From]
+                .into_iter()
+                .find(|f| u[*f as usize].prefix.is_some())
+            {
+                for k in u[f as usize].prefix.take().into_iter().flatten() {
+                    prefix[f as usize].push(&k, id);
+                }
+            } else if let Some(nets) = conds.source.take() {
+                for n in nets.iter() {
+                    source.insert(*n, id);
+                }
+            } else if let Some(f) = Field::ALL
+                .into_iter()
+                .find(|f| u[*f as usize].regex.is_some())
+            {
+                let p = u[f as usize].regex.take().unwrap_or_default();
+                regex[f as usize][p as usize].push(id);
+            } else {
+                always.push(id);
+            }
+            let name_off = names.len() as u32;
+            names.push_str(&spec.name);
+            rules.push(Rule {
+                name_off,
+                name_len: spec.name.len() as u32,
+                action: spec.action,
+                priority: spec.priority,
+                conds: (!conds.is_empty()).then(|| Box::new(conds)),
+            });
+            locs.push(spec.loc);
+        }
+        let finish = |b: StrIndexBuilder| (!b.is_empty()).then(|| b.build());
+        let [e0, e1, e2] = exact;
+        let [p0, p1, p2] = prefix;
+        let idx = Indexes {
+            exact: [finish(e0), finish(e1), finish(e2)],
+            prefix: [finish(p0), finish(p1), finish(p2)],
+            source: (!source.is_empty()).then_some(source),
+            regex: regex.map(|per| per.into_iter().map(Vec::into_boxed_slice).collect()),
+            always: always.into(),
+        };
+        Ok(RouteTable {
+            rules: rules.into(),
+            names: names.into(),
+            locs: locs.into(),
+            actions: v.actions.into(),
+            trunks: v.trunks.into(),
+            schedules: v.schedules.into(),
+            regexes,
+            idx,
+            defaults: v.defaults,
+            files: v.files.into(),
+            tests: v.tests.into(),
+            warnings: Diagnostics(v.warnings),
+            version: version.into(),
+        })
+    }
+
+    /// Number of enabled rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Number of trunks.
+    pub fn trunk_count(&self) -> usize {
+        self.trunks.len()
+    }
+
+    /// The name of a rule.
+    ///
+    /// # Panics
+    /// If `id` does not come from this table.
+    pub fn rule_name(&self, id: RuleId) -> &str {
+        let r = &self.rules[id.0 as usize];
+        &self.names[r.name_off as usize..(r.name_off + r.name_len) as usize]
+    }
+
+    /// `file:line:col` where a rule is declared.
+    ///
+    /// # Panics
+    /// If `id` does not come from this table.
+    pub fn rule_location(&self, id: RuleId) -> String {
+        let l = self.locs[id.0 as usize];
+        format!("{}:{}:{}", self.files[l.file as usize], l.line, l.col)
+    }
+
+    /// A digest of the source texts: equal digests mean equal configurations.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Warnings found while loading (unused trunks, shadowed rules, …).
+    pub fn warnings(&self) -> &Diagnostics {
+        &self.warnings
+    }
+
+    /// The `[[tests]]` entries.
+    pub fn tests(&self) -> &[TestCase] {
+        &self.tests
+    }
+
+    /// Decides where a call goes. Pure: no I/O, no locks; `now` only matters
+    /// for schedules.
+    pub fn route<'t>(&'t self, query: &Query<'_>, now: SystemTime) -> crate::Decision<'t> {
+        let c = Candidate::new(query);
+        let best = self.search(&c, now, None);
+        self.answer(best.map(|(id, _)| RuleId(id)), &c)
+    }
+
+    /// Every rule that matches `query`, best first (the first one decides).
+    pub fn explain(&self, query: &Query<'_>, now: SystemTime) -> Vec<RuleMatch> {
+        let c = Candidate::new(query);
+        let mut all = Vec::new();
+        self.search(&c, now, Some(&mut all));
+        all.sort_by_key(|m: &(u32, Specificity)| (m.0, m.1));
+        all.dedup_by_key(|m| m.0);
+        all.sort_by_key(|m| m.1);
+        all.into_iter()
+            .map(|(id, spec)| RuleMatch {
+                id: RuleId(id),
+                name: self.rule_name(RuleId(id)).to_owned(),
+                location: self.rule_location(RuleId(id)),
+                specificity: spec,
+            })
+            .collect()
+    }
+
+    fn search(
+        &self,
+        c: &Candidate<'_>,
+        now: SystemTime,
+        explain: Option<&mut Vec<(u32, Specificity)>>,
+    ) -> Option<(u32, Specificity)> {
+        let mut s = Search {
+            t: self,
+            c,
+            env: Env {
+                now,
+                schedules: &self.schedules,
+            },
+            rx: SetEval {
+                sets: &self.regexes,
+                cache: Default::default(),
+            },
+            best: None,
+            all: explain,
+        };
+        for f in Field::ALL {
+            let p = f.party(c);
+            if !p.present {
+                continue;
+            }
+            let user: &str = &p.user;
+            if let Some(ix) = &self.idx.exact[f as usize] {
+                ix.exact(user, |id| s.consider(id, hit(f, user_spec::EXACT)));
+            }
+            if let Some(ix) = &self.idx.prefix[f as usize] {
+                ix.prefixes_of(user, |id, n| s.consider(id, hit(f, user_spec::prefix(n))));
+            }
+            if !self.idx.regex[f as usize].is_empty() {
+                let matched: Vec<usize> = match s.rx.matches(f, user) {
+                    Some(m) => m.iter().collect(),
+                    None => Vec::new(),
+                };
+                for pat in matched {
+                    for &id in self.idx.regex[f as usize][pat].iter() {
+                        s.consider(id, hit(f, user_spec::REGEX));
+                    }
+                }
+            }
+        }
+        if let (Some(ix), Some(ip)) = (&self.idx.source, c.source_ip) {
+            ix.covering(ip, |id, len| {
+                s.consider(
+                    id,
+                    SpecParts {
+                        source: len + 1,
+                        ..SpecParts::default()
+                    },
+                )
+            });
+        }
+        for &id in self.idx.always.iter() {
+            s.consider(id, SpecParts::default());
+        }
+        s.best
+    }
+
+    /// Runs every `[[tests]]` entry.
+    pub fn run_tests(&self) -> Vec<TestOutcome> {
+        self.tests
+            .iter()
+            .map(|t| {
+                let d = self.route(&t.query, t.at.unwrap_or_else(SystemTime::now));
+                TestOutcome {
+                    name: t.name.clone(),
+                    location: t.location.clone(),
+                    failures: check_expect(&t.expect, &d),
+                }
+            })
+            .collect()
+    }
+
+    /// Rough resident bytes of the indexes and rules (for benchmarks).
+    pub fn index_bytes(&self) -> usize {
+        let strs: usize = self
+            .idx
+            .exact
+            .iter()
+            .chain(self.idx.prefix.iter())
+            .flatten()
+            .map(StrIndex::heap_bytes)
+            .sum();
+        strs + self.rules.len() * std::mem::size_of::<Rule>()
+            + self.locs.len() * std::mem::size_of::<Loc>()
+            + self.names.len()
+    }
+}
+
+fn hit(f: Field, spec: u32) -> SpecParts {
+    match f {
+        Field::From => SpecParts {
+            from: spec,
+            ..SpecParts::default()
+        },
+        Field::To | Field::Ruri => SpecParts {
+            to: spec,
+            ..SpecParts::default()
+        },
+    }
+}
+
+struct Search<'a, 'q> {
+    t: &'a RouteTable,
+    c: &'a Candidate<'q>,
+    env: Env<'a>,
+    rx: SetEval<'a>,
+    best: Option<(u32, Specificity)>,
+    all: Option<&'a mut Vec<(u32, Specificity)>>,
+}
+
+impl Search<'_, '_> {
+    fn consider(&mut self, id: u32, parts: SpecParts) {
+        let r = &self.t.rules[id as usize];
+        if self.all.is_none() {
+            if let Some((_, b)) = &self.best {
+                if r.priority > b.priority {
+                    return;
+                }
+            }
+        }
+        let extra = match &r.conds {
+            None => SpecParts::default(),
+            Some(cs) => match cs.eval(self.c, &self.env, &mut self.rx) {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let spec = Specificity::new(r.priority, parts.max(extra), id);
+        if let Some(all) = self.all.as_deref_mut() {
+            all.push((id, spec));
+        }
+        if self.best.is_none_or(|(_, b)| spec < b) {
+            self.best = Some((id, spec));
+        }
+    }
+}
+
+fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
+    use crate::Outcome;
+    let mut out = Vec::new();
+    let shown = |r: Option<&str>| r.map_or("(none)".to_string(), |r| format!("`{r}`"));
+    if let Some(rule) = &e.rule {
+        if d.rule != Some(rule.as_str()) {
+            out.push(format!("rule: expected `{rule}`, got {}", shown(d.rule)));
+        }
+    }
+    match (&d.outcome, e.reject) {
+        (Outcome::Reject { code, reason, .. }, Some(want)) if *code != want => {
+            out.push(format!("reject: expected {want}, got {code} {reason}"));
+        }
+        (Outcome::Route { routes, .. }, Some(want)) => {
+            out.push(format!(
+                "reject: expected {want}, got {} route(s) starting with {}",
+                routes.len(),
+                routes.first().map_or("", |r| &*r.dst_uri)
+            ));
+        }
+        _ => {}
+    }
+    if e.routes.is_some() || e.ruri.is_some() {
+        match &d.outcome {
+            Outcome::Route { routes, .. } => {
+                if let Some(want) = &e.routes {
+                    let got: Vec<&str> = routes.iter().map(|r| &*r.dst_uri).collect();
+                    if got != *want {
+                        out.push(format!("routes: expected {want:?}, got {got:?}"));
+                    }
+                }
+                if let Some(want) = &e.ruri {
+                    let got = routes.first().map_or("", |r| r.uri.as_str());
+                    if got != want {
+                        out.push(format!("ruri: expected {want:?}, got {got:?}"));
+                    }
+                }
+            }
+            Outcome::Reject { code, reason, .. } => {
+                out.push(format!("routes: expected a routed call, got reject {code} {reason}"));
+            }
+        }
+    }
+    out
+}
+
+
+impl RouteTable {
+    pub(crate) fn action_of(&self, id: RuleId) -> u32 {
+        self.rules[id.0 as usize].action
+    }
+}
