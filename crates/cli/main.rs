@@ -1,1 +1,424 @@
-fn main() {}
+//! The `c4route` command: `check`, `eval`, `test`, `diff` and `serve`.
+//!
+//! Machine output (JSON Lines) goes to stdout; everything meant for a person
+//! goes to stderr, so the commands compose in pipelines and CI jobs.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use c4route_core::{
+    Decision, Diagnostics, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity,
+    Wrap,
+};
+use clap::{Parser, Subcommand};
+
+/// c4route: the SIP routing brain behind Kamailio.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse, validate and compile routes.d; print errors and warnings.
+    Check {
+        /// The routes directory.
+        #[arg(default_value = "routes.d")]
+        dir: PathBuf,
+    },
+    /// Answer queries offline: a JSON object, an array, or JSON Lines.
+    Eval {
+        /// The routes directory.
+        #[arg(default_value = "routes.d")]
+        dir: PathBuf,
+        /// Query file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Explain on stderr which rules matched, which won and why.
+        #[arg(long)]
+        explain: bool,
+        /// Decide as at this time (RFC 3339, e.g. 2026-12-24T09:00:00Z).
+        #[arg(long, value_parser = parse_at)]
+        at: Option<SystemTime>,
+        /// Print the bare rtjson document (as POST /rtjson) instead of {"rtjson": …}.
+        #[arg(long)]
+        bare: bool,
+    },
+    /// Run every [[tests]] entry of routes.d.
+    Test {
+        /// The routes directory.
+        #[arg(default_value = "routes.d")]
+        dir: PathBuf,
+    },
+    /// Show which queries change their decision between two routes directories.
+    Diff {
+        /// The deployed routes directory.
+        old: PathBuf,
+        /// The proposed routes directory.
+        new: PathBuf,
+        /// Queries (object, array or JSON Lines); default: the [[tests]] queries of both.
+        queries: Option<PathBuf>,
+        /// Decide as at this time (RFC 3339).
+        #[arg(long, value_parser = parse_at)]
+        at: Option<SystemTime>,
+    },
+}
+
+fn parse_at(s: &str) -> Result<SystemTime, String> {
+    c4route_core::parse_time(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { dir } => check(&dir),
+        Command::Eval {
+            dir,
+            input,
+            explain,
+            at,
+            bare,
+        } => eval(&dir, &input, explain, at, bare),
+        Command::Test { dir } => test(&dir),
+        Command::Diff {
+            old,
+            new,
+            queries,
+            at,
+        } => diff(&old, &new, queries.as_deref(), at),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("c4route: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints diagnostics as `file:line:col: level: message`, notes indented.
+fn print_diagnostics(d: &Diagnostics) {
+    let mut err = std::io::stderr().lock();
+    for x in d {
+        let _ = writeln!(
+            err,
+            "{}:{}:{}: {}: {}",
+            x.path, x.line, x.col, x.severity, x.message
+        );
+        if let Some(n) = &x.note {
+            let _ = writeln!(err, "    note: {n}");
+        }
+    }
+}
+
+/// Loads a table; an invalid directory prints its diagnostics and yields `Ok(Err(1))`.
+fn load(dir: &Path) -> anyhow::Result<Result<RouteTable, ExitCode>> {
+    let sources = match Sources::read_dir(dir) {
+        Ok(s) => s,
+        Err(e) => return Err(e).with_context(|| format!("cannot load {}", dir.display())),
+    };
+    match sources.build() {
+        Ok(t) => Ok(Ok(t)),
+        Err(Error::Config(d)) => {
+            print_diagnostics(&d);
+            let errors = d.errors().count();
+            eprintln!(
+                "{}: {errors} error(s), {} warning(s)",
+                dir.display(),
+                d.len() - errors
+            );
+            Ok(Err(ExitCode::from(1)))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot load {}", dir.display())),
+    }
+}
+
+fn check(dir: &Path) -> anyhow::Result<ExitCode> {
+    let table = match load(dir)? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let w = table.warnings();
+    print_diagnostics(w);
+    eprintln!(
+        "{}: ok: {} rule(s), {} trunk(s), {} test(s), {} warning(s)",
+        dir.display(),
+        table.rule_count(),
+        table.trunk_count(),
+        table.tests().len(),
+        w.iter().filter(|d| d.severity == Severity::Warning).count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads queries: one object, an array of objects, or JSON Lines. Each item is
+/// `(line number, raw JSON text)` or a parse error for that line.
+fn read_queries(text: &str) -> Vec<(usize, Result<String, String>)> {
+    let trimmed = text.trim_start();
+    let first_line = text.len() - trimmed.len();
+    let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
+    if trimmed.starts_with('[') {
+        return match serde_json::from_str::<Vec<serde_json::Value>>(trimmed) {
+            Ok(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i + 1, Ok(v.to_string())))
+                .collect(),
+            Err(e) => vec![(line_of(first_line) + e.line() - 1, Err(e.to_string()))],
+        };
+    }
+    // One (possibly pretty-printed) object?
+    if let Ok(serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(trimmed) {
+        return vec![(line_of(first_line), Ok(trimmed.trim_end().to_string()))];
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, Ok(l.trim().to_string())))
+        .collect()
+}
+
+fn read_input(input: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if input == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+    } else {
+        text = std::fs::read_to_string(input)
+            .with_context(|| format!("cannot read {}", input.display()))?;
+    }
+    Ok(text)
+}
+
+fn eval(
+    dir: &Path,
+    input: &Path,
+    explain: bool,
+    at: Option<SystemTime>,
+    bare: bool,
+) -> anyhow::Result<ExitCode> {
+    let table = match load(dir)? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let text = read_input(input)?;
+    let now = at.unwrap_or_else(SystemTime::now);
+    let wrap = if bare { Wrap::Bare } else { Wrap::Rtjson };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut failed = false;
+    let mut buf = Vec::with_capacity(1024);
+    for (line, item) in read_queries(&text) {
+        let parsed = item.and_then(|json| {
+            Query::from_json(json.as_bytes())
+                .map(Query::into_owned)
+                .map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok(q) => {
+                let d = table.route(&q, now);
+                buf.clear();
+                d.write_json(&mut buf, wrap);
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+                if explain {
+                    out.flush()?;
+                    explain_to_stderr(&table, &q, now, line, &d);
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let msg = serde_json::json!({ "error": format!("line {line}: {e}") });
+                writeln!(out, "{msg}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Why `a` ranks before `b`, in words.
+fn why(a: &Specificity, b: &Specificity) -> String {
+    let level = |v: u32| match v {
+        0 => "no user condition".to_string(),
+        1 => "a length condition".to_string(),
+        2 => "a regex".to_string(),
+        u32::MAX => "an exact match".to_string(),
+        n => format!("a {}-character prefix", n - 3),
+    };
+    if a.priority != b.priority {
+        format!("priority {} < {}", a.priority, b.priority)
+    } else if a.to != b.to {
+        format!("to/ruri user: {} beats {}", level(a.to), level(b.to))
+    } else if a.from != b.from {
+        format!("from user: {} beats {}", level(a.from), level(b.from))
+    } else if a.source != b.source {
+        let s = |v: u8| {
+            if v == 0 {
+                "no source condition".to_string()
+            } else {
+                format!("a /{} source", v - 1)
+            }
+        };
+        format!("{} beats {}", s(a.source), s(b.source))
+    } else {
+        "declared earlier (a tie broken only by declaration order)".to_string()
+    }
+}
+
+fn explain_to_stderr(table: &RouteTable, q: &Query<'_>, now: SystemTime, line: usize, d: &Decision<'_>) {
+    let matches = table.explain(q, now);
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "query at line {line}: {} rule(s) matched", matches.len());
+    let Some(winner) = matches.first() else {
+        let _ = writeln!(e, "  no rule matched: the no-match answer applies");
+        return;
+    };
+    for (i, m) in matches.iter().enumerate() {
+        let s = &m.specificity;
+        if i == 0 {
+            let _ = writeln!(e, "  winner: `{}` ({}), priority {}", m.name, m.location, s.priority);
+        } else {
+            let _ = writeln!(
+                e,
+                "  lost:   `{}` ({}): `{}` wins by {}",
+                m.name,
+                m.location,
+                winner.name,
+                why(&winner.specificity, s)
+            );
+        }
+    }
+    match &d.outcome {
+        Outcome::Route { routing, routes } => {
+            let _ = writeln!(e, "  => {} route(s), {}:", routes.len(), routing.as_str());
+            for r in routes {
+                let _ = writeln!(e, "     {} via {} (trunk {})", r.uri, r.dst_uri, r.trunk);
+            }
+        }
+        Outcome::Reject { code, reason, .. } => {
+            let _ = writeln!(e, "  => reject {code} {reason}");
+        }
+    }
+}
+
+fn test(dir: &Path) -> anyhow::Result<ExitCode> {
+    let table = match load(dir)? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let results = table.run_tests();
+    let mut e = std::io::stderr().lock();
+    let mut failed = 0;
+    for r in &results {
+        if !r.failures.is_empty() {
+            failed += 1;
+            writeln!(e, "FAIL {} ({})", r.name, r.location)?;
+            for f in &r.failures {
+                writeln!(e, "     {f}")?;
+            }
+        }
+    }
+    writeln!(e, "{} passed, {} failed", results.len() - failed, failed)?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn diff(
+    old: &Path,
+    new: &Path,
+    queries: Option<&Path>,
+    at: Option<SystemTime>,
+) -> anyhow::Result<ExitCode> {
+    let (a, b) = match (load(old)?, load(new)?) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Ok(ExitCode::from(2)),
+    };
+    let now = at.unwrap_or_else(SystemTime::now);
+    // (label, query, time)
+    let mut items: Vec<(String, Query<'static>, SystemTime)> = Vec::new();
+    match queries {
+        Some(path) => {
+            let text = read_input(path)?;
+            for (line, item) in read_queries(&text) {
+                let q = item
+                    .and_then(|j| {
+                        Query::from_json(j.as_bytes())
+                            .map(Query::into_owned)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| anyhow::anyhow!("{}: line {line}: {e}", path.display()))?;
+                items.push((format!("line {line}"), q, now));
+            }
+        }
+        None => {
+            let mut seen = std::collections::HashSet::new();
+            for t in a.tests().iter().chain(b.tests()) {
+                let key = serde_json::to_string(&t.query)?;
+                if seen.insert((key, t.at)) {
+                    items.push((
+                        format!("test \"{}\" ({})", t.name, t.location),
+                        t.query.clone(),
+                        t.at.unwrap_or(now),
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut changed = 0;
+    for (label, q, when) in &items {
+        let da = a.route(q, *when);
+        let db = b.route(q, *when);
+        let (ja, jb) = (da.to_json(Wrap::Bare), db.to_json(Wrap::Bare));
+        if ja != jb {
+            changed += 1;
+            let old_v: serde_json::Value = serde_json::from_slice(&ja)?;
+            let new_v: serde_json::Value = serde_json::from_slice(&jb)?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"query": q, "source": label, "old": old_v, "new": new_v})
+            )?;
+            eprintln!(
+                "changed: {label}: {} -> {}",
+                summary(&da),
+                summary(&db)
+            );
+        }
+    }
+    out.flush()?;
+    eprintln!("{changed} of {} queries change their decision", items.len());
+    Ok(if changed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn summary(d: &Decision<'_>) -> String {
+    let rule = d.rule.unwrap_or("(no rule)");
+    match &d.outcome {
+        Outcome::Route { routes, .. } => format!(
+            "{rule}: {}",
+            routes
+                .iter()
+                .map(|r| r.dst_uri)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Outcome::Reject { code, reason, .. } => format!("{rule}: reject {code} {reason}"),
+    }
+}
