@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# End-to-end suite: SIPp caller -> Kamailio (kamailio/kamailio.cfg, unmodified) -> c4route serve
+# -> SIPp gateways, all on 127.0.0.1. Proves with SIPp's exit status and message traces that the
+# shipped config and c4route's answers work with the real Debian Kamailio 5.6.3.
+#
+#   bash kamailio/install.sh && bash kamailio/tests/run.sh
+#
+# Needs: kamailio with http_async_client (kamailio/install.sh), sipp, python3, and
+# target/release/c4route (built with `cargo build --release` when missing).
+# Environment: C4ROUTE=/path/to/c4route to test another binary; KEEP_OUT=1 keeps the
+# traces of a passing run (always kept on failure) under kamailio/tests/out/.
+# Prints `N passed, M failed` last; exits 1 if anything failed.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+kdir=$(cd "$here/.." && pwd)
+repo=$(cd "$kdir/.." && pwd)
+scen="$here/scenarios"
+
+# Loopback ports (gateway ports must match kamailio/tests/routes.d/00-defaults.toml).
+IP=127.0.0.1
+KAM_PORT=35060
+HTTP_PORT=38080
+CALLER_PORT=35090
+GW1=35071 GW2=35072 GW503=35073 SILENT=35074 RINGING=35075
+HTTP_TIMEOUT_MS=500
+
+C4ROUTE=${C4ROUTE:-$repo/target/release/c4route}
+OUT="$here/out/run-$(date +%Y%m%d-%H%M%S)-$$"
+mkdir -p "$OUT"
+
+passed=0
+failed=0
+failures=()
+pids=()
+c4_pid=""
+kam_pid=""
+
+say() { printf '%s\n' "$*"; }
+pass() { passed=$((passed + 1)); say "PASS  $1"; }
+fail() {
+    failed=$((failed + 1)); failures+=("$1")
+    say "FAIL  $1"
+    shift
+    local l
+    for l in "$@"; do say "      $l"; done
+}
+
+stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s; only our own children
+    local p=$1 i
+    [[ -n "$p" ]] || return 0
+    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
+    kill -TERM "$p" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do stop_pid "$p"; done
+    pids=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+finish() {
+    cleanup
+    say ""
+    if [[ $failed -gt 0 ]]; then
+        say "failed: ${failures[*]}"
+        say "traces and logs: $OUT"
+    elif [[ -z "${KEEP_OUT:-}" ]]; then
+        rm -rf "$OUT"
+    else
+        say "traces and logs: $OUT"
+    fi
+    say "$passed passed, $failed failed"
+    [[ $failed -eq 0 ]]
+    exit $?
+}
+
+now_ms() { date +%s%3N; }
+
+# http GET helper (python3 stdlib; curl is not a dependency)
+http_get() { # URL -> body on stdout, fails on error
+    python3 - "$1" <<'EOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+        sys.stdout.write(r.read().decode())
+except Exception as e:
+    sys.stdout.write(getattr(e, "read", lambda: b"")().decode() if hasattr(e, "read") else "")
+    sys.exit(1)
+EOF
+}
+
+# Messages of one call in a SIPp message trace: each block is a sent/received message.
+# msg FILE CALLID FIRSTLINE-REGEX -> the matching blocks
+msg() {
+    awk -v cidline="Call-ID: $2" -v first="$3" '
+        function flush() { if (blk != "" && hascid && hit) printf "%s====\n", blk; blk = ""; hascid = 0; hit = 0; fl = "" }
+        /^----------------------------------------------- / { flush(); next }
+        { sub(/\r$/, ""); blk = blk $0 "\n" }
+        fl == "" && $0 != "" && $0 !~ /^(UDP|TCP|TLS|SCTP) message/ { fl = $0; if (fl ~ first) hit = 1 }
+        $0 == cidline { hascid = 1 }
+        END { flush() }' "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+say "c4route Kamailio e2e suite ($(date -u +%FT%TZ)); output in $OUT"
+
+for cmd in kamailio sipp python3 kamcmd; do
+    command -v "$cmd" >/dev/null || { fail "prerequisites" "$cmd not found: run kamailio/install.sh"; finish; }
+done
+if ! kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" >"$OUT/kamailio-check.log" 2>&1; then
+    fail "prerequisites" "kamailio -c rejects kamailio/kamailio.cfg (http_async_client missing? run kamailio/install.sh)" \
+        "$(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-check.log")"
+    finish
+fi
+
+if [[ ! -x "$C4ROUTE" ]]; then
+    say "building c4route (cargo build --release --bin c4route)"
+    (cd "$repo" && cargo build --release --bin c4route) >"$OUT/cargo-build.log" 2>&1 \
+        || { fail "prerequisites" "cargo build --release failed (see $OUT/cargo-build.log)"; finish; }
+fi
+if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
+    fail "prerequisites" "$C4ROUTE has no working 'serve' subcommand"
+    finish
+fi
+
+for port in $KAM_PORT $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
+    if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
+        fail "prerequisites" "UDP port $port on this machine is already in use"; finish
+    fi
+done
+if ss -Hltn "sport = :$HTTP_PORT" 2>/dev/null | grep -q .; then
+    fail "prerequisites" "TCP port $HTTP_PORT is already in use"; finish
+fi
+
+# --- c4route on a private copy of the test routes.d (the reload test edits it) ---------------
+routes="$OUT/routes.d"
+mkdir -p "$routes"
+cp "$here"/routes.d/*.toml "$routes/"
+
+start_c4route() {
+    "$C4ROUTE" serve --routes "$routes" --listen "$IP:$HTTP_PORT" >>"$OUT/c4route.log" 2>&1 &
+    c4_pid=$!
+    pids+=("$c4_pid")
+    local i
+    for i in $(seq 100); do
+        http_get "http://$IP:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
+        kill -0 "$c4_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+if ! start_c4route; then
+    fail "c4route starts" "$(tail -5 "$OUT/c4route.log")"
+    finish
+fi
+say "c4route serve pid $c4_pid on $IP:$HTTP_PORT"
+
+# --- Kamailio on the shipped config, overrides as -A defines -----------------------------------
+ctl="unix:$OUT/kamailio_ctl"
+kamailio -f "$kdir/kamailio.cfg" -DD -E -m 128 -M 16 -w "$OUT" -P "$OUT/kamailio.pid" \
+    -A "C4_LISTEN=udp:$IP:$KAM_PORT" \
+    -A "C4_API_URL=\"http://$IP:$HTTP_PORT/kamailio/rtjson\"" \
+    -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
+    -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
+    -A "C4_CTL_SOCKET=\"$ctl\"" \
+    >"$OUT/kamailio.log" 2>&1 &
+kam_pid=$!
+pids+=("$kam_pid")
+up=0
+for i in $(seq 100); do
+    if kamcmd -s "$ctl" core.uptime >/dev/null 2>&1; then up=1; break; fi
+    kill -0 "$kam_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ $up -ne 1 ]]; then
+    fail "kamailio starts" "$(grep -m5 -E 'ERROR|CRITICAL' "$OUT/kamailio.log")"
+    finish
+fi
+say "kamailio pid $kam_pid on udp:$IP:$KAM_PORT"
+
+# --- SIPp gateways ---------------------------------------------------------------------------
+start_gw() { # name scenario port
+    sipp -sf "$scen/$2.xml" -i "$IP" -p "$3" -nostdin -timeout 300 \
+        -trace_msg -message_file "$OUT/gw-$1.msg" -trace_err -error_file "$OUT/gw-$1.err" \
+        >"$OUT/gw-$1.out" 2>&1 &
+    pids+=("$!")
+}
+start_gw gw1 uas_200 $GW1
+start_gw gw2 uas_200 $GW2
+start_gw gw503 uas_503 $GW503
+start_gw silent uas_silent $SILENT
+start_gw ringing uas_ring $RINGING
+sleep 0.5
+
+# --- one call --------------------------------------------------------------------------------
+# call NAME NUMBER SCENARIO: sets CID, RC, ELAPSED (ms), CALLER (trace file)
+call() {
+    local name=$1 number=$2 sf=$3 t0
+    CID="c4e2e-$name-$$"
+    CALLER="$OUT/caller-$name.msg"
+    t0=$(now_ms)
+    timeout 30 sipp "$IP:$KAM_PORT" -sf "$scen/$sf.xml" -s "$number" -i "$IP" -p "$CALLER_PORT" \
+        -m 1 -nostdin -timeout 20 -timeout_error -cid_str "$CID" \
+        -trace_msg -message_file "$CALLER" -trace_err -error_file "$OUT/caller-$name.err" \
+        >"$OUT/caller-$name.out" 2>&1
+    RC=$?
+    ELAPSED=$(( $(now_ms) - t0 ))
+}
+has() { # has FILE CALLID FIRSTLINE-REGEX [LINE-REGEX...]: the call's message with that first line contains every LINE-REGEX
+    local f=$1 cid=$2 first=$3 blk
+    shift 3
+    blk=$(msg "$f" "$cid" "$first")
+    [[ -n "$blk" ]] || return 1
+    local re
+    for re in "$@"; do
+        grep -qE -- "$re" <<<"$blk" || { MISSING="$re"; return 1; }
+    done
+    return 0
+}
+
+# 1. basic: the call reaches gateway 1, Kamailio stays in the path (Record-Route)
+call basic 1001 uac_ok
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:35071' '^Record-Route: <sip:127.0.0.1:35060;lr;ftag=' \
+    && has "$OUT/gw-gw1.msg" "$CID" '^BYE '; then
+    pass "call reaches gateway 1 (INVITE, ACK, BYE through Kamailio) [${ELAPSED} ms]"
+else
+    fail "basic call to gateway 1" "sipp rc=$RC; see $CALLER and $OUT/gw-gw1.msg"
+fi
+
+# 2. 503 from the first gateway: next route
+call failover-503 2001 uac_ok
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw503.msg" "$CID" '^SIP/2.0 503' && has "$OUT/gw-gw503.msg" "$CID" '^ACK ' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:35072'; then
+    pass "503 from gateway 1 fails over to gateway 2 [${ELAPSED} ms]"
+else
+    fail "failover on 503" "sipp rc=$RC; see $CALLER, gw-gw503.msg, gw-gw2.msg"
+fi
+
+# 3. silent first gateway: next route after the route's fr_timer (1000 ms)
+call failover-timeout 3001 uac_ok
+if [[ $RC -eq 0 ]] && has "$OUT/gw-silent.msg" "$CID" '^INVITE sip:3001@127.0.0.1:35074' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:35072' \
+    && [[ $ELAPSED -ge 1000 && $ELAPSED -lt 3500 ]]; then
+    pass "gateway 1 never answering fails over after fr_timer=1000 ms [${ELAPSED} ms]"
+else
+    fail "failover after fr_timer" "sipp rc=$RC, elapsed ${ELAPSED} ms (want 1000..3500); see $CALLER, gw-silent.msg, gw-gw2.msg"
+fi
+
+# 4. first gateway rings and never answers: CANCEL after the route's fr_inv_timer (1500 ms)
+call failover-ringing 4001 uac_ok
+if [[ $RC -eq 0 ]] && has "$OUT/gw-ringing.msg" "$CID" '^CANCEL sip:4001@127.0.0.1:35075' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:4001@127.0.0.1:35072' \
+    && has "$CALLER" "$CID" '^SIP/2.0 180' \
+    && [[ $ELAPSED -ge 1500 && $ELAPSED -lt 4000 ]]; then
+    pass "gateway 1 ringing without answer fails over after fr_inv_timer=1500 ms [${ELAPSED} ms]"
+else
+    fail "failover after fr_inv_timer" "sipp rc=$RC, elapsed ${ELAPSED} ms (want 1500..4000); see $CALLER, gw-ringing.msg, gw-gw2.msg"
+fi
+
+# 5. rewrites and headers as configured in the rule and trunk
+call rewrites 5001 uac_ok
+MISSING=""
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' \
+    '^INVITE sip:99\+44001@127\.0\.0\.1:35071 SIP/2\.0' \
+    '^From: "Acme alice" <sip:\+1alice@127\.0\.0\.1:35090>;tag=' \
+    '^To: "Bob Example" <sip:\+445001@127\.0\.0\.1:35060>' \
+    "^X-Route: rewrites" \
+    "^X-Orig-Caller: Alice O'Hara" \
+    '^X-Carrier: acme'; then
+    pass "From/To display and URI rewrites, R-URI strip/prefix and extra headers arrive at the gateway"
+else
+    fail "rewrites and headers" "sipp rc=$RC; missing ${MISSING:-the INVITE}; see $OUT/gw-gw1.msg"
+fi
+# the rewritten From URI must also be what the gateway sees in the BYE (uac restores it from the
+# Record-Route `vsf` parameter; 5.6.3's uac restores the URI only, not the display name)
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^BYE ' '^From: .*<sip:\+1alice@127\.0\.0\.1:35090>;tag='; then
+    pass "rewritten From URI is kept for in-dialog requests (BYE)"
+else
+    fail "From rewrite in BYE" "see the BYE of $CID in $OUT/gw-gw1.msg"
+fi
+
+# 6. reject rule: its code and reason reach the caller
+call reject 6001 uac_fail
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; then
+    pass "reject rule's code and reason reach the caller (403 Forbidden By Policy)"
+else
+    fail "reject rule" "sipp rc=$RC; see $CALLER"
+fi
+
+# 7. no rule matches: 404
+call no-match 9999 uac_fail
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 404 Not Found$'; then
+    pass "no matching rule gives 404 Not Found"
+else
+    fail "no match" "sipp rc=$RC; see $CALLER"
+fi
+
+# 8. hot reload: editing routes.d changes where new calls go
+call reload-before 7001 uac_ok
+before_ok=0
+[[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:7001@' && before_ok=1
+v0=$(http_get "http://$IP:$HTTP_PORT/health" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version",""))' 2>/dev/null)
+cat >"$routes/.50-reload.toml.new" <<'EOF'
+# edited by run.sh: the reload rule now sends 7001 to gw2
+[[rules]]
+name = "reload"
+match.to.prefix = ["7001"]
+then.trunks = ["gw2"]
+EOF
+mv -f "$routes/.50-reload.toml.new" "$routes/50-reload.toml"   # atomic rename, as editors and git do
+reloaded=0
+for i in $(seq 50); do
+    v1=$(http_get "http://$IP:$HTTP_PORT/health" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version",""))' 2>/dev/null)
+    if [[ -n "$v1" && "$v1" != "$v0" ]]; then reloaded=1; break; fi
+    sleep 0.1
+done
+[[ $reloaded -eq 1 ]] || sleep 2   # no usable /health version: give the watcher time anyway
+call reload-after 7001 uac_ok
+if [[ $before_ok -eq 1 && $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:7001@127.0.0.1:35072'; then
+    pass "editing routes.d while running sends new calls to the new gateway (health version changed: $([[ $reloaded -eq 1 ]] && echo yes || echo no))"
+else
+    fail "hot reload" "before: $before_ok, after: sipp rc=$RC; see caller-reload-*.msg, gw-gw2.msg, c4route.log"
+fi
+
+# 9. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
+stop_pid "$c4_pid"
+say "c4route stopped"
+call c4route-down 1001 uac_fail
+limit=$((HTTP_TIMEOUT_MS + 1000))
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -lt $limit ]]; then
+    pass "c4route stopped: caller gets 503 in ${ELAPSED} ms (limit ${limit} ms)"
+else
+    fail "503 with c4route stopped" "sipp rc=$RC, elapsed ${ELAPSED} ms (limit ${limit} ms); see $CALLER"
+fi
+
+# 10. c4route hanging (accepts, never answers): 503 after the HTTP timeout, not tm's fr_timer
+python3 - "$IP" "$HTTP_PORT" >"$OUT/stall.log" 2>&1 <<'EOF' &
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(0.5)
+held, end = [], time.time() + 20          # bounded: gone after 20 s
+while time.time() < end:
+    try:
+        held.append(s.accept()[0])
+    except socket.timeout:
+        pass
+EOF
+stall_pid=$!
+pids+=("$stall_pid")
+sleep 0.3
+call c4route-hangs 1001 uac_fail
+stop_pid "$stall_pid"
+low=$HTTP_TIMEOUT_MS
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -ge $((low - 50)) && $ELAPSED -lt $limit ]]; then
+    pass "c4route not answering: caller gets 503 after the ${HTTP_TIMEOUT_MS} ms HTTP timeout [${ELAPSED} ms]"
+else
+    fail "503 with c4route hanging" "sipp rc=$RC, elapsed ${ELAPSED} ms (want $((low - 50))..${limit}); see $CALLER"
+fi
+
+# tm.stats: `current` still counts finished transactions in their wait state (wait_timer, 5 s);
+# `current - waiting` is what is still in progress, and must drop to 0.
+active="?"
+for i in $(seq 30); do
+    active=$(kamcmd -s "$ctl" tm.stats 2>/dev/null | awk -F': *' '/current:/ {c=$2} /waiting:/ {w=$2} END {if (c != "") print c - w}')
+    [[ "$active" == "0" ]] && break
+    sleep 0.1
+done
+if [[ "$active" == "0" ]]; then
+    pass "no transaction left in progress in Kamailio (tm.stats current - waiting = 0)"
+else
+    fail "transactions left" "tm.stats current - waiting = '${active}'"
+fi
+
+# --- Kamailio health over the whole run --------------------------------------------------------
+kamcmd -s "$ctl" stats.get_statistics http_async_client: >"$OUT/http_async_client.stats" 2>&1 || true
+flood=$(grep -c 'event_cb(): Cell for handler' "$OUT/kamailio.log" || true)
+if kill -0 "$kam_pid" 2>/dev/null && ! grep -qE 'exited by a signal|child process [0-9]+ exited|Segmentation' "$OUT/kamailio.log"; then
+    pass "kamailio still running, no process died (http_async_client: $(tr '\n' ' ' <"$OUT/http_async_client.stats" | sed 's/http_async_client://g; s/  */ /g'); event_cb log lines: $flood)"
+else
+    fail "kamailio health" "$(grep -m3 -E 'exited|Segmentation|CRITICAL' "$OUT/kamailio.log")"
+fi
+
+finish
