@@ -14,6 +14,9 @@ set -u
 
 old=$1 new=$2 queries=$3 report=$4
 C4ROUTE=${C4ROUTE:-c4route}
+# Keep the report below the 64 KiB limit of a GitHub comment.
+MAX_LINES=${MAX_LINES:-200}
+MAX_BYTES=${MAX_BYTES:-30000}
 
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
@@ -33,22 +36,27 @@ changed=$(grep -c . "$out" 2>/dev/null); changed=${changed:-0}
     1) echo "**$changed of the $total queries in \`$queries\` change route.** Check that each change is intended before merging." ;;
     *) echo "**\`c4route diff\` failed (exit status $status)**: the proposed or the deployed routes.d, or the corpus, could not be read." ;;
   esac
-  if [ -s "$out" ]; then
-    echo
-    echo '```'
-    cat "$out"
-    echo '```'
-  fi
+  # The human summary (stderr): one line per changed query, old -> new.
   if [ -s "$err" ]; then
     echo
-    echo "<details><summary>c4route output</summary>"
-    echo
     echo '```'
-    cat "$err"
+    head -n "$MAX_LINES" "$err"
+    [ "$(wc -l <"$err")" -gt "$MAX_LINES" ] && echo "… (truncated; see the job log)"
+    echo '```'
+  fi
+  # The machine output (stdout): the query and both complete answers.
+  if [ -s "$out" ]; then
+    echo
+    echo "<details><summary>old and new answers (JSON Lines)</summary>"
+    echo
+    echo '```json'
+    head -c "$MAX_BYTES" "$out"
+    [ "$(wc -c <"$out")" -gt "$MAX_BYTES" ] && printf '\n… (truncated; see the job log)\n'
     echo '```'
     echo "</details>"
   fi
 } >"$report"
 
 cat "$err" >&2
+cat "$out"
 exit "$status"
