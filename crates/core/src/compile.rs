@@ -261,6 +261,7 @@ impl<'s> Compiler<'s> {
             used_schedules: vec![false; schedules.len()],
         };
         let mut rules = Vec::new();
+        let mut rule_ats: Vec<At> = Vec::new();
         let mut rule_names: HashMap<String, At> = HashMap::new();
         for (i, f) in &parsed {
             for r in &f.rules {
@@ -279,6 +280,7 @@ impl<'s> Compiler<'s> {
                 rule_names.insert(name.clone(), at);
                 if let Some(spec) = self.rule(*i, r, &mut ctx) {
                     rules.push(spec);
+                    rule_ats.push((*i, r.span()));
                 }
             }
         }
@@ -295,6 +297,7 @@ impl<'s> Compiler<'s> {
 
         // Warnings that need the whole picture.
         if !parse_failed {
+            self.shadow_warnings(&rules, &rule_ats);
             for (k, used) in ctx.used_trunks.iter().enumerate() {
                 if !used {
                     let at = trunk_ats[k].clone();
@@ -342,6 +345,87 @@ impl<'s> Compiler<'s> {
             files,
             warnings: Vec::new(),
         })
+    }
+
+    /// Rules that can never win, and ties that only declaration order breaks.
+    /// Linear in the number of rules: identical conditions are grouped by
+    /// hash, and catch-all rules are compared with every other rule.
+    fn shadow_warnings(&mut self, rules: &[RuleSpec], ats: &[At]) {
+        let loc = |this: &Self, k: usize| format!("`{}` ({})", rules[k].name, this.loc_text(&ats[k]));
+        // 1. Identical conditions: only the best (priority, then declaration) can win.
+        let mut first: HashMap<&Conds, usize> = HashMap::with_capacity(rules.len());
+        for (k, r) in rules.iter().enumerate() {
+            match first.get(&r.conds) {
+                None => {
+                    first.insert(&r.conds, k);
+                }
+                Some(&j) => {
+                    let (winner, loser) = if rules[k].priority < rules[j].priority { (k, j) } else { (j, k) };
+                    let msg = if rules[winner].priority == rules[loser].priority {
+                        format!("rule `{}` can never win: it has the same conditions and priority as {}, declared earlier (a tie broken only by declaration order)", rules[loser].name, loc(self, winner))
+                    } else {
+                        format!("rule `{}` is shadowed by {}: same conditions, lower priority number", rules[loser].name, loc(self, winner))
+                    };
+                    let at = ats[loser].clone();
+                    self.warn(&at, msg, None);
+                    if winner == k {
+                        first.insert(&r.conds, k);
+                    }
+                }
+            }
+        }
+        // 2. Same priority and equally specific conditions, but not identical: when
+        //    both match, only declaration order decides.
+        #[derive(PartialEq, Eq, Hash)]
+        struct RankKey<'a> {
+            priority: i64,
+            users: [(Option<&'a [Box<str>]>, Option<&'a [Box<str>]>, Option<u32>, Option<(u32, u32)>); 3],
+            source: Option<&'a [IpNet]>,
+        }
+        let mut groups: HashMap<RankKey<'_>, usize> = HashMap::with_capacity(rules.len());
+        for (k, r) in rules.iter().enumerate() {
+            let u = &r.conds.users;
+            let key = RankKey {
+                priority: r.priority,
+                users: [0, 1, 2].map(|f| (u[f].prefix.as_deref(), u[f].exact.as_deref(), u[f].regex, u[f].length)),
+                source: r.conds.source.as_deref(),
+            };
+            match groups.get(&key) {
+                None => {
+                    groups.insert(key, k);
+                }
+                Some(&j) => {
+                    if rules[j].conds != r.conds && !rules[j].conds.disjoint(&r.conds) {
+                        let msg = format!("rule `{}` ties with {}: same priority and equally specific conditions, so when both match only declaration order decides; give one a lower priority number", r.name, loc(self, j));
+                        let at = ats[k].clone();
+                        self.warn(&at, msg, None);
+                    }
+                }
+            }
+        }
+        // 3. A rule without conditions matches everything: rules it outranks never win.
+        let Some(catch_all) = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.conds.is_empty())
+            .min_by_key(|(k, r)| (r.priority, *k))
+            .map(|(k, _)| k)
+        else {
+            return;
+        };
+        let ca = &rules[catch_all];
+        for (k, r) in rules.iter().enumerate() {
+            if k == catch_all || r.conds.is_empty() {
+                continue;
+            }
+            let shadowed = r.priority > ca.priority
+                || (r.priority == ca.priority && k > catch_all && !r.conds.can_outrank_catch_all());
+            if shadowed {
+                let msg = format!("rule `{}` can never win: {} matches every call and ranks before it", r.name, loc(self, catch_all));
+                let at = ats[k].clone();
+                self.warn(&at, msg, None);
+            }
+        }
     }
 
     fn u32_field(&mut self, file: usize, v: &Option<Spanned<i64>>, what: &str) -> Option<u32> {
@@ -875,8 +959,11 @@ impl<'s> Compiler<'s> {
         let t = then.get_ref();
         let at = (i, then.span());
         match (&t.trunks, &t.reject) {
-            (Some(_), Some(r)) => {
+            (Some(trunks), Some(r)) => {
                 self.err(&(i, r.span()), format!("rule `{name}` has both then.trunks and then.reject; they are mutually exclusive"));
+                // Keep validating both, so every problem shows in one pass.
+                self.reject(i, r);
+                self.route_action(i, name, then, trunks, ctx);
                 None
             }
             (None, None) => {
@@ -891,7 +978,22 @@ impl<'s> Compiler<'s> {
                 let key = format!("R{code}|{reason}");
                 Some(ctx.intern(key, || Action::Reject { code, reason }))
             }
-            (Some(trunks), None) => {
+            (Some(trunks), None) => self.route_action(i, name, then, trunks, ctx),
+        }
+    }
+
+    fn route_action(
+        &mut self,
+        i: usize,
+        name: &str,
+        then: &Spanned<crate::config::ThenDef>,
+        trunks: &Spanned<Vec<Spanned<String>>>,
+        ctx: &mut RuleCtx<'_>,
+    ) -> Option<u32> {
+        let t = then.get_ref();
+        let at = (i, then.span());
+        {
+            {
                 let mut ids = Vec::new();
                 if trunks.get_ref().is_empty() {
                     self.err(&(i, trunks.span()), "then.trunks is empty; list at least one trunk");

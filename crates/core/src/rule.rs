@@ -55,7 +55,7 @@ pub(crate) mod user_spec {
 }
 
 /// `*.example.net` (any subdomain) or `example.com` (that host).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum DomainPat {
     Exact(Box<str>),
     /// The suffix with its leading dot: `.example.net`.
@@ -72,7 +72,7 @@ impl DomainPat {
 }
 
 /// Conditions on one party's user and domain.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct UserConds {
     pub prefix: Option<Box<[Box<str>]>>,
     pub exact: Option<Box<[Box<str>]>>,
@@ -144,7 +144,7 @@ impl UserConds {
 }
 
 /// Every condition of a rule (or, in the table, the ones no index checked).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Conds {
     pub source: Option<Box<[IpNet]>>,
     /// Inclusive port ranges.
@@ -184,6 +184,21 @@ pub(crate) struct Env<'a> {
 }
 
 impl Conds {
+    /// Whether a match can rank above "no user condition, no source" (so a
+    /// rule can beat an earlier catch-all of the same priority).
+    pub(crate) fn can_outrank_catch_all(&self) -> bool {
+        self.source.is_some()
+            || self.users.iter().any(|u| {
+                u.prefix.is_some() || u.exact.is_some() || u.regex.is_some() || u.length.is_some()
+            })
+    }
+
+    /// Whether no query can satisfy both (a conservative test: `false` when unsure).
+    pub(crate) fn disjoint(&self, o: &Conds) -> bool {
+        (self.transports != 0 && o.transports != 0 && self.transports & o.transports == 0)
+            || matches!((self.auth, o.auth), (Some(a), Some(b)) if a != b)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.source.is_none()
             && self.ports.is_none()
