@@ -54,8 +54,9 @@ pub struct Deck {
     pub prefixes: Vec<String>,
     /// Every source network as `(address, prefix length)`.
     pub nets: Vec<(u32, u8)>,
-    /// The literal leading digits of every regex rule.
-    pub regex_heads: Vec<String>,
+    /// Per regex rule: its literal leading digits (class included) and how
+    /// many more digits it wants at least (up to two more are accepted).
+    pub regex_heads: Vec<(String, usize)>,
     /// The 10-digit prefix with the most covering (shorter) prefixes.
     pub deepest: String,
 }
@@ -280,7 +281,7 @@ pub fn generate(spec: Spec) -> Deck {
                 n = m + 2,
                 t = i % TRUNKS,
             );
-            regex_heads.push(format!("{head}{lo}"));
+            regex_heads.push((format!("{head}{lo}"), m as usize));
         }
         files.push(("30-regex.toml".to_owned(), text));
     }
@@ -318,17 +319,24 @@ impl Deck {
     /// One query as a single JSON line (the body Kamailio would send).
     pub fn query(&self, kind: Kind, rng: &mut Rng) -> String {
         let mut number = String::with_capacity(16);
+        let mut want = None;
         match kind {
             Kind::Match if !self.prefixes.is_empty() => {
                 number.push_str(&self.prefixes[rng.below(self.prefixes.len() as u64) as usize]);
             }
             Kind::Deep if !self.deepest.is_empty() => number.push_str(&self.deepest),
             Kind::Regex if !self.regex_heads.is_empty() => {
-                number.push_str(&self.regex_heads[rng.below(self.regex_heads.len() as u64) as usize]);
+                let (head, m) = &self.regex_heads[rng.below(self.regex_heads.len() as u64) as usize];
+                number.push_str(head);
+                want = Some(head.len() + m + rng.below(3) as usize);
             }
             _ => number.push('0'),
         }
-        let total = if kind == Kind::Deep { 13 } else { 11 + rng.below(3) as usize };
+        let total = match (kind, want) {
+            (_, Some(w)) => w,
+            (Kind::Deep, _) => 13,
+            _ => 11 + rng.below(3) as usize,
+        };
         let extra = total.saturating_sub(number.len()).max(1);
         rng.digits(&mut number, extra);
         let ip = match kind {
