@@ -3,6 +3,7 @@
 # a corpus of real-looking queries, and write a Markdown report for reviewers.
 #
 #   routes-diff.sh OLD_DIR NEW_DIR QUERIES REPORT.md
+#   AT=2026-12-01T10:00:00Z routes-diff.sh …   (decide as at that time)
 #
 # Exit status: 0 no call changes route, 1 some calls change route (the
 # report says which), anything else: c4route failed (bad routes, bad
@@ -22,7 +23,12 @@ out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
 
 status=0
-"$C4ROUTE" diff "$old" "$new" "$queries" >"$out" 2>"$err" || status=$?
+# AT=2026-12-01T10:00:00Z replays the corpus at that moment (schedules).
+if [ -n "${AT:-}" ]; then
+  "$C4ROUTE" diff --at "$AT" "$old" "$new" "$queries" >"$out" 2>"$err" || status=$?
+else
+  "$C4ROUTE" diff "$old" "$new" "$queries" >"$out" 2>"$err" || status=$?
+fi
 
 total=$(grep -c . "$queries" 2>/dev/null); total=${total:-0}
 changed=$(grep -c . "$out" 2>/dev/null); changed=${changed:-0}
@@ -32,8 +38,8 @@ changed=$(grep -c . "$out" 2>/dev/null); changed=${changed:-0}
   echo "### c4route: which calls change route"
   echo
   case $status in
-    0) echo "No call of the $total queries in \`$queries\` changes route." ;;
-    1) echo "**$changed of the $total queries in \`$queries\` change route.** Check that each change is intended before merging." ;;
+    0) echo "No call of the $total queries in \`$queries\` changes route${AT:+ at $AT}." ;;
+    1) echo "**$changed of the $total queries in \`$queries\` change route${AT:+ at $AT}.** Check that each change is intended before merging." ;;
     *) echo "**\`c4route diff\` failed (exit status $status)**: the proposed or the deployed routes.d, or the corpus, could not be read." ;;
   esac
   # The human summary (stderr): one line per changed query, old -> new.
