@@ -15,6 +15,10 @@ use c4route_core::{
 };
 use clap::{Parser, Subcommand};
 
+mod metrics;
+mod reload;
+mod serve;
+
 /// c4route: the SIP routing brain behind Kamailio.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
@@ -67,6 +71,8 @@ enum Command {
         #[arg(long, value_parser = parse_at)]
         at: Option<SystemTime>,
     },
+    /// Answer Kamailio's routing queries over HTTP, reloading routes.d on change.
+    Serve(serve::ServeArgs),
 }
 
 fn parse_at(s: &str) -> Result<SystemTime, String> {
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
             queries,
             at,
         } => diff(&old, &new, queries.as_deref(), at),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

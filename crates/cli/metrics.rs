@@ -1,0 +1,221 @@
+//! `/metrics`: Prometheus text exposition with prometheus-client and no
+//! global registry (STYLE: the binary owns metrics, the core has none).
+//!
+//! The request path never looks a metric up by name: the outcome counters
+//! are resolved once here, and each loaded table keeps its own lazily filled
+//! per-rule counter slots (see `serve::Loaded`), so a request costs a few
+//! atomic increments and one histogram observation.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Label of `c4route_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Label of `c4route_rule_hits_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    /// The rule name.
+    pub rule: String,
+}
+
+/// Label of `c4route_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Every metric of the service, plus the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Routing queries answered with routes.
+    pub routed: Counter,
+    /// Routing queries answered with a rule's reject.
+    pub rejected: Counter,
+    /// Routing queries no rule matched.
+    pub no_match: Counter,
+    /// Routing queries refused with 400 or 413.
+    pub bad_request: Counter,
+    /// Routing queries refused with 403 (`--allow`).
+    pub forbidden: Counter,
+    /// Hits per deciding rule, by rule name.
+    pub rule_hits: Family<RuleLabel, Counter>,
+    /// Parse + decide + serialise time of one query, in seconds.
+    pub decision_seconds: Histogram,
+    /// Successful reloads (a swap happened or the content was unchanged).
+    pub reloads_ok: Counter,
+    /// Failed reloads (the last good table kept serving).
+    pub reloads_failed: Counter,
+    /// Rules in the serving table.
+    pub table_rules: Gauge,
+    /// Trunks in the serving table.
+    pub table_trunks: Gauge,
+    /// How many tables have been swapped in (1 = the startup table).
+    pub table_generation: Gauge,
+    /// 1 when the last reload attempt succeeded, 0 when it failed.
+    pub last_reload_success: Gauge,
+    /// Unix time of the last successful load.
+    pub last_reload_success_timestamp: Gauge<f64, AtomicU64>,
+    /// Wall time of the last reload attempt (read, compile, swap).
+    pub last_reload_duration: Gauge<f64, AtomicU64>,
+    /// Open HTTP connections.
+    pub connections: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("c4route");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        let outcome = |o| requests.get_or_create(&OutcomeLabel { outcome: o }).clone();
+        let (routed, rejected, no_match, bad_request, forbidden) = (
+            outcome("routed"),
+            outcome("rejected"),
+            outcome("no_match"),
+            outcome("bad_request"),
+            outcome("forbidden"),
+        );
+        registry.register(
+            "requests",
+            "Routing queries by outcome (routed, rejected, no_match, bad_request, forbidden)",
+            requests,
+        );
+        let rule_hits = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "rule_hits",
+            "Queries decided by each rule",
+            rule_hits.clone(),
+        );
+        // 1 µs .. about 65 ms.
+        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 17));
+        registry.register_with_unit(
+            "decision",
+            "Time to parse a query, decide and serialise the answer",
+            Unit::Seconds,
+            decision_seconds.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let reloads_ok = reloads.get_or_create(&ResultLabel { result: "ok" }).clone();
+        let reloads_failed = reloads
+            .get_or_create(&ResultLabel { result: "failed" })
+            .clone();
+        registry.register(
+            "reloads",
+            "Reload attempts by result (ok, failed); a failed reload keeps the last good table",
+            reloads,
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let table_rules = gauge(&mut registry, "table_rules", "Rules in the serving table");
+        let table_trunks = gauge(&mut registry, "table_trunks", "Trunks in the serving table");
+        let table_generation = gauge(
+            &mut registry,
+            "table_generation",
+            "Tables swapped in since start (1 = the startup table)",
+        );
+        let last_reload_success = gauge(
+            &mut registry,
+            "config_last_reload_success",
+            "1 if the last reload attempt succeeded, 0 if the last good table is serving despite an invalid routes.d",
+        );
+        let connections = gauge(&mut registry, "http_connections", "Open HTTP connections");
+        let last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "Unix time of the last successful load of routes.d",
+            Unit::Seconds,
+            last_reload_success_timestamp.clone(),
+        );
+        let last_reload_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "config_last_reload_duration",
+            "Wall time of the last reload attempt (read, compile, swap)",
+            Unit::Seconds,
+            last_reload_duration.clone(),
+        );
+        Metrics {
+            registry,
+            routed,
+            rejected,
+            no_match,
+            bad_request,
+            forbidden,
+            rule_hits,
+            decision_seconds,
+            reloads_ok,
+            reloads_failed,
+            table_rules,
+            table_trunks,
+            table_generation,
+            last_reload_success,
+            last_reload_success_timestamp,
+            last_reload_duration,
+            connections,
+        }
+    }
+
+    /// The counter for a `Decision::outcome_label()`.
+    pub fn outcome(&self, label: &str) -> &Counter {
+        match label {
+            "routed" => &self.routed,
+            "rejected" => &self.rejected,
+            _ => &self.no_match,
+        }
+    }
+
+    /// The counter of one rule (created on first use).
+    pub fn rule_counter(&self, rule: &str) -> Counter {
+        self.rule_hits
+            .get_or_create(&RuleLabel { rule: rule.to_owned() })
+            .clone()
+    }
+
+    /// Renders the Prometheus text format (with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_have_prefix_and_total_suffix() {
+        let m = Metrics::new();
+        m.routed.inc();
+        m.rule_counter("uk-mobile").inc();
+        m.decision_seconds.observe(2e-6);
+        let text = m.encode();
+        for needle in [
+            "c4route_requests_total{outcome=\"routed\"} 1",
+            "c4route_requests_total{outcome=\"bad_request\"} 0",
+            "c4route_rule_hits_total{rule=\"uk-mobile\"} 1",
+            "c4route_decision_seconds_bucket",
+            "c4route_reloads_total{result=\"failed\"} 0",
+            "c4route_table_rules 0",
+            "c4route_table_generation 0",
+            "c4route_config_last_reload_success 0",
+            "c4route_config_last_reload_success_timestamp_seconds 0",
+            "c4route_http_connections 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}

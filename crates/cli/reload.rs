@@ -1,0 +1,179 @@
+//! Hot reload: rebuild the whole table, swap it atomically, keep the last
+//! good one (STYLE 10 and 11).
+//!
+//! The watcher watches the routes.d *directory*, not its files: editors save
+//! by rename (which kills a per-file inotify watch), and a Kubernetes
+//! ConfigMap update is a rename of the `..data` symlink inside the
+//! directory. Every event, whatever the file, only does `try_send(())` on a
+//! channel of capacity 1, which coalesces bursts for free; one task waits
+//! for a quiet debounce window, drains the channel, re-reads and compiles
+//! the directory on the blocking pool and swaps the result in. SIGHUP feeds
+//! the same channel. An event that arrives during a reload leaves the slot
+//! full, so the directory is read again afterwards and no change is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use c4route_core::{Error, Sources};
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::serve::{AppState, Loaded};
+
+/// Keeps the directory watcher alive; drop it to stop watching.
+#[derive(Debug)]
+pub struct ReloadHandle {
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Starts the reload task (and the watcher when `watch`) and the SIGHUP
+/// handler. Must run inside a tokio runtime.
+///
+/// # Errors
+/// The watcher or the SIGHUP handler could not be installed.
+pub fn spawn(state: Arc<AppState>, debounce: Duration, watch: bool) -> anyhow::Result<ReloadHandle> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let watcher = if watch {
+        let events = tx.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Err(e) = &res {
+                warn!("watching routes.d: {e}");
+            }
+            // Full means a reload is already due; closed means we are stopping.
+            let _ = events.try_send(());
+        })
+        .context("creating the routes.d watcher")?;
+        w.watch(&state.routes_dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", state.routes_dir.display()))?;
+        Some(w)
+    } else {
+        None
+    };
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let hup_tx = tx;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading routes.d");
+            let _ = hup_tx.try_send(());
+        }
+    });
+
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until a whole window passes without new events.
+            loop {
+                tokio::time::sleep(debounce).await;
+                if rx.try_recv().is_err() {
+                    break;
+                }
+            }
+            reload(&state).await;
+        }
+    });
+    Ok(ReloadHandle { _watcher: watcher })
+}
+
+/// What one reload attempt did.
+enum Outcome {
+    Swapped { old: Arc<Loaded>, rules: usize },
+    Unchanged,
+    Failed(Error),
+}
+
+/// Re-reads and compiles routes.d off the async workers; swaps on success.
+pub async fn reload(state: &Arc<AppState>) {
+    let started = Instant::now();
+    let st = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let sources = match Sources::read_dir(&st.routes_dir) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if sources.digest() == st.current.load().table.version() {
+            return Outcome::Unchanged;
+        }
+        match sources.build() {
+            Ok(table) => {
+                let rules = table.rule_count();
+                // Only this task swaps, so the generation cannot race.
+                let generation = st.current.load().generation + 1;
+                let new = Arc::new(Loaded::new(table, generation));
+                let m = &st.metrics;
+                m.table_rules.set(new.table.rule_count() as i64);
+                m.table_trunks.set(new.table.trunk_count() as i64);
+                m.table_generation.set(generation as i64);
+                m.last_reload_success_timestamp
+                    .set(new.loaded_at.as_millisecond() as f64 / 1000.0);
+                for w in new.table.warnings() {
+                    warn!("{w}");
+                }
+                let old = st.current.swap(new);
+                Outcome::Swapped { old, rules }
+            }
+            Err(e) => Outcome::Failed(e),
+        }
+    })
+    .await;
+    let m = &state.metrics;
+    m.last_reload_duration.set(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(Outcome::Swapped { old, rules }) => {
+            m.reloads_ok.inc();
+            m.last_reload_success.set(1);
+            state.last_error.store(None);
+            let cur = state.current.load();
+            info!(
+                generation = cur.generation,
+                version = cur.table.version(),
+                rules,
+                trunks = cur.table.trunk_count(),
+                ms = started.elapsed().as_millis() as u64,
+                "routes.d reloaded"
+            );
+            // Free a large old table on the blocking pool, not on a worker.
+            tokio::task::spawn_blocking(move || drop(old));
+        }
+        Ok(Outcome::Unchanged) => {
+            m.reloads_ok.inc();
+            m.last_reload_success.set(1);
+            if state.last_error.swap(None).is_some() {
+                info!("routes.d is valid again (unchanged from the serving table)");
+            } else {
+                info!("routes.d unchanged; nothing to swap");
+            }
+        }
+        Ok(Outcome::Failed(e)) => {
+            m.reloads_failed.inc();
+            m.last_reload_success.set(0);
+            let text = match &e {
+                Error::Config(diags) => {
+                    for d in diags.errors() {
+                        error!("{d}");
+                    }
+                    diags.errors().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+                }
+                other => {
+                    error!("{other}");
+                    other.to_string()
+                }
+            };
+            warn!(
+                generation = state.current.load().generation,
+                "reload failed; the last good table keeps serving"
+            );
+            state.last_error.store(Some(Arc::new(text)));
+        }
+        Err(e) => {
+            m.reloads_failed.inc();
+            m.last_reload_success.set(0);
+            error!("reload task failed: {e}");
+            state
+                .last_error
+                .store(Some(Arc::new(format!("reload task failed: {e}"))));
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! `c4route serve`: the HTTP service Kamailio queries for every new call
+//! (SPEC §5).
+//!
+//! The shape is mini-redis's: [`serve`] takes a bound listener, the shared
+//! [`AppState`] and a shutdown future; [`run`] adds the runtime, logging,
+//! signals and the reloader around it. Dispatch is one `match` on method and
+//! path, as in linkerd. The request path does one `ArcSwap::load()`, a
+//! borrowed JSON parse, a synchronous `route()` and one compact
+//! serialisation, and never awaits while it holds the table guard.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use c4route_core::{MAX_BODY, Query, RouteTable, RuleId, Sources, Wrap};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::reload;
+
+/// `c4route serve`: answer Kamailio's routing queries over HTTP.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The routes.d directory (watched for changes; SIGHUP also reloads it).
+    #[arg(long, value_name = "DIR", default_value = "./routes.d")]
+    pub routes: PathBuf,
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Client networks allowed to send routing queries (repeatable); others get 403.
+    /// Default: every client. /health and /metrics stay open to all.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
+    pub allow: Vec<IpNet>,
+    /// Most open connections; further clients wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long a connection may wait for (the rest of) a request head; this
+    /// is also the keep-alive idle timeout (e.g. 300s, 1m, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long reading a request body may take before a 408.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Quiet time after a change in DIR before it is re-read.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    pub reload_debounce: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Do not watch DIR; reload only on SIGHUP (for file systems without inotify).
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Tokio worker threads (default: the CPUs this process may run on).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Connection and request limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Header read timeout, which hyper also applies to idle keep-alive connections.
+    pub idle_timeout: Duration,
+    /// Body read timeout.
+    pub body_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// One loaded routing table and what the service knows about it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The compiled table.
+    pub table: RouteTable,
+    /// 1 for the startup table, +1 per swap.
+    pub generation: u64,
+    /// When it was loaded.
+    pub loaded_at: jiff::Timestamp,
+    /// Per-rule hit counters, indexed by `RuleId`, filled on a rule's first
+    /// hit so the request path never hashes a rule name.
+    hits: Box<[OnceLock<Counter>]>,
+}
+
+impl Loaded {
+    /// Wraps a freshly built table.
+    pub fn new(table: RouteTable, generation: u64) -> Self {
+        let hits = (0..table.rule_count()).map(|_| OnceLock::new()).collect();
+        Loaded {
+            table,
+            generation,
+            loaded_at: jiff::Timestamp::now(),
+            hits,
+        }
+    }
+
+    fn hit(&self, id: RuleId, metrics: &Metrics) {
+        if let Some(slot) = self.hits.get(id.0 as usize) {
+            slot.get_or_init(|| metrics.rule_counter(self.table.rule_name(id)))
+                .inc();
+        }
+    }
+}
+
+/// Everything the connections, the reloader and `/health` share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The serving table; a reload swaps it whole, so a request sees one table.
+    pub current: ArcSwap<Loaded>,
+    /// The diagnostics of the last reload if it failed (`/health` degraded).
+    pub last_error: ArcSwapOption<String>,
+    /// Metrics rendered at `/metrics`.
+    pub metrics: Metrics,
+    /// Networks allowed to query; empty means everyone.
+    pub allow: Vec<IpNet>,
+    /// HTTP limits.
+    pub limits: Limits,
+    /// The routes.d directory.
+    pub routes_dir: PathBuf,
+}
+
+impl AppState {
+    /// State serving `table` (generation 1).
+    pub fn new(table: RouteTable, routes_dir: PathBuf, allow: Vec<IpNet>, limits: Limits) -> Self {
+        let metrics = Metrics::new();
+        let loaded = Loaded::new(table, 1);
+        metrics.table_rules.set(loaded.table.rule_count() as i64);
+        metrics.table_trunks.set(loaded.table.trunk_count() as i64);
+        metrics.table_generation.set(1);
+        metrics.last_reload_success.set(1);
+        metrics
+            .last_reload_success_timestamp
+            .set(loaded.loaded_at.as_millisecond() as f64 / 1000.0);
+        AppState {
+            current: ArcSwap::from_pointee(loaded),
+            last_error: ArcSwapOption::empty(),
+            metrics,
+            allow,
+            limits,
+            routes_dir,
+        }
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Runs `c4route serve` to completion: exit 0 after a graceful shutdown, 1
+/// when routes.d is invalid at startup.
+///
+/// # Errors
+/// The runtime, the listener or the watcher could not be set up, or routes.d
+/// could not be read.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let table = match Sources::read_dir(&args.routes).and_then(|s| s.build()) {
+        Ok(t) => t,
+        Err(c4route_core::Error::Config(diags)) => {
+            // The same lines as `c4route check`.
+            for d in &diags {
+                eprintln!("{}:{}:{}: {}: {}", d.path, d.line, d.col, d.severity, d.message);
+                if let Some(n) = &d.note {
+                    eprintln!("    note: {n}");
+                }
+            }
+            eprintln!(
+                "c4route: {} is invalid ({} errors); not starting",
+                args.routes.display(),
+                diags.errors().count()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("loading {}", args.routes.display()));
+        }
+    };
+    for w in table.warnings() {
+        warn!("{w}");
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the tokio runtime")?;
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        idle_timeout: args.idle_timeout,
+        body_timeout: args.body_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    let state = Arc::new(AppState::new(
+        table,
+        args.routes.clone(),
+        args.allow.clone(),
+        limits,
+    ));
+    rt.block_on(async move {
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        let _watcher = reload::spawn(state.clone(), args.reload_debounce, !args.no_watch)?;
+        let shutdown = shutdown_signal()?;
+        {
+            let cur = state.current.load();
+            info!(
+                rules = cur.table.rule_count(),
+                trunks = cur.table.trunk_count(),
+                version = cur.table.version(),
+                routes = %args.routes.display(),
+                "listening on http://{local}"
+            );
+        }
+        serve(listener, state, shutdown).await;
+        info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down: no new connections, finishing in-flight requests");
+    })
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting,
+/// lets in-flight requests finish (at most `limits.shutdown_timeout`) and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.limits.idle_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // Bound the connections: wait for a slot before accepting.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, "TCP_NODELAY: {e}");
+        }
+        let allowed = state.allows(peer.ip());
+        let conn_state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = conn_state.clone();
+            async move { Ok::<_, Infallible>(handle(req, &state, peer, allowed).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        let state = state.clone();
+        tokio::spawn(async move {
+            state.metrics.connections.inc();
+            debug!(%peer, "connection opened");
+            if let Err(e) = conn.await {
+                debug!(%peer, "connection ended: {e}");
+            }
+            state.metrics.connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(state.limits.shutdown_timeout) => {
+            warn!("shutdown timeout: closing connections with requests still in flight");
+        }
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+const QUERY_PATHS: &str = "POST /kamailio/rtjson, POST /1.0/kamailio/routing, POST /rtjson";
+
+async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allowed: bool) -> Resp {
+    let wrap = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/kamailio/rtjson" | "/1.0/kamailio/routing") => Wrap::Rtjson,
+        (&Method::POST, "/rtjson") => Wrap::Bare,
+        (&Method::GET | &Method::HEAD, "/health") => return health(state),
+        (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
+        (_, "/kamailio/rtjson" | "/1.0/kamailio/routing" | "/rtjson") => {
+            return method_not_allowed("POST", req.method());
+        }
+        (_, "/health" | "/metrics") => return method_not_allowed("GET, HEAD", req.method()),
+        (_, path) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no such path {path}; routing queries go to {QUERY_PATHS}"),
+            );
+        }
+    };
+    if !allowed {
+        state.metrics.forbidden.inc();
+        debug!(%peer, "query refused by --allow");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            &format!("client {} is not allowed to query", peer.ip()),
+        );
+    }
+    route(req, state, peer, wrap).await
+}
+
+async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap: Wrap) -> Resp {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("query body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        state.metrics.bad_request.inc();
+        return too_large();
+    }
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let body = Limited::new(req.into_body(), MAX_BODY);
+    let body = match tokio::time::timeout(state.limits.body_timeout, body.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            state.metrics.bad_request.inc();
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                return too_large();
+            }
+            debug!(%peer, "reading body: {e}");
+            return json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"));
+        }
+        Err(_) => {
+            state.metrics.bad_request.inc();
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+    };
+    let started = Instant::now();
+    let mut ct = content_type.as_ref().and_then(|v| v.to_str().ok());
+    // libcurl labels any POST without a Content-Type header as form data, so
+    // a Kamailio script that forgets the header sends its JSON query as
+    // `application/x-www-form-urlencoded`. A body that opens with `{` is
+    // never meaningful form data: read it as the JSON it is.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        ct = None;
+    }
+    let query = match Query::parse(&body, ct) {
+        Ok(q) => q,
+        Err(e) => {
+            state.metrics.bad_request.inc();
+            debug!(%peer, "bad query: {e}");
+            let status = match e {
+                c4route_core::QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return json_error(status, &e.to_string());
+        }
+    };
+    let mut out = Vec::with_capacity(1024);
+    let outcome = {
+        // The guard lives only in this synchronous block (no .await).
+        let loaded = state.current.load();
+        let decision = loaded.table.route(&query, SystemTime::now());
+        decision.write_json(&mut out, wrap);
+        if let Some(id) = decision.rule_id {
+            loaded.hit(id, &state.metrics);
+        }
+        debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
+        decision.outcome_label()
+    };
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.outcome(outcome).inc();
+    json(StatusCode::OK, out)
+}
+
+fn health(state: &AppState) -> Resp {
+    let cur = state.current.load_full();
+    let err = state.last_error.load_full();
+    let body = serde_json::json!({
+        "status": if err.is_some() { "degraded" } else { "ok" },
+        "rules": cur.table.rule_count(),
+        "trunks": cur.table.trunk_count(),
+        "version": cur.table.version(),
+        "generation": cur.generation,
+        "loaded_at": cur.loaded_at.to_string(),
+        "last_error": err.as_deref(),
+    });
+    json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn metrics(state: &AppState) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+fn method_not_allowed(allow: &'static str, method: &Method) -> Resp {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} not allowed here; use {allow}"),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Resp {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
+    json(status, body)
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("expected a CIDR such as 10.0.0.0/8 or an address, got {s:?}"))
+}
+
+/// `300s`, `5m`, `250ms`, `1h`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as 300s, 5m or 250ms, got {s:?}"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown duration unit {u:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn allow_list() {
+        let mk = |allow: &[&str]| {
+            let table = c4route_core::RouteTableBuilder::new().build().unwrap();
+            let limits = Limits {
+                max_connections: 1,
+                idle_timeout: Duration::from_secs(1),
+                body_timeout: Duration::from_secs(1),
+                shutdown_timeout: Duration::from_secs(1),
+            };
+            let nets = allow.iter().map(|s| parse_net(s).unwrap()).collect();
+            AppState::new(table, PathBuf::new(), nets, limits)
+        };
+        let open = mk(&[]);
+        assert!(open.allows("192.0.2.1".parse().unwrap()));
+        let some = mk(&["10.0.0.0/8", "::1"]);
+        assert!(some.allows("10.1.2.3".parse().unwrap()));
+        assert!(some.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(some.allows("::1".parse().unwrap()));
+        assert!(!some.allows("127.0.0.1".parse().unwrap()));
+    }
+}
