@@ -243,8 +243,8 @@ impl<'s> Compiler<'s> {
             }
         }
         let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect::<Vec<_>>();
+        // Trunk ids index `trunks` with failed trunks still in place (`None`).
         let trunks_ok = trunks.iter().all(Option::is_some);
-        let trunks: Vec<Trunk> = trunks.into_iter().flatten().collect();
 
         // Rules.
         let mut ctx = RuleCtx {
@@ -299,13 +299,9 @@ impl<'s> Compiler<'s> {
         if !parse_failed {
             self.shadow_warnings(&rules, &rule_ats);
             for (k, used) in ctx.used_trunks.iter().enumerate() {
-                if !used {
+                if let (false, Some(t)) = (*used, &trunks[k]) {
                     let at = trunk_ats[k].clone();
-                    self.warn(
-                        &at,
-                        format!("trunk `{}` is not used by any rule", trunks[k].name),
-                        None,
-                    );
+                    self.warn(&at, format!("trunk `{}` is not used by any rule", t.name), None);
                 }
             }
             let mut unused: Vec<(&str, At)> = schedule_ids
@@ -333,6 +329,7 @@ impl<'s> Compiler<'s> {
         if !trunks_ok {
             return None;
         }
+        let trunks: Vec<Trunk> = trunks.into_iter().flatten().collect();
         let files = self.files.iter().map(|f| f.path.clone()).collect();
         Some(Validated {
             defaults,
@@ -1050,13 +1047,13 @@ impl<'s> Compiler<'s> {
                         self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
                     }
                     for id in &ids {
-                        let tr = &ctx.trunks[*id as usize];
+                        let Some(Some(tr)) = ctx.trunks.get(*id as usize) else { continue };
                         if !tr.headers.is_empty() || tr.fr_timer != ctx.defaults.fr_timer || tr.fr_inv_timer != ctx.defaults.fr_inv_timer {
                             self.err(&at, format!("rule `{name}` routes in parallel through trunk `{}`, whose headers or timers rtjson applies only in serial mode", tr.name));
                         }
                     }
                 }
-                let gw_count: usize = ids.iter().map(|id| ctx.trunks.get(*id as usize).map_or(0, |t| t.gateways.len())).sum();
+                let gw_count: usize = ids.iter().map(|id| ctx.trunks.get(*id as usize).and_then(Option::as_ref).map_or(0, |t| t.gateways.len())).sum();
                 if gw_count > ctx.defaults.max_routes as usize {
                     self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
                 }
@@ -1154,7 +1151,7 @@ struct RuleCtx<'a> {
     trunk_ids: &'a HashMap<&'a str, (u32, At)>,
     schedule_ids: &'a HashMap<&'a str, (u32, At)>,
     defaults: &'a Defaults,
-    trunks: &'a [Trunk],
+    trunks: &'a [Option<Trunk>],
     parse_failed: bool,
     regex_patterns: [Vec<String>; 3],
     regex_ids: [HashMap<String, u32>; 3],

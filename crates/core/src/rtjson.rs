@@ -305,7 +305,7 @@ impl RouteTable {
         let mut routes = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
         let mut user = String::new();
-        'trunks: for (k, &tid) in ra.trunks.iter().enumerate() {
+        'trunks: for &tid in ra.trunks.iter() {
             let t = &self.trunks[tid as usize];
             user.clear();
             let rest = match ruri_user.char_indices().nth(t.strip as usize) {
@@ -322,7 +322,9 @@ impl RouteTable {
                 }
             }
             order.clear();
-            srv_order(&t.gateways, seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15), &mut order);
+            // Seeded by Call-ID and trunk name: a trunk's order for a call does not
+            // depend on which trunks come before it in the rule.
+            srv_order(&t.gateways, seed ^ fnv1a(t.name.as_bytes()), &mut order);
             for &g in &order {
                 if routes.len() == max {
                     break 'trunks;
