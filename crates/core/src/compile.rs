@@ -72,6 +72,7 @@ pub(crate) struct Validated {
 }
 
 pub(crate) struct Compiler<'s> {
+    root: Arc<str>,
     files: Vec<File<'s>>,
     diags: Vec<Diagnostic>,
 }
@@ -80,8 +81,9 @@ pub(crate) struct Compiler<'s> {
 type At = (usize, Range<usize>);
 
 impl<'s> Compiler<'s> {
-    pub(crate) fn new(sources: &'s [(Arc<str>, String)]) -> Self {
+    pub(crate) fn new(root: Arc<str>, sources: &'s [(Arc<str>, String)]) -> Self {
         Compiler {
+            root,
             files: sources
                 .iter()
                 .map(|(p, t)| File {
@@ -114,6 +116,19 @@ impl<'s> Compiler<'s> {
 
     fn warn(&mut self, at: &At, message: impl Into<String>, note: Option<String>) {
         self.push(Severity::Warning, at, message.into(), note);
+    }
+
+    /// A warning about the directory as a whole (it may have no files at all).
+    fn warn_global(&mut self, message: String, note: Option<String>) {
+        self.diags.push(Diagnostic {
+            path: self.root.clone(),
+            span: 0..0,
+            line: 1,
+            col: 1,
+            severity: Severity::Warning,
+            message,
+            note,
+        });
     }
 
     fn loc_text(&self, at: &At) -> String {
@@ -242,7 +257,6 @@ impl<'s> Compiler<'s> {
                 trunk_ats.push(at);
             }
         }
-        let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect::<Vec<_>>();
         // Trunk ids index `trunks` with failed trunks still in place (`None`).
         let trunks_ok = trunks.iter().all(Option::is_some);
 
@@ -313,9 +327,8 @@ impl<'s> Compiler<'s> {
             for (n, at) in unused {
                 self.warn(&at, format!("schedule `{n}` is not used by any rule"), None);
             }
-            if rules.is_empty() && !self.files.is_empty() {
-                self.warn(
-                    &(0, 0..0),
+            if rules.is_empty() && self.error_count() == 0 {
+                self.warn_global(
                     format!(
                         "routes.d has no enabled rules: every query gets the no-match answer ({} {})",
                         defaults.no_match.0, defaults.no_match.1
@@ -330,6 +343,9 @@ impl<'s> Compiler<'s> {
             return None;
         }
         let trunks: Vec<Trunk> = trunks.into_iter().flatten().collect();
+        // Schedule ids, like trunk ids, index the list with failures in place;
+        // a failed schedule is an error, so ids only survive when all are kept.
+        let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect();
         let files = self.files.iter().map(|f| f.path.clone()).collect();
         Some(Validated {
             defaults,
@@ -1085,11 +1101,12 @@ impl<'s> Compiler<'s> {
                 return None;
             }
         };
+        // On a bad query, keep checking the rest of the test.
         let query = match Query::from_json(&json) {
             Ok(q) => q.into_owned(),
             Err(e) => {
                 self.err(&(i, def.query.span()), format!("test query is not a valid query: {e}"));
-                return None;
+                Query::default()
             }
         };
         let at = match &def.at {

@@ -9,6 +9,8 @@ use crate::{Error, RouteTable};
 /// The text of every routes.d file, in file-name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sources {
+    /// The directory, for diagnostics about the whole configuration.
+    root: Option<Arc<str>>,
     files: Vec<(Arc<str>, String)>,
 }
 
@@ -65,6 +67,7 @@ impl Sources {
         }
         names.sort();
         let mut s = Sources::new();
+        s.root = Some(dir.display().to_string().into());
         for name in names {
             let path = dir.join(&name);
             let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
@@ -108,7 +111,11 @@ impl Sources {
     /// # Errors
     /// [`Error::Config`] with every diagnostic when any file is invalid.
     pub fn build(&self) -> Result<RouteTable, Error> {
-        Compiler::new(&self.files).run(self.digest())
+        Compiler::new(self.root(), &self.files).run(self.digest())
+    }
+
+    pub(crate) fn root(&self) -> Arc<str> {
+        self.root.clone().unwrap_or_else(|| "routes.d".into())
     }
 
     pub(crate) fn raw(&self) -> &[(Arc<str>, String)] {
