@@ -179,7 +179,9 @@ impl Metrics {
     /// The counter of one rule (created on first use).
     pub fn rule_counter(&self, rule: &str) -> Counter {
         self.rule_hits
-            .get_or_create(&RuleLabel { rule: rule.to_owned() })
+            .get_or_create(&RuleLabel {
+                rule: rule.to_owned(),
+            })
             .clone()
     }
 

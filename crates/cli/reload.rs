@@ -33,7 +33,11 @@ pub struct ReloadHandle {
 ///
 /// # Errors
 /// The watcher or the SIGHUP handler could not be installed.
-pub fn spawn(state: Arc<AppState>, debounce: Duration, watch: bool) -> anyhow::Result<ReloadHandle> {
+pub fn spawn(
+    state: Arc<AppState>,
+    debounce: Duration,
+    watch: bool,
+) -> anyhow::Result<ReloadHandle> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let watcher = if watch {
         let events = tx.clone();
@@ -154,7 +158,11 @@ pub async fn reload(state: &Arc<AppState>) {
                     for d in diags.errors() {
                         error!("{d}");
                     }
-                    diags.errors().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+                    diags
+                        .errors()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 }
                 other => {
                     error!("{other}");

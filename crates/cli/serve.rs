@@ -179,7 +179,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(c4route_core::Error::Config(diags)) => {
             // The same lines as `c4route check`.
             for d in &diags {
-                eprintln!("{}:{}:{}: {}: {}", d.path, d.line, d.col, d.severity, d.message);
+                eprintln!(
+                    "{}:{}:{}: {}: {}",
+                    d.path, d.line, d.col, d.severity, d.message
+                );
                 if let Some(n) = &d.note {
                     eprintln!("    note: {n}");
                 }
@@ -202,7 +205,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         rt.worker_threads(n.max(1));
     }
-    let rt = rt.enable_all().build().context("starting the tokio runtime")?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let limits = Limits {
         max_connections: args.max_connections.max(1),
         idle_timeout: args.idle_timeout,
@@ -259,7 +265,10 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        info!(signal = name, "shutting down: no new connections, finishing in-flight requests");
+        info!(
+            signal = name,
+            "shutting down: no new connections, finishing in-flight requests"
+        );
     })
 }
 
@@ -450,7 +459,10 @@ fn health(state: &AppState) -> Resp {
         "loaded_at": cur.loaded_at.to_string(),
         "last_error": err.as_deref(),
     });
-    json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 fn metrics(state: &AppState) -> Resp {
