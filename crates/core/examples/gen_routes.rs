@@ -41,8 +41,15 @@ fn run() -> Result<(), String> {
     let mut out: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
-        let num = |v: String| v.replace('_', "").parse::<u64>().map_err(|e| format!("{a}: {e}"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        let num = |v: String| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|e| format!("{a}: {e}"))
+        };
         match a.as_str() {
             "--rules" => spec.rules = num(value()?)? as usize,
             "--cidr-rules" => spec.cidr_rules = num(value()?)? as usize,

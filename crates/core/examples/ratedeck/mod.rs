@@ -204,7 +204,13 @@ pub fn generate(spec: Spec) -> Deck {
         .take(5_000)
         .max_by_key(|p| (1..10).filter(|&n| seen.contains(&key(&p[..n]))).count())
         .cloned()
-        .unwrap_or_else(|| prefixes.iter().max_by_key(|p| p.len()).cloned().unwrap_or_default());
+        .unwrap_or_else(|| {
+            prefixes
+                .iter()
+                .max_by_key(|p| p.len())
+                .cloned()
+                .unwrap_or_default()
+        });
 
     let mut files = Vec::new();
     let mut trunks = String::from("[defaults]\nmax_routes = 4\n");
@@ -270,7 +276,8 @@ pub fn generate(spec: Spec) -> Deck {
             // `^<head>[lo-hi]\d{m,n}$`: a national numbering plan block.
             let cc = COUNTRIES[rng.weighted(&weights)].0;
             let mut head = cc.to_owned();
-            rng.digits(&mut head, 1 + rng.below(3) as usize);
+            let more = 1 + rng.below(3) as usize;
+            rng.digits(&mut head, more);
             let lo = rng.below(5);
             let hi = lo + 2 + rng.below(3);
             let m = 5 + rng.below(3);
@@ -312,7 +319,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for query files.
-    pub const ALL: [Kind; 5] = [Kind::Match, Kind::Deep, Kind::Miss, Kind::Source, Kind::Regex];
+    pub const ALL: [Kind; 5] = [
+        Kind::Match,
+        Kind::Deep,
+        Kind::Miss,
+        Kind::Source,
+        Kind::Regex,
+    ];
 }
 
 impl Deck {
@@ -326,7 +339,8 @@ impl Deck {
             }
             Kind::Deep if !self.deepest.is_empty() => number.push_str(&self.deepest),
             Kind::Regex if !self.regex_heads.is_empty() => {
-                let (head, m) = &self.regex_heads[rng.below(self.regex_heads.len() as u64) as usize];
+                let (head, m) =
+                    &self.regex_heads[rng.below(self.regex_heads.len() as u64) as usize];
                 number.push_str(head);
                 want = Some(head.len() + m + rng.below(3) as usize);
             }
@@ -342,7 +356,11 @@ impl Deck {
         let ip = match kind {
             Kind::Source if !self.nets.is_empty() => {
                 let (addr, len) = self.nets[rng.below(self.nets.len() as u64) as usize];
-                let host = if len == 32 { 0 } else { rng.next_u64() as u32 & (u32::MAX >> len) };
+                let host = if len == 32 {
+                    0
+                } else {
+                    rng.next_u64() as u32 & (u32::MAX >> len)
+                };
                 let [a, b, c, d] = (addr | host).to_be_bytes();
                 format!("{a}.{b}.{c}.{d}")
             }
@@ -369,7 +387,9 @@ impl Deck {
             })
             .collect();
         let mut rng = Rng::new(seed);
-        (0..n).map(|i| self.query(kinds[i % kinds.len()], &mut rng)).collect()
+        (0..n)
+            .map(|i| self.query(kinds[i % kinds.len()], &mut rng))
+            .collect()
     }
 
     /// Number of `[[rules]]` in the deck.
