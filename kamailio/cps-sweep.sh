@@ -33,6 +33,7 @@ SHM_MB=${SHM_MB:-1024}
 CHILDREN=${CHILDREN:-4}
 HTTP_WORKERS=${HTTP_WORKERS:-4}
 MAX_MINUTES=${MAX_MINUTES:-25}
+REF_RATE=${REF_RATE:-1000}   # CPU per call is also compared at this common rate (a doubling step)
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
@@ -218,7 +219,7 @@ EOF
 # --- the sweep -------------------------------------------------------------------------------
 ctl="unix:$OUT/kamailio_ctl"
 echo "alloc,mode,rate,result,calls,successful,failed,retransmissions,avg_invite_rt_ms,kamailio_cpu_ms_per_call,http_cpu_ms_per_call,hac_errors,hac_timeouts" >"$OUT/steps.csv"
-declare -A best best_row flood
+declare -A best best_row ref_row flood
 log "output in $OUT; step ${STEP_SECONDS}s, modes: $MODES, allocators: $ALLOCS, -m $SHM_MB, children $CHILDREN, http workers $HTTP_WORKERS"
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); kamailio $(kamailio -v | sed -n 's/^version: //p')"
 
@@ -235,6 +236,7 @@ for alloc in $ALLOCS; do
             local r; r=$(run_step "$1")
             echo "$alloc,$mode,$1,${r// /,}" >>"$OUT/steps.csv"
             log "$alloc/$mode $1 cps: $r"
+            [[ $1 -eq $REF_RATE ]] && ref_row[$alloc/$mode]="$r"
             [[ $r == ok* ]] && { best_row[$alloc/$mode]="$r"; return 0; }
             return 1
         }
@@ -261,8 +263,8 @@ stop_pid "$gw_pid"
 
 # --- summary ---------------------------------------------------------------------------------
 {
-    echo "| allocator | mode | max CPS, 0 failed | vs static | vs fixed | Kamailio CPU ms/call | HTTP server CPU ms/call | avg INVITE→200 ms | http_async errors/timeouts | event_cb lines |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| allocator | mode | max CPS, 0 failed | vs static | vs fixed | Kamailio CPU ms/call | HTTP server CPU ms/call | Kamailio / HTTP CPU ms/call at $REF_RATE CPS | avg INVITE→200 ms | http_async errors/timeouts | event_cb lines |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for alloc in $ALLOCS; do
         for mode in $MODES; do
             k="$alloc/$mode"
@@ -272,7 +274,9 @@ stop_pid "$gw_pid"
             [[ -n "${best[$alloc/static]:-}" && "${best[$alloc/static]}" -gt 0 ]] && vs_s=$(awk -v a="${best[$k]}" -v b="${best[$alloc/static]}" 'BEGIN {printf "%.2f", a / b}')
             [[ -n "${best[$alloc/fixed]:-}" && "${best[$alloc/fixed]}" -gt 0 ]] && vs_f=$(awk -v a="${best[$k]}" -v b="${best[$alloc/fixed]}" 'BEGIN {printf "%.2f", a / b}')
             [[ $mode == static ]] && hc="-"
-            echo "| $alloc | $mode | ${best[$k]} | $vs_s | $vs_f | $kc | $hc | $rt | $he/$ht | ${flood[$k]} |"
+            read -r _ _ _ _ _ _ rkc rhc _ _ <<<"${ref_row[$k]:-x 0 0 0 0 0 - - 0 0}"
+            [[ $mode == static ]] && rhc="-"
+            echo "| $alloc | $mode | ${best[$k]} | $vs_s | $vs_f | $kc | $hc | $rkc / $rhc | $rt | $he/$ht | ${flood[$k]} |"
         done
     done
     [[ $timed_out -eq 1 ]] && echo "" && echo "Time budget (MAX_MINUTES=$MAX_MINUTES) ran out: some combinations were skipped."
