@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# c4route's whole test suite, from a fresh clone on a fresh Debian machine:
+#   1. cargo test: unit, data-driven, snapshot, property and CLI/server integration tests;
+#   2. the Kamailio end-to-end suite: installs Kamailio 5.6.3, SIPp and the
+#      http_async_client module if missing (kamailio/install.sh), then runs real SIP
+#      calls through Kamailio and c4route (kamailio/tests/run.sh).
+# Exits non-zero on the first failing stage. Set SKIP_KAMAILIO=1 to run stage 1 only.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TERM_COLOR=never
+
+echo "== stage 1: cargo test --workspace"
+cargo test --workspace --locked
+
+if [ "${SKIP_KAMAILIO:-0}" = 1 ]; then
+    echo "== stage 2 skipped (SKIP_KAMAILIO=1)"
+    exit 0
+fi
+
+echo "== stage 2: Kamailio end-to-end (real Kamailio + SIPp on loopback)"
+cargo build --release --locked --bin c4route
+bash kamailio/install.sh
+bash kamailio/tests/run.sh
