@@ -37,7 +37,7 @@ REF_RATE=${REF_RATE:-1000}   # CPU per call is also compared at this common rate
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
-KAM_PORT=36060 GW_PORT=36071 CALLER_PORT=36090 C4_PORT=38180 FIXED_PORT=38181
+KAM_PORT=26060 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181
 C4ROUTE="$repo/target/release/c4route"
 FIXED="$repo/target/release/examples/fixed_answer"
 CLK_TCK=$(getconf CLK_TCK)

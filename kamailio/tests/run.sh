@@ -19,10 +19,11 @@ scen="$here/scenarios"
 
 # Loopback ports (gateway ports must match kamailio/tests/routes.d/00-defaults.toml).
 IP=127.0.0.1
-KAM_PORT=35060
-HTTP_PORT=38080
-CALLER_PORT=35090
-GW1=35071 GW2=35072 GW503=35073 SILENT=35074 RINGING=35075
+KAM_PORT=25060
+KAM_PORT2=25061
+HTTP_PORT=28080
+CALLER_PORT=25090
+GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
 HTTP_TIMEOUT_MS=500
 
 C4ROUTE=${C4ROUTE:-$repo/target/release/c4route}
@@ -130,7 +131,7 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
+for port in $KAM_PORT $KAM_PORT2 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
@@ -163,26 +164,33 @@ fi
 say "c4route serve pid $c4_pid on $IP:$HTTP_PORT"
 
 # --- Kamailio on the shipped config, overrides as -A defines -----------------------------------
-ctl="unix:$OUT/kamailio_ctl"
-kamailio -f "$kdir/kamailio.cfg" -DD -E -m 128 -M 16 -w "$OUT" -P "$OUT/kamailio.pid" \
-    -A "C4_LISTEN=udp:$IP:$KAM_PORT" \
-    -A "C4_API_URL=\"http://$IP:$HTTP_PORT/kamailio/rtjson\"" \
-    -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
-    -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
-    -A "C4_CTL_SOCKET=\"$ctl\"" \
-    >"$OUT/kamailio.log" 2>&1 &
-kam_pid=$!
-pids+=("$kam_pid")
-up=0
-for i in $(seq 100); do
-    if kamcmd -s "$ctl" core.uptime >/dev/null 2>&1; then up=1; break; fi
-    kill -0 "$kam_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ $up -ne 1 ]]; then
-    fail "kamailio starts" "$(grep -m5 -E 'ERROR|CRITICAL' "$OUT/kamailio.log")"
+# start_kamailio NAME PORT [extra -A defines...]: sets KPID, KCTL; log in $OUT/kamailio-NAME.log
+start_kamailio() {
+    local name=$1 port=$2 i
+    shift 2
+    KCTL="unix:$OUT/kamailio-$name.ctl"
+    kamailio -f "$kdir/kamailio.cfg" -DD -E -m 128 -M 16 -w "$OUT" -P "$OUT/kamailio-$name.pid" \
+        -A "C4_LISTEN=udp:$IP:$port" \
+        -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
+        -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
+        -A "C4_CTL_SOCKET=\"$KCTL\"" \
+        "$@" >"$OUT/kamailio-$name.log" 2>&1 &
+    KPID=$!
+    pids+=("$KPID")
+    for i in $(seq 100); do
+        kamcmd -s "$KCTL" core.uptime >/dev/null 2>&1 && return 0
+        kill -0 "$KPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+# the shipped default: POST /kamailio/rtjson, wrapped answer
+if ! start_kamailio main $KAM_PORT -A "C4_API_URL=\"http://$IP:$HTTP_PORT/kamailio/rtjson\""; then
+    fail "kamailio starts" "$(grep -m5 -E 'ERROR|CRITICAL' "$OUT/kamailio-main.log")"
     finish
 fi
+kam_pid=$KPID
+ctl=$KCTL
 say "kamailio pid $kam_pid on udp:$IP:$KAM_PORT"
 
 # --- SIPp gateways ---------------------------------------------------------------------------
@@ -206,7 +214,7 @@ call() {
     CID="c4e2e-$name-$$"
     CALLER="$OUT/caller-$name.msg"
     t0=$(now_ms)
-    timeout 30 sipp "$IP:$KAM_PORT" -sf "$scen/$sf.xml" -s "$number" -i "$IP" -p "$CALLER_PORT" \
+    timeout 30 sipp "$IP:${TARGET_PORT:-$KAM_PORT}" -sf "$scen/$sf.xml" -s "$number" -i "$IP" -p "$CALLER_PORT" \
         -m 1 -nostdin -timeout 20 -timeout_error -cid_str "$CID" \
         -trace_msg -message_file "$CALLER" -trace_err -error_file "$OUT/caller-$name.err" \
         >"$OUT/caller-$name.out" 2>&1
@@ -227,7 +235,7 @@ has() { # has FILE CALLID FIRSTLINE-REGEX [LINE-REGEX...]: the call's message wi
 
 # 1. basic: the call reaches gateway 1, Kamailio stays in the path (Record-Route)
 call basic 1001 uac_ok
-if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:35071' '^Record-Route: <sip:127.0.0.1:35060;lr;ftag=' \
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071' '^Record-Route: <sip:127.0.0.1:25060;lr;ftag=' \
     && has "$OUT/gw-gw1.msg" "$CID" '^BYE '; then
     pass "call reaches gateway 1 (INVITE, ACK, BYE through Kamailio) [${ELAPSED} ms]"
 else
@@ -237,7 +245,7 @@ fi
 # 2. 503 from the first gateway: next route
 call failover-503 2001 uac_ok
 if [[ $RC -eq 0 ]] && has "$OUT/gw-gw503.msg" "$CID" '^SIP/2.0 503' && has "$OUT/gw-gw503.msg" "$CID" '^ACK ' \
-    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:35072'; then
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; then
     pass "503 from gateway 1 fails over to gateway 2 [${ELAPSED} ms]"
 else
     fail "failover on 503" "sipp rc=$RC; see $CALLER, gw-gw503.msg, gw-gw2.msg"
@@ -245,8 +253,8 @@ fi
 
 # 3. silent first gateway: next route after the route's fr_timer (1000 ms)
 call failover-timeout 3001 uac_ok
-if [[ $RC -eq 0 ]] && has "$OUT/gw-silent.msg" "$CID" '^INVITE sip:3001@127.0.0.1:35074' \
-    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:35072' \
+if [[ $RC -eq 0 ]] && has "$OUT/gw-silent.msg" "$CID" '^INVITE sip:3001@127.0.0.1:25074' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:25072' \
     && [[ $ELAPSED -ge 1000 && $ELAPSED -lt 3500 ]]; then
     pass "gateway 1 never answering fails over after fr_timer=1000 ms [${ELAPSED} ms]"
 else
@@ -255,8 +263,8 @@ fi
 
 # 4. first gateway rings and never answers: CANCEL after the route's fr_inv_timer (1500 ms)
 call failover-ringing 4001 uac_ok
-if [[ $RC -eq 0 ]] && has "$OUT/gw-ringing.msg" "$CID" '^CANCEL sip:4001@127.0.0.1:35075' \
-    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:4001@127.0.0.1:35072' \
+if [[ $RC -eq 0 ]] && has "$OUT/gw-ringing.msg" "$CID" '^CANCEL sip:4001@127.0.0.1:25075' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:4001@127.0.0.1:25072' \
     && has "$CALLER" "$CID" '^SIP/2.0 180' \
     && [[ $ELAPSED -ge 1500 && $ELAPSED -lt 4000 ]]; then
     pass "gateway 1 ringing without answer fails over after fr_inv_timer=1500 ms [${ELAPSED} ms]"
@@ -268,9 +276,9 @@ fi
 call rewrites 5001 uac_ok
 MISSING=""
 if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' \
-    '^INVITE sip:99\+44001@127\.0\.0\.1:35071 SIP/2\.0' \
-    '^From: "Acme alice" <sip:\+1alice@127\.0\.0\.1:35090>;tag=' \
-    '^To: "Bob Example" <sip:\+445001@127\.0\.0\.1:35060>' \
+    '^INVITE sip:99\+44001@127\.0\.0\.1:25071 SIP/2\.0' \
+    '^From: "Acme alice" <sip:\+1alice@127\.0\.0\.1:25090>;tag=' \
+    '^To: "Bob Example" <sip:\+445001@127\.0\.0\.1:25060>' \
     "^X-Route: rewrites" \
     "^X-Orig-Caller: Alice O'Hara" \
     '^X-Carrier: acme'; then
@@ -280,7 +288,7 @@ else
 fi
 # the rewritten From URI must also be what the gateway sees in the BYE (uac restores it from the
 # Record-Route `vsf` parameter; 5.6.3's uac restores the URI only, not the display name)
-if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^BYE ' '^From: .*<sip:\+1alice@127\.0\.0\.1:35090>;tag='; then
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^BYE ' '^From: .*<sip:\+1alice@127\.0\.0\.1:25090>;tag='; then
     pass "rewritten From URI is kept for in-dialog requests (BYE)"
 else
     fail "From rewrite in BYE" "see the BYE of $CID in $OUT/gw-gw1.msg"
@@ -323,13 +331,36 @@ for i in $(seq 50); do
 done
 [[ $reloaded -eq 1 ]] || sleep 2   # no usable /health version: give the watcher time anyway
 call reload-after 7001 uac_ok
-if [[ $before_ok -eq 1 && $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:7001@127.0.0.1:35072'; then
+if [[ $before_ok -eq 1 && $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:7001@127.0.0.1:25072'; then
     pass "editing routes.d while running sends new calls to the new gateway (health version changed: $([[ $reloaded -eq 1 ]] && echo yes || echo no))"
 else
     fail "hot reload" "before: $before_ok, after: sipp rc=$RC; see caller-reload-*.msg, gw-gw2.msg, c4route.log"
 fi
 
-# 9. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
+# 9. the other answer layout: POST /rtjson (bare document, C4_RTJSON_UNWRAPPED) on a second Kamailio
+if start_kamailio unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\""; then
+    TARGET_PORT=$KAM_PORT2
+    ok=1 why=""
+    call unwrapped-basic 1001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071'; } || { ok=0; why+=" basic(rc=$RC)"; }
+    call unwrapped-rewrites 5001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' '^INVITE sip:99\+44001@' '^From: "Acme alice" <sip:\+1alice@' '^X-Carrier: acme'; } || { ok=0; why+=" rewrites(rc=$RC)"; }
+    call unwrapped-failover 2001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; } || { ok=0; why+=" failover(rc=$RC)"; }
+    call unwrapped-reject 6001 uac_fail
+    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; } || { ok=0; why+=" reject(rc=$RC)"; }
+    unset TARGET_PORT
+    stop_pid "$KPID"
+    if [[ $ok -eq 1 ]]; then
+        pass "unwrapped answers (C4_RTJSON_UNWRAPPED, POST /rtjson): route, rewrites, failover, reject"
+    else
+        fail "unwrapped answers" "failed:$why; see caller-unwrapped-*.msg, kamailio-unwrapped.log"
+    fi
+else
+    fail "unwrapped answers" "second kamailio did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-unwrapped.log")"
+fi
+
+# 10. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
 stop_pid "$c4_pid"
 say "c4route stopped"
 call c4route-down 1001 uac_fail
@@ -340,7 +371,7 @@ else
     fail "503 with c4route stopped" "sipp rc=$RC, elapsed ${ELAPSED} ms (limit ${limit} ms); see $CALLER"
 fi
 
-# 10. c4route hanging (accepts, never answers): 503 after the HTTP timeout, not tm's fr_timer
+# 11. c4route hanging (accepts, never answers): 503 after the HTTP timeout, not tm's fr_timer
 python3 - "$IP" "$HTTP_PORT" >"$OUT/stall.log" 2>&1 <<'EOF' &
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -356,12 +387,21 @@ stall_pid=$!
 pids+=("$stall_pid")
 sleep 0.3
 call c4route-hangs 1001 uac_fail
-stop_pid "$stall_pid"
 low=$HTTP_TIMEOUT_MS
 if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -ge $((low - 50)) && $ELAPSED -lt $limit ]]; then
     pass "c4route not answering: caller gets 503 after the ${HTTP_TIMEOUT_MS} ms HTTP timeout [${ELAPSED} ms]"
 else
     fail "503 with c4route hanging" "sipp rc=$RC, elapsed ${ELAPSED} ms (want $((low - 50))..${limit}); see $CALLER"
+fi
+
+# 12. the caller cancels while Kamailio still waits for the answer: 200 for the CANCEL, 487
+call cancel-while-routing 1001 uac_cancel
+stop_pid "$stall_pid"
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 487' && has "$CALLER" "$CID" '^SIP/2.0 200' '^CSeq: 1 CANCEL' \
+    && ! grep -q "Call-ID: $CID" "$OUT/gw-gw1.msg"; then
+    pass "CANCEL while the query is pending: 200 for the CANCEL and 487 to the caller, nothing sent to a gateway"
+else
+    fail "CANCEL while routing" "sipp rc=$RC; see $CALLER"
 fi
 
 # tm.stats: `current` still counts finished transactions in their wait state (wait_timer, 5 s);
@@ -380,11 +420,11 @@ fi
 
 # --- Kamailio health over the whole run --------------------------------------------------------
 kamcmd -s "$ctl" stats.get_statistics http_async_client: >"$OUT/http_async_client.stats" 2>&1 || true
-flood=$(grep -c 'event_cb(): Cell for handler' "$OUT/kamailio.log" || true)
-if kill -0 "$kam_pid" 2>/dev/null && ! grep -qE 'exited by a signal|child process [0-9]+ exited|Segmentation' "$OUT/kamailio.log"; then
+flood=$(grep -c 'event_cb(): Cell for handler' "$OUT/kamailio-main.log" || true)
+if kill -0 "$kam_pid" 2>/dev/null && ! grep -qE 'exited by a signal|child process [0-9]+ exited|Segmentation' "$OUT/kamailio-main.log"; then
     pass "kamailio still running, no process died (http_async_client: $(tr '\n' ' ' <"$OUT/http_async_client.stats" | sed 's/http_async_client://g; s/  */ /g'); event_cb log lines: $flood)"
 else
-    fail "kamailio health" "$(grep -m3 -E 'exited|Segmentation|CRITICAL' "$OUT/kamailio.log")"
+    fail "kamailio health" "$(grep -m3 -E 'exited|Segmentation|CRITICAL' "$OUT/kamailio-main.log")"
 fi
 
 finish

@@ -3,13 +3,13 @@
 not exist yet. NOT used by kamailio/tests/run.sh. Answers by the To user with canned decisions
 that mirror kamailio/tests/routes.d; logs every query body to stderr.
 
-    python3 kamailio/tests/dev/mock_c4route.py 127.0.0.1:38080
+    python3 kamailio/tests/dev/mock_c4route.py 127.0.0.1:28080
 """
 import hashlib, json, os, re, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GW = {n: f"sip:127.0.0.1:{p}" for n, p in
-      dict(gw1=35071, gw2=35072, gw503=35073, silent=35074, ringing=35075).items()}
+      dict(gw1=25071, gw2=25072, gw503=25073, silent=25074, ringing=25075).items()}
 
 
 def route(gw, user, **extra):
