@@ -10,8 +10,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use c4route_core::{
-    Decision, Diagnostics, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity,
-    Wrap,
+    Decision, Diagnostics, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity, Wrap,
 };
 use clap::{Parser, Subcommand};
 
@@ -282,7 +281,13 @@ fn why(a: &Specificity, b: &Specificity) -> String {
     }
 }
 
-fn explain_to_stderr(table: &RouteTable, q: &Query<'_>, now: SystemTime, line: usize, d: &Decision<'_>) {
+fn explain_to_stderr(
+    table: &RouteTable,
+    q: &Query<'_>,
+    now: SystemTime,
+    line: usize,
+    d: &Decision<'_>,
+) {
     let matches = table.explain(q, now);
     let mut e = std::io::stderr().lock();
     let _ = writeln!(e, "query at line {line}: {} rule(s) matched", matches.len());
@@ -293,7 +298,11 @@ fn explain_to_stderr(table: &RouteTable, q: &Query<'_>, now: SystemTime, line: u
     for (i, m) in matches.iter().enumerate() {
         let s = &m.specificity;
         if i == 0 {
-            let _ = writeln!(e, "  winner: `{}` ({}), priority {}", m.name, m.location, s.priority);
+            let _ = writeln!(
+                e,
+                "  winner: `{}` ({}), priority {}",
+                m.name, m.location, s.priority
+            );
         } else {
             let _ = writeln!(
                 e,
@@ -399,11 +408,7 @@ fn diff(
                 "{}",
                 serde_json::json!({"query": q, "source": label, "old": old_v, "new": new_v})
             )?;
-            eprintln!(
-                "changed: {label}: {} -> {}",
-                summary(&da),
-                summary(&db)
-            );
+            eprintln!("changed: {label}: {} -> {}", summary(&da), summary(&db));
         }
     }
     out.flush()?;

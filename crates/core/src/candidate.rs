@@ -91,7 +91,10 @@ impl<'q> Candidate<'q> {
     pub(crate) fn new(q: &'q Query<'q>) -> Self {
         let source_ip = q.source_ip.as_deref().and_then(|s| {
             let s = s.trim();
-            let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+            let s = s
+                .strip_prefix('[')
+                .and_then(|s| s.strip_suffix(']'))
+                .unwrap_or(s);
             s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
         });
         let to = Party::new(q.to_uri.as_deref(), q.to_name.as_deref());

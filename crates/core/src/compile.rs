@@ -315,7 +315,11 @@ impl<'s> Compiler<'s> {
             for (k, used) in ctx.used_trunks.iter().enumerate() {
                 if let (false, Some(t)) = (*used, &trunks[k]) {
                     let at = trunk_ats[k].clone();
-                    self.warn(&at, format!("trunk `{}` is not used by any rule", t.name), None);
+                    self.warn(
+                        &at,
+                        format!("trunk `{}` is not used by any rule", t.name),
+                        None,
+                    );
                 }
             }
             let mut unused: Vec<(&str, At)> = schedule_ids
@@ -364,7 +368,8 @@ impl<'s> Compiler<'s> {
     /// Linear in the number of rules: identical conditions are grouped by
     /// hash, and catch-all rules are compared with every other rule.
     fn shadow_warnings(&mut self, rules: &[RuleSpec], ats: &[At]) {
-        let loc = |this: &Self, k: usize| format!("`{}` ({})", rules[k].name, this.loc_text(&ats[k]));
+        let loc =
+            |this: &Self, k: usize| format!("`{}` ({})", rules[k].name, this.loc_text(&ats[k]));
         // 1. Identical conditions: only the best (priority, then declaration) can win.
         let mut first: HashMap<&Conds, usize> = HashMap::with_capacity(rules.len());
         for (k, r) in rules.iter().enumerate() {
@@ -373,11 +378,23 @@ impl<'s> Compiler<'s> {
                     first.insert(&r.conds, k);
                 }
                 Some(&j) => {
-                    let (winner, loser) = if rules[k].priority < rules[j].priority { (k, j) } else { (j, k) };
-                    let msg = if rules[winner].priority == rules[loser].priority {
-                        format!("rule `{}` can never win: it has the same conditions and priority as {}, declared earlier (a tie broken only by declaration order)", rules[loser].name, loc(self, winner))
+                    let (winner, loser) = if rules[k].priority < rules[j].priority {
+                        (k, j)
                     } else {
-                        format!("rule `{}` is shadowed by {}: same conditions, lower priority number", rules[loser].name, loc(self, winner))
+                        (j, k)
+                    };
+                    let msg = if rules[winner].priority == rules[loser].priority {
+                        format!(
+                            "rule `{}` can never win: it has the same conditions and priority as {}, declared earlier (a tie broken only by declaration order)",
+                            rules[loser].name,
+                            loc(self, winner)
+                        )
+                    } else {
+                        format!(
+                            "rule `{}` is shadowed by {}: same conditions, lower priority number",
+                            rules[loser].name,
+                            loc(self, winner)
+                        )
                     };
                     let at = ats[loser].clone();
                     self.warn(&at, msg, None);
@@ -389,10 +406,17 @@ impl<'s> Compiler<'s> {
         }
         // 2. Same priority and equally specific conditions, but not identical: when
         //    both match, only declaration order decides.
+        /// prefix, exact, regex and length: what ranks a user condition.
+        type UserRank<'a> = (
+            Option<&'a [Box<str>]>,
+            Option<&'a [Box<str>]>,
+            Option<u32>,
+            Option<(u32, u32)>,
+        );
         #[derive(PartialEq, Eq, Hash)]
         struct RankKey<'a> {
             priority: i64,
-            users: [(Option<&'a [Box<str>]>, Option<&'a [Box<str>]>, Option<u32>, Option<(u32, u32)>); 3],
+            users: [UserRank<'a>; 3],
             source: Option<&'a [IpNet]>,
         }
         let mut groups: HashMap<RankKey<'_>, usize> = HashMap::with_capacity(rules.len());
@@ -400,7 +424,14 @@ impl<'s> Compiler<'s> {
             let u = &r.conds.users;
             let key = RankKey {
                 priority: r.priority,
-                users: [0, 1, 2].map(|f| (u[f].prefix.as_deref(), u[f].exact.as_deref(), u[f].regex, u[f].length)),
+                users: [0, 1, 2].map(|f| {
+                    (
+                        u[f].prefix.as_deref(),
+                        u[f].exact.as_deref(),
+                        u[f].regex,
+                        u[f].length,
+                    )
+                }),
                 source: r.conds.source.as_deref(),
             };
             match groups.get(&key) {
@@ -409,7 +440,11 @@ impl<'s> Compiler<'s> {
                 }
                 Some(&j) => {
                     if rules[j].conds != r.conds && !rules[j].conds.disjoint(&r.conds) {
-                        let msg = format!("rule `{}` ties with {}: same priority and equally specific conditions, so when both match only declaration order decides; give one a lower priority number", r.name, loc(self, j));
+                        let msg = format!(
+                            "rule `{}` ties with {}: same priority and equally specific conditions, so when both match only declaration order decides; give one a lower priority number",
+                            r.name,
+                            loc(self, j)
+                        );
                         let at = ats[k].clone();
                         self.warn(&at, msg, None);
                     }
@@ -434,7 +469,11 @@ impl<'s> Compiler<'s> {
             let shadowed = r.priority > ca.priority
                 || (r.priority == ca.priority && k > catch_all && !r.conds.can_outrank_catch_all());
             if shadowed {
-                let msg = format!("rule `{}` can never win: {} matches every call and ranks before it", r.name, loc(self, catch_all));
+                let msg = format!(
+                    "rule `{}` can never win: {} matches every call and ranks before it",
+                    r.name,
+                    loc(self, catch_all)
+                );
                 let at = ats[k].clone();
                 self.warn(&at, msg, None);
             }
@@ -448,7 +487,10 @@ impl<'s> Compiler<'s> {
             Err(_) => {
                 self.err(
                     &(file, v.span()),
-                    format!("{what} must be an integer in 0..=4294967295, found {}", v.get_ref()),
+                    format!(
+                        "{what} must be an integer in 0..=4294967295, found {}",
+                        v.get_ref()
+                    ),
                 );
                 None
             }
@@ -504,8 +546,12 @@ impl<'s> Compiler<'s> {
             d.routing = self.routing(i, r).unwrap_or(Routing::Serial);
         }
         d.fr_timer = self.u32_field(i, &def.fr_timer, "fr_timer").unwrap_or(0);
-        d.fr_inv_timer = self.u32_field(i, &def.fr_inv_timer, "fr_inv_timer").unwrap_or(0);
-        d.branch_flags = self.u32_field(i, &def.branch_flags, "branch_flags").unwrap_or(0);
+        d.fr_inv_timer = self
+            .u32_field(i, &def.fr_inv_timer, "fr_inv_timer")
+            .unwrap_or(0);
+        d.branch_flags = self
+            .u32_field(i, &def.branch_flags, "branch_flags")
+            .unwrap_or(0);
         if let Some(m) = &def.max_routes {
             let v = *m.get_ref();
             if (1..=31).contains(&v) {
@@ -520,14 +566,16 @@ impl<'s> Compiler<'s> {
             } else {
                 self.err(
                     &(i, m.span()),
-                    format!("max_routes must be in 1..=31 (Kamailio's max_branches limit), found {v}"),
+                    format!(
+                        "max_routes must be in 1..=31 (Kamailio's max_branches limit), found {v}"
+                    ),
                 );
             }
         }
-        if let Some(nm) = &def.no_match {
-            if let Some(r) = self.reject(i, nm) {
-                d.no_match = r;
-            }
+        if let Some(nm) = &def.no_match
+            && let Some(r) = self.reject(i, nm)
+        {
+            d.no_match = r;
         }
         if let Some(tz) = &def.timezone {
             match schedule::time_zone(tz.get_ref()) {
@@ -607,7 +655,10 @@ impl<'s> Compiler<'s> {
         let text = s.get_ref();
         let at = (i, s.span());
         let Some((name, value)) = text.split_once(':') else {
-            self.err(&at, format!("header {text:?} must be a complete `Name: value` line"));
+            self.err(
+                &at,
+                format!("header {text:?} must be a complete `Name: value` line"),
+            );
             return None;
         };
         if !crate::uri::is_token(name) {
@@ -646,7 +697,12 @@ impl<'s> Compiler<'s> {
             return None;
         }
         if uri.len() > MAX_URI || uri.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            self.err(at, format!("{what} must be at most {MAX_URI} bytes without spaces or control characters"));
+            self.err(
+                at,
+                format!(
+                    "{what} must be at most {MAX_URI} bytes without spaces or control characters"
+                ),
+            );
             return None;
         }
         Some((p.scheme_text.into(), p.host_rest.into()))
@@ -663,7 +719,10 @@ impl<'s> Compiler<'s> {
         let errors_before = self.error_count();
         let mut gateways = Vec::new();
         if d.gateways.get_ref().is_empty() {
-            self.err(&(i, d.gateways.span()), format!("trunk `{name}` has no gateways; list at least one"));
+            self.err(
+                &(i, d.gateways.span()),
+                format!("trunk `{name}` has no gateways; list at least one"),
+            );
         }
         for g in d.gateways.get_ref() {
             let at = (i, g.span());
@@ -675,24 +734,33 @@ impl<'s> Compiler<'s> {
             } = g.get_ref();
             let parts = self.sip_uri(&at, uri, "gateway");
             let priority = u16::try_from(*priority).map_err(|_| {
-                self.err(&at, format!("gateway priority must be in 0..=65535, found {priority}"));
+                self.err(
+                    &at,
+                    format!("gateway priority must be in 0..=65535, found {priority}"),
+                );
             });
             let weight = u32::try_from(*weight).map_err(|_| {
-                self.err(&at, format!("gateway weight must be in 0..=4294967295, found {weight}"));
+                self.err(
+                    &at,
+                    format!("gateway weight must be in 0..=4294967295, found {weight}"),
+                );
             });
-            if let (Some((scheme, host_rest)), Ok(priority), Ok(weight)) = (parts, priority, weight) {
-                if *enabled {
-                    gateways.push(Gateway {
-                        uri: uri.as_str().into(),
-                        scheme,
-                        host_rest,
-                        priority,
-                        weight,
-                    });
-                }
+            if let (Some((scheme, host_rest)), Ok(priority), Ok(weight)) = (parts, priority, weight)
+                && *enabled
+            {
+                gateways.push(Gateway {
+                    uri: uri.as_str().into(),
+                    scheme,
+                    host_rest,
+                    priority,
+                    weight,
+                });
             }
         }
-        if gateways.is_empty() && !d.gateways.get_ref().is_empty() && self.error_count() == errors_before {
+        if gateways.is_empty()
+            && !d.gateways.get_ref().is_empty()
+            && self.error_count() == errors_before
+        {
             self.warn(
                 &(i, d.gateways.span()),
                 format!("every gateway of trunk `{name}` is disabled: rules using only this trunk answer 503"),
@@ -704,15 +772,27 @@ impl<'s> Compiler<'s> {
             Some(s) => match u32::try_from(*s.get_ref()) {
                 Ok(v) => v,
                 Err(_) => {
-                    self.err(&(i, s.span()), format!("strip must be a number of characters >= 0, found {}", s.get_ref()));
+                    self.err(
+                        &(i, s.span()),
+                        format!(
+                            "strip must be a number of characters >= 0, found {}",
+                            s.get_ref()
+                        ),
+                    );
                     0
                 }
             },
             None => 0,
         };
         let prefix = match &d.prefix {
-            Some(p) if p.get_ref().contains(|c: char| c.is_whitespace() || c.is_control() || c == '@') => {
-                self.err(&(i, p.span()), "trunk prefix may not contain spaces, control characters or `@`");
+            Some(p)
+                if p.get_ref()
+                    .contains(|c: char| c.is_whitespace() || c.is_control() || c == '@') =>
+            {
+                self.err(
+                    &(i, p.span()),
+                    "trunk prefix may not contain spaces, control characters or `@`",
+                );
                 Box::from("")
             }
             Some(p) => p.get_ref().as_str().into(),
@@ -734,7 +814,9 @@ impl<'s> Compiler<'s> {
             }
             _ => "".into(),
         };
-        let fr_timer = self.u32_field(i, &d.fr_timer, "fr_timer").unwrap_or(defaults.fr_timer);
+        let fr_timer = self
+            .u32_field(i, &d.fr_timer, "fr_timer")
+            .unwrap_or(defaults.fr_timer);
         let fr_inv_timer = self
             .u32_field(i, &d.fr_inv_timer, "fr_inv_timer")
             .unwrap_or(defaults.fr_inv_timer);
@@ -762,7 +844,10 @@ impl<'s> Compiler<'s> {
     }
 
     fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     fn user_conds(
@@ -775,17 +860,32 @@ impl<'s> Compiler<'s> {
         let mut u = UserConds::default();
         let Some(def) = def else { return u };
         let strings = |v: &Spanned<Vec<Spanned<String>>>| -> Box<[Box<str>]> {
-            v.get_ref().iter().map(|s| Box::from(s.get_ref().as_str())).collect()
+            v.get_ref()
+                .iter()
+                .map(|s| Box::from(s.get_ref().as_str()))
+                .collect()
         };
         if let Some(p) = &def.prefix {
             if p.get_ref().is_empty() {
-                self.err(&(i, p.span()), format!("match.{}.prefix is empty; list at least one prefix or remove it", field.name()));
+                self.err(
+                    &(i, p.span()),
+                    format!(
+                        "match.{}.prefix is empty; list at least one prefix or remove it",
+                        field.name()
+                    ),
+                );
             }
             u.prefix = Some(strings(p));
         }
         if let Some(p) = &def.exact {
             if p.get_ref().is_empty() {
-                self.err(&(i, p.span()), format!("match.{}.exact is empty; list at least one value or remove it", field.name()));
+                self.err(
+                    &(i, p.span()),
+                    format!(
+                        "match.{}.exact is empty; list at least one value or remove it",
+                        field.name()
+                    ),
+                );
             }
             u.exact = Some(strings(p));
         }
@@ -835,7 +935,10 @@ impl<'s> Compiler<'s> {
         let rule_at = (i, r.span());
         let errors_before = self.error_count();
         if name.trim().is_empty() || name.contains(|c: char| c.is_control()) {
-            self.err(&(i, def.name.span()), "rule name must be non-empty text without control characters");
+            self.err(
+                &(i, def.name.span()),
+                "rule name must be non-empty text without control characters",
+            );
         }
         let priority = def.priority.as_ref().map_or(100, |p| *p.get_ref());
         let m = &def.matches;
@@ -849,7 +952,10 @@ impl<'s> Compiler<'s> {
                 }
             }
             if src.get_ref().is_empty() {
-                self.err(&(i, src.span()), "match.source is empty; list at least one network or remove it");
+                self.err(
+                    &(i, src.span()),
+                    "match.source is empty; list at least one network or remove it",
+                );
             }
             conds.source = Some(nets.into());
         }
@@ -862,7 +968,10 @@ impl<'s> Compiler<'s> {
                 }
             }
             if ports.get_ref().is_empty() {
-                self.err(&(i, ports.span()), "match.source_port is empty; list at least one port or remove it");
+                self.err(
+                    &(i, ports.span()),
+                    "match.source_port is empty; list at least one port or remove it",
+                );
             }
             conds.ports = Some(out.into());
         }
@@ -872,12 +981,18 @@ impl<'s> Compiler<'s> {
                     Some(b) => conds.transports |= b,
                     None => self.err(
                         &(i, t.span()),
-                        format!("unknown transport {:?}; expected one of udp, tcp, tls, ws, wss, sctp", t.get_ref()),
+                        format!(
+                            "unknown transport {:?}; expected one of udp, tcp, tls, ws, wss, sctp",
+                            t.get_ref()
+                        ),
                     ),
                 }
             }
             if ts.get_ref().is_empty() {
-                self.err(&(i, ts.span()), "match.transport is empty; list at least one transport or remove it");
+                self.err(
+                    &(i, ts.span()),
+                    "match.transport is empty; list at least one transport or remove it",
+                );
             }
         }
         conds.auth = m.auth.as_ref().map(|a| *a.get_ref());
@@ -894,7 +1009,14 @@ impl<'s> Compiler<'s> {
                 None => {
                     let mut known: Vec<&str> = ctx.schedule_ids.keys().copied().collect();
                     known.sort();
-                    self.err(&(i, s.span()), format!("unknown schedule `{}`; defined schedules: {}", s.get_ref(), list_or_none(&known)));
+                    self.err(
+                        &(i, s.span()),
+                        format!(
+                            "unknown schedule `{}`; defined schedules: {}",
+                            s.get_ref(),
+                            list_or_none(&known)
+                        ),
+                    );
                 }
             }
         }
@@ -937,11 +1059,17 @@ impl<'s> Compiler<'s> {
                 }
                 if re {
                     let (Some(pattern), Some(replace)) = (&t.regex, &t.replace) else {
-                        self.err(&at, format!("rewrite of {what}: regex and replace go together"));
+                        self.err(
+                            &at,
+                            format!("rewrite of {what}: regex and replace go together"),
+                        );
                         return None;
                     };
                     return match regex::Regex::new(pattern) {
-                        Ok(re) => Some(Rewrite::Regex { re, replace: replace.as_str().into() }),
+                        Ok(re) => Some(Rewrite::Regex {
+                            re,
+                            replace: replace.as_str().into(),
+                        }),
                         Err(e) => {
                             self.err(&at, regex_error(&e));
                             None
@@ -968,7 +1096,13 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    fn action(&mut self, i: usize, name: &str, then: &Spanned<crate::config::ThenDef>, ctx: &mut RuleCtx<'_>) -> Option<u32> {
+    fn action(
+        &mut self,
+        i: usize,
+        name: &str,
+        then: &Spanned<crate::config::ThenDef>,
+        ctx: &mut RuleCtx<'_>,
+    ) -> Option<u32> {
         let t = then.get_ref();
         let at = (i, then.span());
         match (&t.trunks, &t.reject) {
@@ -980,7 +1114,12 @@ impl<'s> Compiler<'s> {
                 None
             }
             (None, None) => {
-                self.err(&at, format!("rule `{name}` needs then.trunks = [...] or then.reject = {{ code = ... }}"));
+                self.err(
+                    &at,
+                    format!(
+                        "rule `{name}` needs then.trunks = [...] or then.reject = {{ code = ... }}"
+                    ),
+                );
                 None
             }
             (None, Some(r)) => {
@@ -1009,7 +1148,10 @@ impl<'s> Compiler<'s> {
             {
                 let mut ids = Vec::new();
                 if trunks.get_ref().is_empty() {
-                    self.err(&(i, trunks.span()), "then.trunks is empty; list at least one trunk");
+                    self.err(
+                        &(i, trunks.span()),
+                        "then.trunks is empty; list at least one trunk",
+                    );
                 }
                 for tn in trunks.get_ref() {
                     match ctx.trunk_ids.get(tn.get_ref().as_str()) {
@@ -1023,7 +1165,14 @@ impl<'s> Compiler<'s> {
                         None => {
                             let mut known: Vec<&str> = ctx.trunk_ids.keys().copied().collect();
                             known.sort();
-                            self.err(&(i, tn.span()), format!("unknown trunk `{}`; defined trunks: {}", tn.get_ref(), list_or_none(&known)));
+                            self.err(
+                                &(i, tn.span()),
+                                format!(
+                                    "unknown trunk `{}`; defined trunks: {}",
+                                    tn.get_ref(),
+                                    list_or_none(&known)
+                                ),
+                            );
                         }
                     }
                 }
@@ -1057,29 +1206,52 @@ impl<'s> Compiler<'s> {
                     }
                 }
                 if routing == Routing::Parallel {
-                    let party_rw = rw.to_user.is_some() || rw.to_display.is_some() || rw.to_uri.is_some()
-                        || rw.from_user.is_some() || rw.from_display.is_some() || rw.from_uri.is_some();
+                    let party_rw = rw.to_user.is_some()
+                        || rw.to_display.is_some()
+                        || rw.to_uri.is_some()
+                        || rw.from_user.is_some()
+                        || rw.from_display.is_some()
+                        || rw.from_uri.is_some();
                     if party_rw || t.headers.is_some() {
                         self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
                     }
                     for id in &ids {
-                        let Some(Some(tr)) = ctx.trunks.get(*id as usize) else { continue };
-                        if !tr.headers.is_empty() || tr.fr_timer != ctx.defaults.fr_timer || tr.fr_inv_timer != ctx.defaults.fr_inv_timer {
+                        let Some(Some(tr)) = ctx.trunks.get(*id as usize) else {
+                            continue;
+                        };
+                        if !tr.headers.is_empty()
+                            || tr.fr_timer != ctx.defaults.fr_timer
+                            || tr.fr_inv_timer != ctx.defaults.fr_inv_timer
+                        {
                             self.err(&at, format!("rule `{name}` routes in parallel through trunk `{}`, whose headers or timers rtjson applies only in serial mode", tr.name));
                         }
                     }
                 }
-                let gw_count: usize = ids.iter().map(|id| ctx.trunks.get(*id as usize).and_then(Option::as_ref).map_or(0, |t| t.gateways.len())).sum();
+                let gw_count: usize = ids
+                    .iter()
+                    .map(|id| {
+                        ctx.trunks
+                            .get(*id as usize)
+                            .and_then(Option::as_ref)
+                            .map_or(0, |t| t.gateways.len())
+                    })
+                    .sum();
                 if gw_count > ctx.defaults.max_routes as usize {
                     self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
                 }
                 let simple = rw.ruri_user.is_none() && !party_rw_any(&rw) && headers.is_empty();
-                let action = || Action::Route(Box::new(RouteAction {
-                    trunks: ids.clone().into(),
-                    routing,
-                    rewrites: if simple { None } else { Some(Box::new(rw.clone())) },
-                    headers: headers.clone().into(),
-                }));
+                let action = || {
+                    Action::Route(Box::new(RouteAction {
+                        trunks: ids.clone().into(),
+                        routing,
+                        rewrites: if simple {
+                            None
+                        } else {
+                            Some(Box::new(rw.clone()))
+                        },
+                        headers: headers.clone().into(),
+                    }))
+                };
                 if simple {
                     let key = format!("T{}|{:?}", routing.as_str(), ids);
                     Some(ctx.intern(key, action))
@@ -1091,13 +1263,21 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    fn test(&mut self, i: usize, t: &Spanned<TestDef>, rule_names: &HashMap<String, At>) -> Option<TestCase> {
+    fn test(
+        &mut self,
+        i: usize,
+        t: &Spanned<TestDef>,
+        rule_names: &HashMap<String, At>,
+    ) -> Option<TestCase> {
         let def = t.get_ref();
         let errors_before = self.error_count();
         let json = match serde_json::to_vec(def.query.get_ref()) {
             Ok(j) => j,
             Err(e) => {
-                self.err(&(i, def.query.span()), format!("test query cannot be encoded as JSON: {e}"));
+                self.err(
+                    &(i, def.query.span()),
+                    format!("test query cannot be encoded as JSON: {e}"),
+                );
                 return None;
             }
         };
@@ -1105,7 +1285,10 @@ impl<'s> Compiler<'s> {
         let query = match Query::from_json(&json) {
             Ok(q) => q.into_owned(),
             Err(e) => {
-                self.err(&(i, def.query.span()), format!("test query is not a valid query: {e}"));
+                self.err(
+                    &(i, def.query.span()),
+                    format!("test query is not a valid query: {e}"),
+                );
                 Query::default()
             }
         };
@@ -1120,21 +1303,39 @@ impl<'s> Compiler<'s> {
             None => None,
         };
         let e = def.expect.get_ref();
-        if let Some(r) = &e.rule {
-            if !rule_names.contains_key(r.get_ref()) {
-                self.err(&(i, r.span()), format!("expect.rule names rule `{}`, which is not defined", r.get_ref()));
-            }
+        if let Some(r) = &e.rule
+            && !rule_names.contains_key(r.get_ref())
+        {
+            self.err(
+                &(i, r.span()),
+                format!(
+                    "expect.rule names rule `{}`, which is not defined",
+                    r.get_ref()
+                ),
+            );
         }
         if let Some(code) = &e.reject {
             if !(400..=699).contains(code.get_ref()) {
-                self.err(&(i, code.span()), format!("expect.reject must be a SIP code in 400..=699, found {}", code.get_ref()));
+                self.err(
+                    &(i, code.span()),
+                    format!(
+                        "expect.reject must be a SIP code in 400..=699, found {}",
+                        code.get_ref()
+                    ),
+                );
             }
             if e.routes.is_some() || e.ruri.is_some() {
-                self.err(&(i, def.expect.span()), "expect.reject cannot be combined with expect.routes or expect.ruri");
+                self.err(
+                    &(i, def.expect.span()),
+                    "expect.reject cannot be combined with expect.routes or expect.ruri",
+                );
             }
         }
         if e.rule.is_none() && e.routes.is_none() && e.ruri.is_none() && e.reject.is_none() {
-            self.err(&(i, def.expect.span()), "expect is empty; expected at least one of rule, routes, ruri, reject");
+            self.err(
+                &(i, def.expect.span()),
+                "expect is empty; expected at least one of rule, routes, ruri, reject",
+            );
         }
         if self.error_count() != errors_before {
             return None;
@@ -1215,7 +1416,9 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     if let Ok(ip) = t.parse::<std::net::IpAddr>() {
         return Ok(IpNet::from(ip.to_canonical()));
     }
-    Err(format!("invalid source {s:?}; expected an IP address or a CIDR network like \"10.0.0.0/8\" or \"2001:db8::/32\""))
+    Err(format!(
+        "invalid source {s:?}; expected an IP address or a CIDR network like \"10.0.0.0/8\" or \"2001:db8::/32\""
+    ))
 }
 
 fn parse_ports(p: &PortDef) -> Result<(u16, u16), String> {
@@ -1231,7 +1434,9 @@ fn parse_ports(p: &PortDef) -> Result<(u16, u16), String> {
             };
             match r {
                 Some((a, b)) if a <= b => Ok((a, b)),
-                _ => Err(format!("invalid port range {s:?}; expected \"low-high\" with 0 <= low <= high <= 65535")),
+                _ => Err(format!(
+                    "invalid port range {s:?}; expected \"low-high\" with 0 <= low <= high <= 65535"
+                )),
             }
         }
     }
@@ -1250,20 +1455,29 @@ fn parse_length(l: &LengthDef) -> Result<(u32, u32), String> {
             };
             match r {
                 Some((a, b)) if a <= b => Ok((a, b)),
-                _ => Err(format!("invalid length {s:?}; expected \"N\" or \"N-M\" with N <= M")),
+                _ => Err(format!(
+                    "invalid length {s:?}; expected \"N\" or \"N-M\" with N <= M"
+                )),
             }
         }
     }
 }
 
 fn check_socket(s: &str) -> Result<(), String> {
-    let err = || format!("invalid socket {s:?}; expected \"proto:ip:port\" matching a Kamailio listen socket, such as \"udp:192.0.2.20:5060\"");
+    let err = || {
+        format!(
+            "invalid socket {s:?}; expected \"proto:ip:port\" matching a Kamailio listen socket, such as \"udp:192.0.2.20:5060\""
+        )
+    };
     let (proto, rest) = s.split_once(':').ok_or_else(err)?;
     if crate::candidate::transport::bit(proto).is_none() {
         return Err(err());
     }
     let (ip, port) = rest.rsplit_once(':').ok_or_else(err)?;
-    let ip = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
     ip.parse::<std::net::IpAddr>().map_err(|_| err())?;
     port.parse::<u16>().map_err(|_| err())?;
     Ok(())
@@ -1274,7 +1488,9 @@ pub(crate) fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
     s.trim()
         .parse::<jiff::Timestamp>()
         .map(std::time::SystemTime::from)
-        .map_err(|e| format!("invalid time {s:?}: {e}; expected RFC 3339 like \"2026-12-24T09:00:00Z\""))
+        .map_err(|e| {
+            format!("invalid time {s:?}: {e}; expected RFC 3339 like \"2026-12-24T09:00:00Z\"")
+        })
 }
 
 /// The standard reason phrase of a SIP failure code.

@@ -260,9 +260,7 @@ impl<'de> Deserialize<'de> for EditDef {
         impl<'de> Visitor<'de> for V {
             type Value = EditDef;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a template string, { strip, prefix, suffix } or { regex, replace }",
-                )
+                f.write_str("a template string, { strip, prefix, suffix } or { regex, replace }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EditDef, E> {
                 Ok(EditDef::Template(v.to_owned()))

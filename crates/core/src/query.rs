@@ -18,46 +18,114 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Query<'a> {
     /// `"sip-routing"`; informative only.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event: Option<Cow<'a, str>>,
     /// IPv4 or IPv6 address the SIP request came from.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_ip: Option<Cow<'a, str>>,
     /// Its port.
-    #[serde(default, deserialize_with = "port", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "port",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_port: Option<u16>,
     /// `udp`, `tcp`, `tls`, `ws`, `wss` or `sctp`, any case.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transport: Option<Cow<'a, str>>,
     /// Whether Kamailio authenticated the caller (absent counts as false).
-    #[serde(default, deserialize_with = "flag", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "flag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auth: Option<bool>,
     /// Call-ID; also seeds the gateway order.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub call_id: Option<Cow<'a, str>>,
     /// From display name.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from_name: Option<Cow<'a, str>>,
     /// From URI.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from_uri: Option<Cow<'a, str>>,
     /// From tag.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from_tag: Option<Cow<'a, str>>,
     /// To display name.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub to_name: Option<Cow<'a, str>>,
     /// To URI.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub to_uri: Option<Cow<'a, str>>,
     /// To tag.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub to_tag: Option<Cow<'a, str>>,
     /// The Request-URI.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ruri: Option<Cow<'a, str>>,
     /// SIP method.
-    #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub method: Option<Cow<'a, str>>,
 }
 
@@ -126,8 +194,8 @@ impl<'a> Query<'a> {
         if body.len() > MAX_BODY {
             return Err(QueryError::TooLarge(body.len()));
         }
-        let text = std::str::from_utf8(body)
-            .map_err(|e| QueryError::Form(format!("not UTF-8: {e}")))?;
+        let text =
+            std::str::from_utf8(body).map_err(|e| QueryError::Form(format!("not UTF-8: {e}")))?;
         let mut q = Query::default();
         for pair in text.trim_end_matches(['\r', '\n']).split('&') {
             if pair.is_empty() {
@@ -234,7 +302,9 @@ fn parse_flag_str(s: &str) -> Result<Option<bool>, String> {
         "" | "<null>" => Ok(None),
         "1" | "true" => Ok(Some(true)),
         "0" | "false" => Ok(Some(false)),
-        other => Err(format!("auth: expected 0, 1, true or false, found {other:?}")),
+        other => Err(format!(
+            "auth: expected 0, 1, true or false, found {other:?}"
+        )),
     }
 }
 
@@ -376,7 +446,10 @@ mod tests {
             assert!(Query::from_json(body).is_err(), "{body:?}");
         }
         let big = vec![b' '; MAX_BODY + 1];
-        assert_eq!(Query::from_json(&big), Err(QueryError::TooLarge(MAX_BODY + 1)));
+        assert_eq!(
+            Query::from_json(&big),
+            Err(QueryError::TooLarge(MAX_BODY + 1))
+        );
     }
 
     #[test]

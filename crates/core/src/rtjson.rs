@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::candidate::{Candidate, Party};
 use crate::compile::MAX_URI;
@@ -294,8 +294,22 @@ impl RouteTable {
         };
         let (from, to) = match rw {
             Some(r) => (
-                party_header(&c.from, r.from_user.as_ref(), r.from_display.as_ref(), r.from_uri.as_ref(), c, rule),
-                party_header(&c.to, r.to_user.as_ref(), r.to_display.as_ref(), r.to_uri.as_ref(), c, rule),
+                party_header(
+                    &c.from,
+                    r.from_user.as_ref(),
+                    r.from_display.as_ref(),
+                    r.from_uri.as_ref(),
+                    c,
+                    rule,
+                ),
+                party_header(
+                    &c.to,
+                    r.to_user.as_ref(),
+                    r.to_display.as_ref(),
+                    r.to_uri.as_ref(),
+                    c,
+                    rule,
+                ),
             ),
             None => Default::default(),
         };
@@ -330,7 +344,8 @@ impl RouteTable {
                     break 'trunks;
                 }
                 let gw = &t.gateways[g];
-                let mut uri = String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
+                let mut uri =
+                    String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
                 uri.push_str(&gw.scheme);
                 uri.push(':');
                 if !user.is_empty() {

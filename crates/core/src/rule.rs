@@ -114,16 +114,16 @@ impl UserConds {
             }
             spec = spec.max(user_spec::LENGTH);
         }
-        if let Some(d) = &self.domain {
-            if !d.iter().any(|d| d.is_match(&p.domain)) {
-                return None;
-            }
+        if let Some(d) = &self.domain
+            && !d.iter().any(|d| d.is_match(&p.domain))
+        {
+            return None;
         }
         if let Some(ex) = &self.exact {
             if !ex.iter().any(|e| **e == *user) {
                 return None;
             }
-            spec = spec.max(user_spec::EXACT);
+            spec = user_spec::EXACT;
         }
         if let Some(px) = &self.prefix {
             let best = px
@@ -216,10 +216,10 @@ impl Conds {
         rx: &mut dyn RegexEval,
     ) -> Option<SpecParts> {
         let mut parts = SpecParts::default();
-        if let Some(auth) = self.auth {
-            if c.auth != auth {
-                return None;
-            }
+        if let Some(auth) = self.auth
+            && c.auth != auth
+        {
+            return None;
         }
         if self.transports != 0 && self.transports & c.transport == 0 {
             return None;
@@ -243,10 +243,10 @@ impl Conds {
         let ruri = self.users[Field::Ruri as usize].eval(Field::Ruri, &c.ruri, rx)?;
         parts.to = to.max(ruri);
         parts.from = self.users[Field::From as usize].eval(Field::From, &c.from, rx)?;
-        if let Some(s) = self.schedule {
-            if !env.schedules[s as usize].is_active(env.now) {
-                return None;
-            }
+        if let Some(s) = self.schedule
+            && !env.schedules[s as usize].is_active(env.now)
+        {
+            return None;
         }
         Some(parts)
     }
@@ -441,7 +441,7 @@ mod tests {
             source,
             decl,
         };
-        let mut v = vec![
+        let mut v = [
             s(100, 0, 0, 0, 0),
             s(100, user_spec::prefix(3), 0, 0, 5),
             s(100, user_spec::EXACT, 0, 0, 9),

@@ -44,7 +44,8 @@ fn full_name(d: &str) -> &'static str {
 
 /// Parses `"mon-fri"` or `"sun"` into a day bit mask (ranges may wrap: `"fri-mon"`).
 pub(crate) fn parse_days(s: &str) -> Result<u8, String> {
-    let err = || format!("invalid day {s:?}; expected a day like \"mon\" or a range like \"mon-fri\"");
+    let err =
+        || format!("invalid day {s:?}; expected a day like \"mon\" or a range like \"mon-fri\"");
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (day_index(a).ok_or_else(err)?, day_index(b).ok_or_else(err)?);
@@ -78,9 +79,16 @@ fn parse_hhmm(s: &str) -> Option<u16> {
 
 /// Parses `"08:00-12:30"` into minutes `[start, end)`.
 pub(crate) fn parse_hours(s: &str) -> Result<(u16, u16), String> {
-    let err = || format!("invalid hours {s:?}; expected \"HH:MM-HH:MM\" in 24-hour local time, such as \"08:00-18:00\" or \"22:00-06:00\"");
+    let err = || {
+        format!(
+            "invalid hours {s:?}; expected \"HH:MM-HH:MM\" in 24-hour local time, such as \"08:00-18:00\" or \"22:00-06:00\""
+        )
+    };
     let (a, b) = s.split_once('-').ok_or_else(err)?;
-    let (a, b) = (parse_hhmm(a).ok_or_else(err)?, parse_hhmm(b).ok_or_else(err)?);
+    let (a, b) = (
+        parse_hhmm(a).ok_or_else(err)?,
+        parse_hhmm(b).ok_or_else(err)?,
+    );
     if a == b || a == 24 * 60 {
         return Err(format!("hours {s:?} is an empty interval"));
     }
@@ -97,7 +105,9 @@ pub(crate) fn parse_date(s: &str) -> Result<Date, String> {
 /// Looks up an IANA time zone name (the database is built in).
 pub(crate) fn time_zone(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name).map_err(|_| {
-        format!("unknown time zone {name:?}; expected an IANA name like \"Europe/London\" or \"UTC\"")
+        format!(
+            "unknown time zone {name:?}; expected an IANA name like \"Europe/London\" or \"UTC\""
+        )
     })
 }
 
@@ -106,12 +116,7 @@ fn weekday_index(w: Weekday) -> u8 {
 }
 
 impl Schedule {
-    pub(crate) fn new(
-        tz: TimeZone,
-        days: u8,
-        hours: Vec<(u16, u16)>,
-        except: Vec<Date>,
-    ) -> Self {
+    pub(crate) fn new(tz: TimeZone, days: u8, hours: Vec<(u16, u16)>, except: Vec<Date>) -> Self {
         Schedule {
             tz,
             days: if days == 0 { 0x7f } else { days },
@@ -161,7 +166,10 @@ mod tests {
         let s = Schedule::new(
             time_zone("Europe/London").unwrap(),
             parse_days("mon-fri").unwrap(),
-            vec![parse_hours("08:00-12:30").unwrap(), parse_hours("13:30-18:00").unwrap()],
+            vec![
+                parse_hours("08:00-12:30").unwrap(),
+                parse_hours("13:30-18:00").unwrap(),
+            ],
             vec![parse_date("2026-12-25").unwrap()],
         );
         // Winter: London = UTC.

@@ -159,7 +159,16 @@ mod tests {
         for ok in ["a.toml", "10-x.toml"] {
             assert!(is_route_file(ok));
         }
-        for no in [".a.toml", "a.toml~", "a.toml.swp", "a.tmp", "a.toml.bak", "4913", "a.json", "..data"] {
+        for no in [
+            ".a.toml",
+            "a.toml~",
+            "a.toml.swp",
+            "a.tmp",
+            "a.toml.bak",
+            "4913",
+            "a.json",
+            "..data",
+        ] {
             assert!(!is_route_file(no), "{no}");
         }
     }

@@ -12,17 +12,16 @@ use std::time::SystemTime;
 
 use regex::{RegexSet, RegexSetBuilder, SetMatches};
 
+use crate::Query;
 use crate::candidate::Candidate;
 use crate::compile::Validated;
 use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::{StrIndex, StrIndexBuilder};
 use crate::rule::{
-    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk,
-    user_spec,
+    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk, user_spec,
 };
 use crate::schedule::Schedule;
-use crate::Query;
 
 /// The index of a rule in declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -204,7 +203,8 @@ impl RouteTable {
         let mut exact: [StrIndexBuilder; 3] = Default::default();
         let mut prefix: [StrIndexBuilder; 3] = Default::default();
         let mut source = SourceIndex::default();
-        let mut regex: [Vec<Vec<u32>>; 3] = v.regex_patterns.clone().map(|p| vec![Vec::new(); p.len()]);
+        let mut regex: [Vec<Vec<u32>>; 3] =
+            v.regex_patterns.clone().map(|p| vec![Vec::new(); p.len()]);
         let mut always = Vec::new();
         for (id, spec) in v.rules.into_iter().enumerate() {
             let id = id as u32;
@@ -462,12 +462,11 @@ struct Search<'a, 'q> {
 impl Search<'_, '_> {
     fn consider(&mut self, id: u32, parts: SpecParts) {
         let r = &self.t.rules[id as usize];
-        if self.all.is_none() {
-            if let Some((_, b)) = &self.best {
-                if r.priority > b.priority {
-                    return;
-                }
-            }
+        if self.all.is_none()
+            && let Some((_, b)) = &self.best
+            && r.priority > b.priority
+        {
+            return;
         }
         let extra = match &r.conds {
             None => SpecParts::default(),
@@ -490,10 +489,10 @@ fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
     use crate::Outcome;
     let mut out = Vec::new();
     let shown = |r: Option<&str>| r.map_or("(none)".to_string(), |r| format!("`{r}`"));
-    if let Some(rule) = &e.rule {
-        if d.rule != Some(rule.as_str()) {
-            out.push(format!("rule: expected `{rule}`, got {}", shown(d.rule)));
-        }
+    if let Some(rule) = &e.rule
+        && d.rule != Some(rule.as_str())
+    {
+        out.push(format!("rule: expected `{rule}`, got {}", shown(d.rule)));
     }
     match (&d.outcome, e.reject) {
         (Outcome::Reject { code, reason, .. }, Some(want)) if *code != want => {
@@ -503,7 +502,7 @@ fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
             out.push(format!(
                 "reject: expected {want}, got {} route(s) starting with {}",
                 routes.len(),
-                routes.first().map_or("", |r| &*r.dst_uri)
+                routes.first().map_or("", |r| r.dst_uri)
             ));
         }
         _ => {}
@@ -512,7 +511,7 @@ fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
         match &d.outcome {
             Outcome::Route { routes, .. } => {
                 if let Some(want) = &e.routes {
-                    let got: Vec<&str> = routes.iter().map(|r| &*r.dst_uri).collect();
+                    let got: Vec<&str> = routes.iter().map(|r| r.dst_uri).collect();
                     if got != *want {
                         out.push(format!("routes: expected {want:?}, got {got:?}"));
                     }
@@ -525,13 +524,14 @@ fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
                 }
             }
             Outcome::Reject { code, reason, .. } => {
-                out.push(format!("routes: expected a routed call, got reject {code} {reason}"));
+                out.push(format!(
+                    "routes: expected a routed call, got reject {code} {reason}"
+                ));
             }
         }
     }
     out
 }
-
 
 impl RouteTable {
     pub(crate) fn action_of(&self, id: RuleId) -> u32 {

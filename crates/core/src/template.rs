@@ -145,7 +145,13 @@ impl Template {
     }
 
     /// Appends the rendering to `out`. Query values never bring CR, LF or NUL.
-    pub(crate) fn render_into(&self, out: &mut String, cand: &Candidate<'_>, rule: &str, trunk: &str) {
+    pub(crate) fn render_into(
+        &self,
+        out: &mut String,
+        cand: &Candidate<'_>,
+        rule: &str,
+        trunk: &str,
+    ) {
         for p in self.parts.iter() {
             match p {
                 Part::Lit(s) => out.push_str(s),
@@ -198,7 +204,11 @@ mod tests {
         )
         .unwrap();
         let c = Candidate::new(&q);
-        let t = Template::parse("{{{from.user}}}@{from.domain} {from.display} {call_id} {source_port} {rule}/{trunk}", true).unwrap();
+        let t = Template::parse(
+            "{{{from.user}}}@{from.domain} {from.display} {call_id} {source_port} {rule}/{trunk}",
+            true,
+        )
+        .unwrap();
         assert_eq!(t.render(&c, "r", "t"), "{alice}@pbx.example Al c1 5060 r/t");
         assert!(t.uses_trunk());
     }
@@ -206,7 +216,12 @@ mod tests {
     #[test]
     fn errors_point_at_the_placeholder() {
         assert_eq!(Template::parse("ab {nope}", true).unwrap_err().offset, 3);
-        assert!(Template::parse("{trunk}", false).unwrap_err().message.contains("only known"));
+        assert!(
+            Template::parse("{trunk}", false)
+                .unwrap_err()
+                .message
+                .contains("only known")
+        );
         assert_eq!(Template::parse("a {from.user", true).unwrap_err().offset, 2);
         assert_eq!(Template::parse("a }", true).unwrap_err().offset, 2);
         assert_eq!(Template::parse("é{x}", true).unwrap_err().offset, 2);

@@ -171,7 +171,12 @@ pub(crate) fn normalize_user(user_raw: &str) -> Cow<'_, str> {
     let user = user.split(':').next().unwrap_or("");
     let decoded = percent_decode(user);
     if is_phone_number(&decoded) && decoded.contains(is_visual_separator) {
-        Cow::Owned(decoded.chars().filter(|c| !is_visual_separator(*c)).collect())
+        Cow::Owned(
+            decoded
+                .chars()
+                .filter(|c| !is_visual_separator(*c))
+                .collect(),
+        )
     } else {
         decoded
     }
@@ -196,12 +201,13 @@ pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -325,7 +331,11 @@ pub(crate) fn quote_display(display: &str) -> String {
 /// Removes CR, LF and NUL, the three characters that must never reach a header value.
 pub(crate) fn strip_ctl(s: &str) -> Cow<'_, str> {
     if s.contains(['\r', '\n', '\0']) {
-        Cow::Owned(s.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect())
+        Cow::Owned(
+            s.chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+                .collect(),
+        )
     } else {
         Cow::Borrowed(s)
     }
@@ -350,10 +360,26 @@ mod tests {
     fn users_and_domains() {
         let cases = [
             ("sip:alice@Example.COM", "alice", "example.com"),
-            ("sips:bob@example.com:5061;transport=tls", "bob", "example.com"),
-            ("\"Alice\" <sip:+44%20770@pbx.example>;tag=1", "+44770", "pbx.example"),
-            ("<sip:07700900123;npdi@example.com>", "07700900123", "example.com"),
-            ("tel:+1-212-555-0100;phone-context=example.com", "+12125550100", ""),
+            (
+                "sips:bob@example.com:5061;transport=tls",
+                "bob",
+                "example.com",
+            ),
+            (
+                "\"Alice\" <sip:+44%20770@pbx.example>;tag=1",
+                "+44770",
+                "pbx.example",
+            ),
+            (
+                "<sip:07700900123;npdi@example.com>",
+                "07700900123",
+                "example.com",
+            ),
+            (
+                "tel:+1-212-555-0100;phone-context=example.com",
+                "+12125550100",
+                "",
+            ),
             ("alice@example.com", "alice", "example.com"),
             ("sip:example.com", "", "example.com"),
             ("sip:[2001:db8::1]:5060", "", "[2001:db8::1]"),
@@ -376,7 +402,12 @@ mod tests {
 
     #[test]
     fn display_names_are_unquoted() {
-        assert_eq!(split_name_addr("\"A \\\"B\\\"\" <sip:a@b>").display.unwrap(), "A \"B\"");
+        assert_eq!(
+            split_name_addr("\"A \\\"B\\\"\" <sip:a@b>")
+                .display
+                .unwrap(),
+            "A \"B\""
+        );
         assert_eq!(split_name_addr("Bob <sip:a@b>").display.unwrap(), "Bob");
         assert_eq!(split_name_addr("<sip:a@b>").display, None);
         assert_eq!(unquote("\"Alice\""), "Alice");
@@ -399,8 +430,14 @@ mod tests {
             replace_user("sip:0770@example.com:5060;user=phone", "+44770").unwrap(),
             "sip:+44770@example.com:5060;user=phone"
         );
-        assert_eq!(replace_user("sip:example.com", "bob").unwrap(), "sip:bob@example.com");
-        assert_eq!(replace_user("sip:a@h", "x y\r\n").unwrap(), "sip:x%20y%0D%0A@h");
+        assert_eq!(
+            replace_user("sip:example.com", "bob").unwrap(),
+            "sip:bob@example.com"
+        );
+        assert_eq!(
+            replace_user("sip:a@h", "x y\r\n").unwrap(),
+            "sip:x%20y%0D%0A@h"
+        );
         assert_eq!(replace_user("tel:123;npdi", "456").unwrap(), "tel:456;npdi");
         assert!(replace_user("mailto:x", "y").is_none());
     }

@@ -43,10 +43,9 @@ fn decision_cases() {
             total += 1;
             let json = serde_json::to_vec(&c.request).unwrap();
             let q = Query::from_json(&json).unwrap();
-            let now = c
-                .at
-                .as_deref()
-                .map_or_else(SystemTime::now, |a| parse_time(a).unwrap());
+            let now =
+                c.at.as_deref()
+                    .map_or_else(SystemTime::now, |a| parse_time(a).unwrap());
             let got = table.route(&q, now).rule.unwrap_or("none").to_string();
             if got != c.expect {
                 failures.push(format!(

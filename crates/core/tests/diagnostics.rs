@@ -27,7 +27,10 @@ fn invalid_files() {
 #[test]
 fn example_requests_against_shipped_routes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let table = Sources::read_dir(root.join("routes.d")).unwrap().build().unwrap();
+    let table = Sources::read_dir(root.join("routes.d"))
+        .unwrap()
+        .build()
+        .unwrap();
     // A Tuesday inside office hours, so the schedule example is stable.
     let at = parse_time("2026-12-01T10:00:00Z").unwrap();
     insta::glob!("../../../examples/requests", "*.json", |path| {

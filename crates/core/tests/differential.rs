@@ -7,8 +7,18 @@ use c4route_core::reference::ReferenceTable;
 use c4route_core::{Query, Sources};
 use proptest::prelude::*;
 
-const NUMBERS: &[&str] = &["", "1", "12", "123", "1234", "2", "21", "+1", "+12", "44", "447", "4477"];
-const NETS: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "192.0.2.0/24", "0.0.0.0/0", "2001:db8::/32", "::/0"];
+const NUMBERS: &[&str] = &[
+    "", "1", "12", "123", "1234", "2", "21", "+1", "+12", "44", "447", "4477",
+];
+const NETS: &[&str] = &[
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.3",
+    "192.0.2.0/24",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "::/0",
+];
 const REGEXES: &[&str] = &["^1", "^\\+", "4$", "^(12|44)", "7"];
 const DOMAINS: &[&str] = &["a.example", "*.example", "b.example"];
 
@@ -59,8 +69,14 @@ fn rule() -> impl Strategy<Value = String> {
         user_conds("from"),
         proptest::option::weighted(0.2, user_conds("ruri")),
         proptest::option::weighted(0.3, list(NETS)),
-        proptest::option::weighted(0.1, proptest::sample::select(vec!["[5060]", "[\"5060-5070\", 5080]"])),
-        proptest::option::weighted(0.1, proptest::sample::select(vec!["[\"udp\"]", "[\"tcp\", \"tls\"]"])),
+        proptest::option::weighted(
+            0.1,
+            proptest::sample::select(vec!["[5060]", "[\"5060-5070\", 5080]"]),
+        ),
+        proptest::option::weighted(
+            0.1,
+            proptest::sample::select(vec!["[\"udp\"]", "[\"tcp\", \"tls\"]"]),
+        ),
         proptest::option::weighted(0.1, any::<bool>()),
     )
         .prop_map(|(prio, to, from, ruri, src, port, tr, auth)| {
@@ -92,13 +108,24 @@ fn table_text() -> impl Strategy<Value = String> {
 }
 
 fn query() -> impl Strategy<Value = String> {
-    let user = proptest::sample::select(vec!["", "1", "12", "1234", "12345", "+12", "44770", "4477", "2", "99", "447"]);
+    let user = proptest::sample::select(vec![
+        "", "1", "12", "1234", "12345", "+12", "44770", "4477", "2", "99", "447",
+    ]);
     let dom = proptest::sample::select(vec!["a.example", "x.example", "b.example"]);
     (
         proptest::option::weighted(0.9, (user.clone(), dom.clone())),
         proptest::option::weighted(0.8, (user.clone(), dom.clone())),
         proptest::option::weighted(0.3, (user, dom)),
-        proptest::option::weighted(0.8, proptest::sample::select(vec!["10.1.2.3", "10.9.9.9", "192.0.2.5", "2001:db8::1", "8.8.8.8"])),
+        proptest::option::weighted(
+            0.8,
+            proptest::sample::select(vec![
+                "10.1.2.3",
+                "10.9.9.9",
+                "192.0.2.5",
+                "2001:db8::1",
+                "8.8.8.8",
+            ]),
+        ),
         proptest::option::of(proptest::sample::select(vec![5060u16, 5065, 5080, 6000])),
         proptest::option::of(proptest::sample::select(vec!["udp", "TCP", "tls"])),
         proptest::option::of(any::<bool>()),

@@ -161,13 +161,21 @@ fn routed_answer_shape() {
     );
     // Secondary priority of acme comes second.
     assert_eq!(routes[1]["dst_uri"], "sip:198.51.100.11:5061;transport=tls");
-    assert_eq!(routes[1]["uri"], "sip:+447700900123@198.51.100.11:5061;transport=tls");
+    assert_eq!(
+        routes[1]["uri"],
+        "sip:+447700900123@198.51.100.11:5061;transport=tls"
+    );
     // globex: strip 2, prefix 9, proxy as dst_uri, socket, default timers.
     let r2 = &routes[2];
     assert_eq!(r2["dst_uri"], "sip:192.0.2.99:5060;lr");
     assert_eq!(r2["socket"], "udp:192.0.2.20:5060");
     assert_eq!(r2["fr_timer"], 5000);
-    assert!(r2["uri"].as_str().unwrap().starts_with("sip:947700900123@203.0.113.2"));
+    assert!(
+        r2["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("sip:947700900123@203.0.113.2")
+    );
     assert_eq!(r2["headers"]["extra"], "X-Route: uk via globex\r\n");
     // Bare form is the inner object.
     let bare = strict(&answer_bytes(&t, UK, Wrap::Bare));
@@ -178,10 +186,21 @@ fn routed_answer_shape() {
 fn key_order_is_stable_and_every_route_is_complete() {
     let t = table(FULL);
     let s = String::from_utf8(answer_bytes(&t, UK, Wrap::Bare)).unwrap();
-    assert!(s.starts_with(r#"{"success":true,"version":"1.0","routing":"serial","rule":"uk","routes":[{"uri":"#));
+    assert!(s.starts_with(
+        r#"{"success":true,"version":"1.0","routing":"serial","rule":"uk","routes":[{"uri":"#
+    ));
     let v = strict(s.as_bytes());
     for r in v["routes"].as_array().unwrap() {
-        for k in ["uri", "dst_uri", "path", "socket", "headers", "branch_flags", "fr_timer", "fr_inv_timer"] {
+        for k in [
+            "uri",
+            "dst_uri",
+            "path",
+            "socket",
+            "headers",
+            "branch_flags",
+            "fr_timer",
+            "fr_inv_timer",
+        ] {
             assert!(r.get(k).is_some(), "missing {k}");
         }
         for p in ["from", "to"] {
@@ -197,7 +216,11 @@ fn key_order_is_stable_and_every_route_is_complete() {
 #[test]
 fn reject_and_no_match() {
     let t = table(FULL);
-    let v = strict(&answer_bytes(&t, r#"{"source_ip":"192.0.2.66"}"#, Wrap::Rtjson));
+    let v = strict(&answer_bytes(
+        &t,
+        r#"{"source_ip":"192.0.2.66"}"#,
+        Wrap::Rtjson,
+    ));
     assert_eq!(
         v,
         serde_json::json!({"rtjson":{"success":false,"code":403,"reason":"Forbidden Here","rule":"blocked"}})
@@ -212,12 +235,19 @@ fn reject_and_no_match() {
 #[test]
 fn parallel_routes_carry_no_timers_or_headers() {
     let t = table(FULL);
-    let v = strict(&answer_bytes(&t, r#"{"to_uri":"sip:331@x","call_id":"k"}"#, Wrap::Bare));
+    let v = strict(&answer_bytes(
+        &t,
+        r#"{"to_uri":"sip:331@x","call_id":"k"}"#,
+        Wrap::Bare,
+    ));
     assert_eq!(v["routing"], "parallel");
     for r in v["routes"].as_array().unwrap() {
         assert_eq!(r["fr_timer"], 0);
         assert_eq!(r["headers"]["extra"], "");
-        assert_eq!(r["headers"]["from"], serde_json::json!({"display":"","uri":""}));
+        assert_eq!(
+            r["headers"]["from"],
+            serde_json::json!({"display":"","uri":""})
+        );
     }
 }
 
@@ -225,26 +255,46 @@ fn parallel_routes_carry_no_timers_or_headers() {
 fn gateway_order_is_seeded_by_call_id() {
     let t = table(FULL);
     let order = |cid: &str| -> Vec<String> {
-        let v = strict(&answer_bytes(&t, &format!(r#"{{"to_uri":"sip:331@x","call_id":"{cid}"}}"#), Wrap::Bare));
-        v["routes"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap().to_string()).collect()
+        let v = strict(&answer_bytes(
+            &t,
+            &format!(r#"{{"to_uri":"sip:331@x","call_id":"{cid}"}}"#),
+            Wrap::Bare,
+        ));
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["uri"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(order("same"), order("same"));
-    let distinct: std::collections::HashSet<Vec<String>> = (0..50).map(|i| order(&format!("call-{i}"))).collect();
-    assert!(distinct.len() >= 4, "equal weights should shuffle: {} orders", distinct.len());
+    let distinct: std::collections::HashSet<Vec<String>> =
+        (0..50).map(|i| order(&format!("call-{i}"))).collect();
+    assert!(
+        distinct.len() >= 4,
+        "equal weights should shuffle: {} orders",
+        distinct.len()
+    );
 }
 
 #[test]
 fn weights_shape_the_order() {
-    let t = table(r#"
+    let t = table(
+        r#"
         [trunks.w]
         gateways = [{ uri = "sip:192.0.2.1", weight = 9 }, { uri = "sip:192.0.2.2", weight = 1 }, { uri = "sip:192.0.2.3", weight = 0 }, { uri = "sip:192.0.2.4", enabled = false }]
         [[rules]]
         name = "r"
         then.trunks = ["w"]
-    "#);
+    "#,
+    );
     let mut first_is_heavy = 0;
     for i in 0..1000 {
-        let v = strict(&answer_bytes(&t, &format!(r#"{{"call_id":"c{i}"}}"#), Wrap::Bare));
+        let v = strict(&answer_bytes(
+            &t,
+            &format!(r#"{{"call_id":"c{i}"}}"#),
+            Wrap::Bare,
+        ));
         let r = v["routes"].as_array().unwrap();
         assert_eq!(r.len(), 3, "disabled gateway left out");
         assert_eq!(r[2]["dst_uri"], "sip:192.0.2.3", "weight 0 comes last");
@@ -252,12 +302,16 @@ fn weights_shape_the_order() {
             first_is_heavy += 1;
         }
     }
-    assert!((850..=950).contains(&first_is_heavy), "{first_is_heavy} of 1000");
+    assert!(
+        (850..=950).contains(&first_is_heavy),
+        "{first_is_heavy} of 1000"
+    );
 }
 
 #[test]
 fn display_names_are_quoted_only_when_needed() {
-    let t = table(r#"
+    let t = table(
+        r#"
         [trunks.a]
         gateways = ["sip:192.0.2.1"]
         [[rules]]
@@ -265,9 +319,17 @@ fn display_names_are_quoted_only_when_needed() {
         then.trunks = ["a"]
         then.rewrite.from.display = "{from.display}"
         then.rewrite.to.display = "Bob"
-    "#);
-    let v = strict(&answer_bytes(&t, r#"{"from_name":"\"Al \\\"the\\\" Pal\"","to_uri":"sip:b@x"}"#, Wrap::Bare));
-    assert_eq!(v["routes"][0]["headers"]["from"]["display"], r#""Al \"the\" Pal""#);
+    "#,
+    );
+    let v = strict(&answer_bytes(
+        &t,
+        r#"{"from_name":"\"Al \\\"the\\\" Pal\"","to_uri":"sip:b@x"}"#,
+        Wrap::Bare,
+    ));
+    assert_eq!(
+        v["routes"][0]["headers"]["from"]["display"],
+        r#""Al \"the\" Pal""#
+    );
     assert_eq!(v["routes"][0]["headers"]["to"]["display"], "Bob");
 }
 
@@ -275,11 +337,19 @@ fn display_names_are_quoted_only_when_needed() {
 fn long_users_are_refused_not_truncated() {
     let t = table(FULL);
     let user = "1".repeat(1100);
-    let v = strict(&answer_bytes(&t, &format!(r#"{{"to_uri":"sip:{user}@x"}}"#), Wrap::Bare));
+    let v = strict(&answer_bytes(
+        &t,
+        &format!(r#"{{"to_uri":"sip:{user}@x"}}"#),
+        Wrap::Bare,
+    ));
     assert_eq!(v["success"], false);
     assert_eq!(v["code"], 414);
     let user = "1".repeat(900);
-    let v = strict(&answer_bytes(&t, &format!(r#"{{"to_uri":"sip:{user}@x"}}"#), Wrap::Bare));
+    let v = strict(&answer_bytes(
+        &t,
+        &format!(r#"{{"to_uri":"sip:{user}@x"}}"#),
+        Wrap::Bare,
+    ));
     assert_eq!(v["success"], true);
     for r in v["routes"].as_array().unwrap() {
         assert!(r["uri"].as_str().unwrap().len() <= 1023);
@@ -291,22 +361,30 @@ fn long_users_are_refused_not_truncated() {
 #[test]
 fn max_routes_defaults_to_ten() {
     let gws: Vec<String> = (1..=14).map(|i| format!("\"sip:192.0.2.{i}\"")).collect();
-    let t = table(&format!("[trunks.many]\ngateways = [{}]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"many\"]\n", gws.join(",")));
+    let t = table(&format!(
+        "[trunks.many]\ngateways = [{}]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"many\"]\n",
+        gws.join(",")
+    ));
     let v = strict(&answer_bytes(&t, "{}", Wrap::Bare));
     assert_eq!(v["routes"].as_array().unwrap().len(), 10);
 }
 
 #[test]
 fn all_gateways_disabled_is_a_503_not_an_empty_route_list() {
-    let t = table(r#"
+    let t = table(
+        r#"
         [trunks.off]
         gateways = [{ uri = "sip:192.0.2.1", enabled = false }]
         [[rules]]
         name = "r"
         then.trunks = ["off"]
-    "#);
+    "#,
+    );
     let v = strict(&answer_bytes(&t, "{}", Wrap::Bare));
-    assert_eq!(v, serde_json::json!({"success":false,"code":503,"reason":"Service Unavailable","rule":"r"}));
+    assert_eq!(
+        v,
+        serde_json::json!({"success":false,"code":503,"reason":"Service Unavailable","rule":"r"})
+    );
 }
 
 fn header_values_ok(v: &Value) {

@@ -15,14 +15,16 @@ fn shipped_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![root().join("routes.d")];
     let mut stack = vec![root().join("examples"), root().join("kamailio")];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
                 if p.file_name().is_some_and(|n| n == "routes.d") {
                     dirs.push(p.clone());
                 }
-                if !p.file_name().is_some_and(|n| n == ".build") {
+                if p.file_name().is_none_or(|n| n != ".build") {
                     stack.push(p);
                 }
             }
@@ -40,10 +42,19 @@ fn shipped_routes_load_without_warnings_and_pass_their_tests() {
             .unwrap_or_else(|e| panic!("{}:\n{e}", dir.display()));
         if dir == root().join("routes.d") {
             assert!(table.warnings().is_empty(), "{}", table.warnings());
-            assert!(table.tests().len() >= 10, "routes.d ships at least 10 tests");
+            assert!(
+                table.tests().len() >= 10,
+                "routes.d ships at least 10 tests"
+            );
         }
         for t in table.run_tests() {
-            assert!(t.failures.is_empty(), "{} ({}): {:?}", t.name, t.location, t.failures);
+            assert!(
+                t.failures.is_empty(),
+                "{} ({}): {:?}",
+                t.name,
+                t.location,
+                t.failures
+            );
         }
     }
 }
@@ -88,10 +99,16 @@ fn a_spurious_key_in_any_table_of_a_shipped_file_is_an_error_at_its_line() {
             mutations += 1;
             match s.build() {
                 Err(Error::Config(d)) => {
-                    let hit = d.errors().any(|e| *e.path == **path && e.line == n + 2 && e.message.contains("spurious_key"));
+                    let hit = d.errors().any(|e| {
+                        *e.path == **path && e.line == n + 2 && e.message.contains("spurious_key")
+                    });
                     assert!(hit, "{path}:{}: mutation not reported there:\n{d}", n + 2);
                 }
-                other => panic!("{path}:{}: spurious key accepted: {:?}", n + 2, other.map(|_| ())),
+                other => panic!(
+                    "{path}:{}: spurious key accepted: {:?}",
+                    n + 2,
+                    other.map(|_| ())
+                ),
             }
         }
     }

@@ -6,8 +6,8 @@
 //! lengths that occur in the table (a bit set), so its cost depends on the
 //! length of the number, not on the number of rules: at most ~20 probes.
 
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
 #[derive(Debug, Clone, Copy)]
@@ -154,7 +154,14 @@ mod tests {
     #[test]
     fn finds_every_covering_prefix() {
         let mut b = StrIndexBuilder::default();
-        for (k, r) in [("44", 1), ("447", 2), ("447", 3), ("4477", 4), ("1", 5), ("", 6)] {
+        for (k, r) in [
+            ("44", 1),
+            ("447", 2),
+            ("447", 3),
+            ("4477", 4),
+            ("1", 5),
+            ("", 6),
+        ] {
             b.push(k, r);
         }
         let idx = b.build();
