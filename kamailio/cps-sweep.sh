@@ -15,7 +15,7 @@
 #
 # Environment (defaults): STEP_SECONDS=10, START_RATE=250, MAX_RATE=8000, BISECT=3,
 # MODES="static fixed c4route unwrapped", ALLOCS="qm tlsf", SHM_MB=1024, CHILDREN=4,
-# HTTP_WORKERS=4, MAX_MINUTES=25, OUT=kamailio/tests/out/cps-<time>.
+# HTTP_WORKERS=4, MAX_MINUTES=25, OUT=kamailio/tests/out/cps-<time>, TRACE= (1: SIPp traces).
 # Writes OUT/steps.csv (every step) and OUT/summary.md (the table for docs/PERFORMANCE.md).
 set -uo pipefail
 
@@ -35,6 +35,7 @@ HTTP_WORKERS=${HTTP_WORKERS:-4}
 MAX_MINUTES=${MAX_MINUTES:-25}
 REF_RATE=${REF_RATE:-1000}   # CPU per call is also compared at this common rate (a doubling step)
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
+TRACE=${TRACE:-}             # non-empty: SIPp message traces of caller and gateway (large)
 
 IP=127.0.0.1
 KAM_PORT=26060 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181
@@ -107,15 +108,18 @@ cpu_ticks() { # sum of utime+stime of the given PIDs (threads included)
 }
 kam_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
+LAST_IDLE=0
+idle_pct() { echo "$LAST_IDLE"; }
 wait_quiet() { # until the machine is >= 90 % idle over 1 s (at most 15 s)
     local i a b
     for i in $(seq 15); do
         a=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
         sleep 1
         b=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
-        awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; exit !(t > 0 && (y[1] - x[1]) / t >= 0.90)}' && return 0
+        LAST_IDLE=$(awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; v = 0; if (t > 0) v = 100 * (y[1] - x[1]) / t; printf "%d", v}')
+        [[ $LAST_IDLE -ge 90 ]] && return 0
     done
-    log "machine not quiet after 15 s; going on"
+    log "machine not quiet after 15 s (idle ${LAST_IDLE}%); going on"
 }
 
 hac_stats() { # "requests replies errors timeouts"
@@ -124,8 +128,8 @@ hac_stats() { # "requests replies errors timeouts"
 }
 
 start_gw() {
-    sipp -sf "$scen/uas_200.xml" -i "$IP" -p "$GW_PORT" -nostdin -timeout 3600 \
-        -trace_err -error_file "$OUT/gw.err" >"$OUT/gw.out" 2>&1 &
+    sipp -sf "$scen/uas_200.xml" -i "$IP" -p "$GW_PORT" -nostdin -timeout 3600 -buff_size 4194304 \
+        ${TRACE:+-trace_msg -message_file "$OUT/gw.msg"} -trace_err -error_file "$OUT/gw.err" >"$OUT/gw.out" 2>&1 &
     gw_pid=$!; pids+=("$gw_pid")
 }
 
@@ -174,24 +178,27 @@ start_kamailio() { # alloc mode
     die "kamailio did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$kam_log")"
 }
 
-# run_step rate -> prints "ok|fail total success failed retrans avg_rt_ms kam_cpu_ms_per_call http_cpu_ms_per_call hac_err hac_timeouts"
+udp_drops() { awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp; }   # RcvbufErrors, machine-wide
+
+# run_step rate -> prints "ok|fail total success failed retrans avg_rt_ms kam_cpu_ms_per_call
+#   http_cpu_ms_per_call hac_err hac_timeouts udp_rcvbuf_errors idle_pct_before"
 run_step() {
     local rate=$1 calls=$(( $1 * STEP_SECONDS )) stf="$OUT/step-$alloc-$mode-$1.csv"
     wait_quiet
     local kp; kp=$(kam_pids "$kam_pid")
     local k0 h0 s0
-    k0=$(cpu_ticks $kp); h0=$( [[ -n "$http_pid" ]] && cpu_ticks "$http_pid" || echo 0); s0=$(hac_stats)
+    k0=$(cpu_ticks $kp); h0=$( [[ -n "$http_pid" ]] && cpu_ticks "$http_pid" || echo 0); s0=$(hac_stats); u0=$(udp_drops)
     timeout $(( STEP_SECONDS + 60 )) sipp "$IP:$KAM_PORT" -sf "$scen/uac_cps.xml" -s 1000 -i "$IP" -p "$CALLER_PORT" \
-        -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -nostdin -timeout $(( STEP_SECONDS + 30 )) -timeout_error \
-        -trace_stat -stf "$stf" -fd 1 -trace_err -error_file "$OUT/caller-$alloc-$mode-$rate.err" \
+        -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -buff_size 4194304 -nostdin -timeout $(( STEP_SECONDS + 30 )) -timeout_error \
+        -trace_stat -stf "$stf" -fd 1 ${TRACE:+-trace_msg -message_file "$OUT/caller-$alloc-$mode-$1.msg"} -trace_err -error_file "$OUT/caller-$alloc-$mode-$rate.err" \
         >"$OUT/caller.out" 2>&1
     local rc=$?
     sleep 0.5
     local k1 h1 s1
-    k1=$(cpu_ticks $kp); h1=$( [[ -n "$http_pid" ]] && cpu_ticks "$http_pid" || echo 0); s1=$(hac_stats)
-    python3 - "$stf" "$rc" "$calls" "$((k1 - k0))" "$((h1 - h0))" "$CLK_TCK" "$s0" "$s1" <<'EOF'
+    k1=$(cpu_ticks $kp); h1=$( [[ -n "$http_pid" ]] && cpu_ticks "$http_pid" || echo 0); s1=$(hac_stats); u1=$(udp_drops)
+    python3 - "$stf" "$rc" "$calls" "$((k1 - k0))" "$((h1 - h0))" "$CLK_TCK" "$s0" "$s1" "$((u1 - u0))" "$(idle_pct)" <<'EOF'
 import csv, sys
-stf, rc, calls, kt, ht, tck, s0, s1 = sys.argv[1:9]
+stf, rc, calls, kt, ht, tck, s0, s1, udp, idle = sys.argv[1:11]
 rc, calls, kt, ht, tck = int(rc), int(calls), int(kt), int(ht), int(tck)
 row = {}
 try:
@@ -212,13 +219,13 @@ d = [y - x for x, y in zip(a, b)]
 ok = rc == 0 and failed == 0 and succ == calls and d[2] == 0 and d[3] == 0
 n = max(succ, 1)
 print("ok" if ok else "fail", calls, succ, failed, retr, rt_ms,
-      "%.3f" % (kt * 1000 / tck / n), "%.3f" % (ht * 1000 / tck / n), d[2], d[3])
+      "%.3f" % (kt * 1000 / tck / n), "%.3f" % (ht * 1000 / tck / n), d[2], d[3], udp, idle)
 EOF
 }
 
 # --- the sweep -------------------------------------------------------------------------------
 ctl="unix:$OUT/kamailio_ctl"
-echo "alloc,mode,rate,result,calls,successful,failed,retransmissions,avg_invite_rt_ms,kamailio_cpu_ms_per_call,http_cpu_ms_per_call,hac_errors,hac_timeouts" >"$OUT/steps.csv"
+echo "alloc,mode,rate,result,calls,successful,failed,retransmissions,avg_invite_rt_ms,kamailio_cpu_ms_per_call,http_cpu_ms_per_call,hac_errors,hac_timeouts,udp_rcvbuf_errors,idle_pct_before" >"$OUT/steps.csv"
 declare -A best best_row ref_row flood
 log "output in $OUT; step ${STEP_SECONDS}s, modes: $MODES, allocators: $ALLOCS, -m $SHM_MB, children $CHILDREN, http workers $HTTP_WORKERS"
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); kamailio $(kamailio -v | sed -n 's/^version: //p')"
@@ -269,7 +276,7 @@ stop_pid "$gw_pid"
         for mode in $MODES; do
             k="$alloc/$mode"
             [[ -n "${best[$k]:-}" ]] || continue
-            read -r _ _ _ _ _ rt kc hc he ht <<<"${best_row[$k]:-x 0 0 0 0 - - - - -}"
+            read -r _ _ _ _ _ rt kc hc he ht _ <<<"${best_row[$k]:-x 0 0 0 0 - - - - - 0 0}"
             vs_s="-"; vs_f="-"
             [[ -n "${best[$alloc/static]:-}" && "${best[$alloc/static]}" -gt 0 ]] && vs_s=$(awk -v a="${best[$k]}" -v b="${best[$alloc/static]}" 'BEGIN {printf "%.2f", a / b}')
             [[ -n "${best[$alloc/fixed]:-}" && "${best[$alloc/fixed]}" -gt 0 ]] && vs_f=$(awk -v a="${best[$k]}" -v b="${best[$alloc/fixed]}" 'BEGIN {printf "%.2f", a / b}')
