@@ -42,8 +42,13 @@ pub fn spawn(
     let watcher = if watch {
         let events = tx.clone();
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Err(e) = &res {
-                warn!("watching routes.d: {e}");
+            match res {
+                // notify 8 also watches IN_OPEN: without this filter our own
+                // read_dir would trigger the next reload, forever. A close
+                // after writing is a change; any other access is not.
+                Ok(ev) if is_read_only(&ev.kind) => return,
+                Ok(_) => {}
+                Err(e) => warn!("watching routes.d: {e}"),
             }
             // Full means a reload is already due; closed means we are stopping.
             let _ = events.try_send(());
@@ -79,6 +84,12 @@ pub fn spawn(
         }
     });
     Ok(ReloadHandle { _watcher: watcher })
+}
+
+/// Whether an event only reports a read (open, close without writing).
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
 }
 
 /// What one reload attempt did.

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Load benchmark of `c4route serve` against the fixed-answer server (the HTTP
+# ceiling of this machine), side by side in one run, plus resident memory
+# with 1M rules and the time to reload 100k rules. Figures go to stdout as a
+# Markdown table; docs/PERFORMANCE.md ("## HTTP service") records a run.
+#
+#   scripts/load.sh                       # 10 s per point, 1/16/64 connections
+#   DURATION=5s CONNECTIONS="16 64" scripts/load.sh
+#   PIN=0 scripts/load.sh                 # do not pin server and wrk to cores
+#
+# Environment: DURATION (10s), CONNECTIONS ("1 16 64"), RULES (100000),
+# BIG_RULES (1000000; 0 skips the memory point), RELOADS (3), PIN (1),
+# SERVER_CPUS (0), CLIENT_CPUS (1), WORK (a temporary directory).
+#
+# With PIN=1 (default) each server runs on SERVER_CPUS and wrk on
+# CLIENT_CPUS via taskset, so the load generator does not steal the
+# server's core; tokio sizes its worker pool from the CPUs the process may
+# use, so each server gets one worker per pinned CPU.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-"1 16 64"}
+RULES=${RULES:-100000}
+BIG_RULES=${BIG_RULES:-1000000}
+RELOADS=${RELOADS:-3}
+PIN=${PIN:-1}
+SERVER_CPUS=${SERVER_CPUS:-0}
+CLIENT_CPUS=${CLIENT_CPUS:-1}
+C4_PORT=${C4_PORT:-18080}
+FIXED_PORT=${FIXED_PORT:-18081}
+BIG_PORT=${BIG_PORT:-18082}
+WORK=${WORK:-$(mktemp -d /tmp/c4route-load.XXXXXX)}
+mkdir -p "$WORK"
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+say() { echo "== $*" >&2; }
+# Only ever called as `bg_server CMD... &`: exec keeps $! the server's own PID.
+bg_server() { if [ "$PIN" = 1 ]; then exec taskset -c "$SERVER_CPUS" "$@"; else exec "$@"; fi; }
+on_client() { if [ "$PIN" = 1 ]; then taskset -c "$CLIENT_CPUS" "$@"; else "$@"; fi; }
+now_ms() { date +%s%3N; }
+
+wait_http() { # URL, timeout in seconds
+    local deadline=$(( $(date +%s) + $2 ))
+    until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $1" >&2; return 1; }
+        sleep 0.05
+    done
+}
+
+command -v wrk >/dev/null || { say "installing wrk"; apt-get install -y wrk >/dev/null; }
+command -v curl >/dev/null || { say "installing curl"; apt-get install -y curl >/dev/null; }
+
+say "building (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin c4route --example fixed_answer \
+    && cargo build --release --quiet -p c4route-core --example gen_routes)
+C4="$ROOT/target/release/c4route"
+FIXED="$ROOT/target/release/examples/fixed_answer"
+GEN="$ROOT/target/release/examples/gen_routes"
+
+say "generating $RULES rules in $WORK/deck"
+rm -rf "$WORK/deck"
+"$GEN" --rules "$RULES" --queries 10000 --seed 1 --out "$WORK/deck" >&2
+QUERIES="$WORK/deck/queries.jsonl"
+
+say "starting c4route on :$C4_PORT and fixed_answer on :$FIXED_PORT"
+started=$(now_ms)
+bg_server "$C4" serve --routes "$WORK/deck/routes.d" --listen "127.0.0.1:$C4_PORT" \
+    2>"$WORK/c4route.log" &
+C4_PID=$!; PIDS+=("$C4_PID")
+wait_http "http://127.0.0.1:$C4_PORT/health" 120
+load_ms=$(( $(now_ms) - started ))
+bg_server "$FIXED" --listen "127.0.0.1:$FIXED_PORT" --uri "sip:127.0.0.1:5080" \
+    2>"$WORK/fixed.log" &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$FIXED_PORT/health" 10
+
+# One sanity query each, so a broken setup does not produce fast nonsense.
+head -1 "$QUERIES" | curl -fsS -H 'Content-Type: text/plain' --data-binary @- \
+    "http://127.0.0.1:$C4_PORT/kamailio/rtjson" | grep -q '"rtjson"'
+head -1 "$QUERIES" | curl -fsS -H 'Content-Type: text/plain' --data-binary @- \
+    "http://127.0.0.1:$FIXED_PORT/kamailio/rtjson" | grep -q '"rtjson"'
+
+run_wrk() { # PORT CONNECTIONS -> RESULT line
+    C4ROUTE_QUERIES="$QUERIES" C4ROUTE_PATH=/kamailio/rtjson \
+        on_client wrk -t1 -c"$2" -d"$DURATION" --timeout 2s -s "$ROOT/scripts/load/rotate.lua" \
+        "http://127.0.0.1:$1" | grep '^RESULT'
+}
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+say "warm-up"
+DURATION=2s run_wrk "$FIXED_PORT" 16 >/dev/null
+DURATION=2s run_wrk "$C4_PORT" 16 >/dev/null
+
+echo
+echo "| connections | fixed_answer req/s | c4route req/s | ratio | fixed p50 / p99 (µs) | c4route p50 / p99 (µs) | p99 ratio | errors (c4route) |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+for c in $CONNECTIONS; do
+    say "wrk -c$c -d$DURATION: fixed_answer"
+    f=$(run_wrk "$FIXED_PORT" "$c")
+    say "wrk -c$c -d$DURATION: c4route"
+    r=$(run_wrk "$C4_PORT" "$c")
+    echo "$f" >"$WORK/fixed-c$c.txt"; echo "$r" >"$WORK/c4route-c$c.txt"
+    frps=$(field rps "$f"); rrps=$(field rps "$r")
+    f50=$(field p50_us "$f"); f99=$(field p99_us "$f")
+    r50=$(field p50_us "$r"); r99=$(field p99_us "$r")
+    errs=$(( $(field errors "$r") + $(field non2xx "$r") ))
+    awk -v c="$c" -v frps="$frps" -v rrps="$rrps" -v f50="$f50" -v f99="$f99" \
+        -v r50="$r50" -v r99="$r99" -v e="$errs" 'BEGIN {
+        printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %.2f | %d |\n",
+            c, frps, rrps, rrps / frps, f50, f99, r50, r99, r99 / (f99 ? f99 : 1), e }'
+done
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+echo
+echo "c4route with $RULES rules: startup load ${load_ms} ms, VmRSS $(( $(rss_kb "$C4_PID") / 1024 )) MiB after the run"
+
+say "reloading $RULES rules $RELOADS times (file change -> new version on /health)"
+echo
+echo "| reload | file change → new table served (ms) | read + compile + swap (ms, from /metrics) |"
+echo "|---:|---:|---:|"
+version() { curl -fsS "http://127.0.0.1:$C4_PORT/health" | sed -n 's/.*"version":"\([0-9a-f]*\)".*/\1/p'; }
+for i in $(seq 1 "$RELOADS"); do
+    before=$(version)
+    t0=$(now_ms)
+    echo "# touched $i $t0" >>"$WORK/deck/routes.d/00-trunks.toml"
+    deadline=$(( t0 + 20000 ))
+    while [ "$(version)" = "$before" ]; do
+        [ "$(now_ms)" -lt "$deadline" ] || { echo "reload $i: no new version within 20 s" >&2; exit 1; }
+        sleep 0.01
+    done
+    t1=$(now_ms)
+    compile=$(curl -fsS "http://127.0.0.1:$C4_PORT/metrics" \
+        | awk '/^c4route_config_last_reload_duration_seconds / {printf "%d", $2 * 1000}')
+    echo "| $i | $(( t1 - t0 )) | $compile |"
+    sleep 0.5
+done
+echo
+echo "c4route peak VmHWM over the run (two tables live during a swap): $(( $(hwm_kb "$C4_PID") / 1024 )) MiB"
+
+if [ "$BIG_RULES" -gt 0 ]; then
+    say "generating $BIG_RULES rules for the memory point"
+    rm -rf "$WORK/big"
+    "$GEN" --rules "$BIG_RULES" --queries 1000 --seed 2 --out "$WORK/big" >&2
+    started=$(now_ms)
+    bg_server "$C4" serve --routes "$WORK/big/routes.d" --listen "127.0.0.1:$BIG_PORT" \
+        2>"$WORK/big.log" &
+    BIG_PID=$!; PIDS+=("$BIG_PID")
+    wait_http "http://127.0.0.1:$BIG_PORT/health" 300
+    big_ms=$(( $(now_ms) - started ))
+    # A few queries so the steady state includes touched pages.
+    C4ROUTE_QUERIES="$WORK/big/queries.jsonl" on_client wrk -t1 -c4 -d2s \
+        -s "$ROOT/scripts/load/rotate.lua" "http://127.0.0.1:$BIG_PORT" | grep '^RESULT' >&2
+    echo
+    echo "c4route with $BIG_RULES rules: startup load ${big_ms} ms, VmRSS $(( $(rss_kb "$BIG_PID") / 1024 )) MiB, peak VmHWM $(( $(hwm_kb "$BIG_PID") / 1024 )) MiB, routes.d $(du -sm "$WORK/big/routes.d" | cut -f1) MB of TOML"
+fi
+echo
+echo "raw wrk results and server logs: $WORK"
