@@ -94,6 +94,9 @@ run_wrk() { # PORT CONNECTIONS -> RESULT line
 }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
+# This is a shared 2-core box in CI-like setups: say how busy it was.
+echo "machine: $(nproc) CPUs, $(uname -r), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$PIN" = 1 ] && echo "pinned: servers on CPU $SERVER_CPUS, wrk on CPU $CLIENT_CPUS (taskset)"
 say "warm-up"
 DURATION=2s run_wrk "$FIXED_PORT" 16 >/dev/null
 DURATION=2s run_wrk "$C4_PORT" 16 >/dev/null
@@ -162,4 +165,5 @@ if [ "$BIG_RULES" -gt 0 ]; then
     echo "c4route with $BIG_RULES rules: startup load ${big_ms} ms, VmRSS $(( $(rss_kb "$BIG_PID") / 1024 )) MiB, peak VmHWM $(( $(hwm_kb "$BIG_PID") / 1024 )) MiB, routes.d $(du -sm "$WORK/big/routes.d" | cut -f1) MB of TOML"
 fi
 echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "raw wrk results and server logs: $WORK"
