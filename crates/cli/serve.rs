@@ -221,7 +221,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.allow.clone(),
         limits,
     ));
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
@@ -241,7 +241,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         serve(listener, state, shutdown).await;
         info!("stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Do not wait for a reload still compiling on the blocking pool.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 fn init_tracing() {
