@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run --release -p c4route-core --example gen_routes -- \
 //!     --rules 1000000 [--cidr-rules 10000] [--regex-rules 100] \
-//!     [--queries 10000] [--seed 1] --out /tmp/deck
+//!     [--queries 10000] [--seed 1] [--grouped] --out /tmp/deck
 //! ```
 //!
 //! Output: `OUT/routes.d/00-trunks.toml` (defaults and trunks `t0`…`t7`),
 //! `OUT/routes.d/10-rules-NNN.toml` (100 000 prefix rules each),
+//! (or, with `--grouped`, `10-group-NNN.toml`: one rule per trunk list
+//! holding all its prefixes, the same routing in far less TOML),
 //! `20-sources.toml` and `30-regex.toml` when asked for, and
 //! `OUT/queries.jsonl`: one query per line, matching, deep, non-matching,
 //! source-only and regex numbers in rotation (`c4route eval` reads it).
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 use ratedeck::Spec;
 
 const USAGE: &str = "usage: gen_routes --rules N [--cidr-rules M] [--regex-rules K] \
-                     [--queries Q] [--seed S] --out DIR";
+                     [--queries Q] [--seed S] [--grouped] --out DIR";
 
 fn main() -> ExitCode {
     match run() {
@@ -56,6 +58,7 @@ fn run() -> Result<(), String> {
             "--regex-rules" => spec.regex_rules = num(value()?)? as usize,
             "--queries" => queries = num(value()?)? as usize,
             "--seed" => spec.seed = num(value()?)?,
+            "--grouped" => spec.grouped = true,
             "--out" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -71,9 +74,15 @@ fn run() -> Result<(), String> {
     for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let ours = ["00-trunks", "10-rules-", "20-sources", "30-regex"]
-            .iter()
-            .any(|p| name.starts_with(p));
+        let ours = [
+            "00-trunks",
+            "10-rules-",
+            "10-group-",
+            "20-sources",
+            "30-regex",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p));
         if ours && name.ends_with(".toml") {
             std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -95,10 +104,14 @@ fn run() -> Result<(), String> {
     }
     q.flush().map_err(|e| format!("{}: {e}", qpath.display()))?;
     eprintln!(
-        "gen_routes: {} rules ({} prefix, {} cidr, {} regex) in {} files, {:.1} MB of TOML in {}; \
-         {queries} queries in {}",
-        deck.rule_count(),
+        "gen_routes: {} prefixes{}, {} cidr rules, {} regex rules in {} files, {:.1} MB of TOML \
+         in {}; {queries} queries in {}",
         deck.prefixes.len(),
+        if spec.grouped {
+            " (grouped by trunk list)"
+        } else {
+            " (one rule each)"
+        },
         deck.nets.len(),
         deck.regex_heads.len(),
         deck.files.len(),

@@ -12,7 +12,7 @@
 //! Everything comes from a seeded SplitMix64, so one seed is one table.
 #![allow(dead_code)] // each user of this module needs a different part of it
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 /// Size of a generated table.
@@ -26,6 +26,9 @@ pub struct Spec {
     pub regex_rules: usize,
     /// PRNG seed.
     pub seed: u64,
+    /// Write the prefixes as one rule per trunk list (`match.to.prefix` with
+    /// thousands of entries) instead of one rule per prefix.
+    pub grouped: bool,
 }
 
 impl Spec {
@@ -36,6 +39,7 @@ impl Spec {
             cidr_rules: 0,
             regex_rules: 0,
             seed: 1,
+            grouped: false,
         }
     }
 }
@@ -225,24 +229,50 @@ pub fn generate(spec: Spec) -> Deck {
     }
     files.push(("00-trunks.toml".to_owned(), trunks));
 
-    for (n, chunk) in prefixes.chunks(RULES_PER_FILE).enumerate() {
-        let mut text = String::with_capacity(chunk.len() * 80);
-        for p in chunk {
-            // The trunk follows the prefix, so a deck is stable across sizes.
-            let h = key(p).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-            let t = h as usize % TRUNKS;
+    // The trunk list follows the prefix, so a deck is stable across sizes.
+    let trunks_of = |p: &str| {
+        let h = key(p).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        let t = h as usize % TRUNKS;
+        if h.is_multiple_of(4) {
+            let u = (t + 1 + (h >> 8) as usize % (TRUNKS - 1)) % TRUNKS;
+            format!("[\"t{t}\", \"t{u}\"]")
+        } else {
+            format!("[\"t{t}\"]")
+        }
+    };
+    if spec.grouped {
+        // One rule per trunk list holding all its prefixes: the same routing
+        // (a longer prefix still wins), far less TOML per prefix.
+        let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for p in &prefixes {
+            groups.entry(trunks_of(p)).or_default().push(p);
+        }
+        for (n, (trunks, ps)) in groups.iter().enumerate() {
+            let mut text = String::with_capacity(ps.len() * 14 + 100);
             let _ = write!(
                 text,
-                "[[rules]]\nname = \"p{p}\"\nmatch.to.prefix = [\"{p}\"]\n"
+                "[[rules]]\nname = \"g{n}\"\nthen.trunks = {trunks}\nmatch.to.prefix = ["
             );
-            if h % 4 == 0 {
-                let u = (t + 1 + (h >> 8) as usize % (TRUNKS - 1)) % TRUNKS;
-                let _ = writeln!(text, "then.trunks = [\"t{t}\", \"t{u}\"]");
-            } else {
-                let _ = writeln!(text, "then.trunks = [\"t{t}\"]");
+            for (i, p) in ps.iter().enumerate() {
+                text.push_str(if i.is_multiple_of(8) { "\n  \"" } else { " \"" });
+                text.push_str(p);
+                text.push_str("\",");
             }
+            text.push_str("\n]\n");
+            files.push((format!("10-group-{n:03}.toml"), text));
         }
-        files.push((format!("10-rules-{n:03}.toml"), text));
+    } else {
+        for (n, chunk) in prefixes.chunks(RULES_PER_FILE).enumerate() {
+            let mut text = String::with_capacity(chunk.len() * 80);
+            for p in chunk {
+                let _ = write!(
+                    text,
+                    "[[rules]]\nname = \"p{p}\"\nmatch.to.prefix = [\"{p}\"]\nthen.trunks = {}\n",
+                    trunks_of(p)
+                );
+            }
+            files.push((format!("10-rules-{n:03}.toml"), text));
+        }
     }
 
     let mut nets = Vec::with_capacity(spec.cidr_rules);
@@ -390,10 +420,5 @@ impl Deck {
         (0..n)
             .map(|i| self.query(kinds[i % kinds.len()], &mut rng))
             .collect()
-    }
-
-    /// Number of `[[rules]]` in the deck.
-    pub fn rule_count(&self) -> usize {
-        self.prefixes.len() + self.nets.len() + self.regex_heads.len()
     }
 }
