@@ -339,77 +339,70 @@ fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str
     d.deserialize_option(V)
 }
 
-fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<u16>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a port number 0..=65535 (integer or decimal string)")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            u16::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("source_port {v} is out of range 0..=65535")))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u16::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("source_port {v} is out of range 0..=65535")))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_port_str(v).map_err(E::custom)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
+/// A field that may arrive as a JSON integer, a decimal string, or (for
+/// `auth`) a boolean; `null` means absent.
+struct Lenient<T> {
+    expecting: &'static str,
+    from_int: fn(i128) -> Result<Option<T>, String>,
+    from_str: fn(&str) -> Result<Option<T>, String>,
+    from_bool: Option<fn(bool) -> T>,
+}
+
+impl<'de, T> Visitor<'de> for Lenient<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        match self.from_bool {
+            Some(f) => Ok(Some(f(v))),
+            None => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
         }
     }
-    d.deserialize_any(V)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        (self.from_int)(i128::from(v)).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        (self.from_int)(i128::from(v)).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        (self.from_str)(v).map_err(E::custom)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    d.deserialize_any(Lenient {
+        expecting: "a port number 0..=65535 (integer or decimal string)",
+        from_int: |v| {
+            u16::try_from(v)
+                .map(Some)
+                .map_err(|_| format!("source_port {v} is out of range 0..=65535"))
+        },
+        from_str: parse_port_str,
+        from_bool: None,
+    })
 }
 
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<bool>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("0, 1, true or false")
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            match v {
-                0 => Ok(Some(false)),
-                1 => Ok(Some(true)),
-                _ => Err(E::custom(format!("auth: expected 0 or 1, found {v}"))),
-            }
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            match v {
-                0 => Ok(Some(false)),
-                1 => Ok(Some(true)),
-                _ => Err(E::custom(format!("auth: expected 0 or 1, found {v}"))),
-            }
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_flag_str(v).map_err(E::custom)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    d.deserialize_any(V)
+    d.deserialize_any(Lenient {
+        expecting: "0, 1, true or false",
+        from_int: |v| match v {
+            0 => Ok(Some(false)),
+            1 => Ok(Some(true)),
+            _ => Err(format!("auth: expected 0 or 1, found {v}")),
+        },
+        from_str: parse_flag_str,
+        from_bool: Some(|b| b),
+    })
 }
 
 #[cfg(test)]
