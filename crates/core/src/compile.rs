@@ -13,8 +13,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::config::{
-    DefaultsDef, EditDef, GatewayDef, LengthDef, PortDef, RejectDef, RouteFile, RuleDef,
-    ScheduleDef, TestDef, TrunkDef, UserMatchDef,
+    DefaultsDef, EditDef, GatewayDef, RangeDef, RejectDef, RouteFile, RuleDef, ScheduleDef,
+    TestDef, TrunkDef, UserMatchDef,
 };
 use crate::diag::{Diagnostic, Diagnostics, LineIndex, Severity};
 use crate::rule::{
@@ -904,7 +904,7 @@ impl<'s> Compiler<'s> {
             }
         }
         if let Some(l) = &def.length {
-            match parse_length(l.get_ref()) {
+            match parse_range::<u32>(l.get_ref(), "length", "0..=4294967295") {
                 Ok(x) => u.length = Some(x),
                 Err(e) => self.err(&(i, l.span()), e),
             }
@@ -962,7 +962,7 @@ impl<'s> Compiler<'s> {
         if let Some(ports) = &m.source_port {
             let mut out = Vec::new();
             for p in ports.get_ref() {
-                match parse_ports(p.get_ref()) {
+                match parse_range::<u16>(p.get_ref(), "port", "0..=65535") {
                     Ok(x) => out.push(x),
                     Err(e) => self.err(&(i, p.span()), e),
                 }
@@ -1421,45 +1421,24 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     ))
 }
 
-fn parse_ports(p: &PortDef) -> Result<(u16, u16), String> {
-    let port = |s: &str| s.trim().parse::<u16>().ok();
-    match p {
-        PortDef::Port(n) => u16::try_from(*n)
-            .map(|n| (n, n))
-            .map_err(|_| format!("port {n} is out of range 0..=65535")),
-        PortDef::Range(s) => {
-            let r = match s.split_once('-') {
-                Some((a, b)) => port(a).zip(port(b)),
-                None => port(s).map(|p| (p, p)),
-            };
-            match r {
-                Some((a, b)) if a <= b => Ok((a, b)),
-                _ => Err(format!(
-                    "invalid port range {s:?}; expected \"low-high\" with 0 <= low <= high <= 65535"
-                )),
-            }
-        }
-    }
-}
-
-fn parse_length(l: &LengthDef) -> Result<(u32, u32), String> {
-    let num = |s: &str| s.trim().parse::<u32>().ok();
-    match l {
-        LengthDef::Exact(n) => u32::try_from(*n)
-            .map(|n| (n, n))
-            .map_err(|_| format!("length {n} must be >= 0")),
-        LengthDef::Text(s) => {
-            let r = match s.split_once('-') {
-                Some((a, b)) => num(a).zip(num(b)),
-                None => num(s).map(|n| (n, n)),
-            };
-            match r {
-                Some((a, b)) if a <= b => Ok((a, b)),
-                _ => Err(format!(
-                    "invalid length {s:?}; expected \"N\" or \"N-M\" with N <= M"
-                )),
-            }
-        }
+/// An inclusive range from `5060`, `"5060"` or `"5080-5089"`.
+fn parse_range<T>(d: &RangeDef, what: &str, bounds: &str) -> Result<(T, T), String>
+where
+    T: std::str::FromStr + TryFrom<i64> + Ord + Copy + std::fmt::Display,
+{
+    let num = |s: &str| s.trim().parse::<T>().ok();
+    let r = match d {
+        RangeDef::Int(n) => T::try_from(*n).ok().map(|n| (n, n)),
+        RangeDef::Text(s) => match s.split_once('-') {
+            Some((a, b)) => num(a).zip(num(b)),
+            None => num(s).map(|n| (n, n)),
+        },
+    };
+    match r {
+        Some((a, b)) if a <= b => Ok((a, b)),
+        _ => Err(format!(
+            "invalid {what} {d}; expected a number in {bounds} or a range \"low-high\" with low <= high"
+        )),
     }
 }
 

@@ -133,7 +133,7 @@ pub(crate) struct RuleDef {
 #[serde(deny_unknown_fields)]
 pub(crate) struct MatchDef {
     pub source: Option<Spanned<Vec<Spanned<String>>>>,
-    pub source_port: Option<Spanned<Vec<Spanned<PortDef>>>>,
+    pub source_port: Option<Spanned<Vec<Spanned<RangeDef>>>>,
     pub transport: Option<Spanned<Vec<Spanned<String>>>>,
     pub auth: Option<Spanned<bool>>,
     pub to: Option<UserMatchDef>,
@@ -142,26 +142,35 @@ pub(crate) struct MatchDef {
     pub schedule: Option<Spanned<String>>,
 }
 
-/// A port or a `"N-M"` range.
+/// A number or a `"N"`/`"N-M"` string: ports and lengths.
 #[derive(Debug)]
-pub(crate) enum PortDef {
-    Port(i64),
-    Range(String),
+pub(crate) enum RangeDef {
+    Int(i64),
+    Text(String),
 }
 
-impl<'de> Deserialize<'de> for PortDef {
+impl fmt::Display for RangeDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeDef::Int(n) => write!(f, "{n}"),
+            RangeDef::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RangeDef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = PortDef;
+            type Value = RangeDef;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number or a \"low-high\" range string")
+                f.write_str("a number or a \"low-high\" range string")
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortDef, E> {
-                Ok(PortDef::Port(v))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RangeDef, E> {
+                Ok(RangeDef::Int(v))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortDef, E> {
-                Ok(PortDef::Range(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RangeDef, E> {
+                Ok(RangeDef::Text(v.to_owned()))
             }
         }
         d.deserialize_any(V)
@@ -174,34 +183,8 @@ pub(crate) struct UserMatchDef {
     pub prefix: Option<Spanned<Vec<Spanned<String>>>>,
     pub exact: Option<Spanned<Vec<Spanned<String>>>>,
     pub regex: Option<Spanned<String>>,
-    pub length: Option<Spanned<LengthDef>>,
+    pub length: Option<Spanned<RangeDef>>,
     pub domain: Option<Spanned<Vec<Spanned<String>>>>,
-}
-
-/// `length = 10` or `length = "10-15"`.
-#[derive(Debug)]
-pub(crate) enum LengthDef {
-    Exact(i64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for LengthDef {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = LengthDef;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a length \"N\" or \"N-M\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LengthDef, E> {
-                Ok(LengthDef::Exact(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<LengthDef, E> {
-                Ok(LengthDef::Text(v.to_owned()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 #[derive(Debug, Deserialize)]
