@@ -8,7 +8,7 @@
 #   DURATION=5s CONNECTIONS="16 64" scripts/load.sh
 #   PIN=0 scripts/load.sh                 # do not pin server and wrk to cores
 #
-# Environment: DURATION (10s), CONNECTIONS ("1 16 64"), RULES (100000),
+# Environment: DURATION (10s per wrk run), ROUNDS (3), CONNECTIONS ("1 16 64"), RULES (100000),
 # BIG_RULES (1000000; 0 skips the memory point), RELOADS (3), PIN (1),
 # SERVER_CPUS (0), CLIENT_CPUS (1), WORK (a temporary directory).
 #
@@ -20,6 +20,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-"1 16 64"}
 RULES=${RULES:-100000}
 BIG_RULES=${BIG_RULES:-1000000}
@@ -78,7 +79,7 @@ wait_http "http://127.0.0.1:$C4_PORT/health" 120
 load_ms=$(( $(now_ms) - started ))
 bg_server "$FIXED" --listen "127.0.0.1:$FIXED_PORT" --uri "sip:127.0.0.1:5080" \
     2>"$WORK/fixed.log" &
-PIDS+=("$!")
+FIXED_PID=$!; PIDS+=("$FIXED_PID")
 wait_http "http://127.0.0.1:$FIXED_PORT/health" 10
 
 # One sanity query each, so a broken setup does not produce fast nonsense.
@@ -101,23 +102,41 @@ say "warm-up"
 DURATION=2s run_wrk "$FIXED_PORT" 16 >/dev/null
 DURATION=2s run_wrk "$C4_PORT" 16 >/dev/null
 
+# CPU time a process has used, in µs (utime + stime): unlike req/s, CPU per
+# request hardly moves when other work shares the machine.
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+cpu_us() { awk -v t="$TICK_US" '{print ($14 + $15) * t}' "/proc/$1/stat"; }
+run_measured() { # PID PORT CONNECTIONS -> RESULT line with cpu_us_per_req=
+    local before after line
+    before=$(cpu_us "$1"); line=$(run_wrk "$2" "$3"); after=$(cpu_us "$1")
+    echo "$line cpu_us_per_req=$(awk -v a="$before" -v b="$after" -v n="$(field requests "$line")" \
+        'BEGIN {printf "%.1f", (b - a) / (n ? n : 1)}')"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
 echo
-echo "| connections | fixed_answer req/s | c4route req/s | ratio | fixed p50 / p99 (µs) | c4route p50 / p99 (µs) | p99 ratio | errors (c4route) |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "Median of $ROUNDS interleaved rounds of $DURATION each (fixed_answer, then c4route, per round)."
+echo
+echo "| connections | fixed_answer req/s | c4route req/s | ratio | fixed p50 / p99 (µs) | c4route p50 / p99 (µs) | p99 ratio | CPU µs/req fixed / c4route | c4route errors |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in $CONNECTIONS; do
-    say "wrk -c$c -d$DURATION: fixed_answer"
-    f=$(run_wrk "$FIXED_PORT" "$c")
-    say "wrk -c$c -d$DURATION: c4route"
-    r=$(run_wrk "$C4_PORT" "$c")
-    echo "$f" >"$WORK/fixed-c$c.txt"; echo "$r" >"$WORK/c4route-c$c.txt"
-    frps=$(field rps "$f"); rrps=$(field rps "$r")
-    f50=$(field p50_us "$f"); f99=$(field p99_us "$f")
-    r50=$(field p50_us "$r"); r99=$(field p99_us "$r")
-    errs=$(( $(field errors "$r") + $(field non2xx "$r") ))
-    awk -v c="$c" -v frps="$frps" -v rrps="$rrps" -v f50="$f50" -v f99="$f99" \
-        -v r50="$r50" -v r99="$r99" -v e="$errs" 'BEGIN {
-        printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %.2f | %d |\n",
-            c, frps, rrps, rrps / frps, f50, f99, r50, r99, r99 / (f99 ? f99 : 1), e }'
+    frps=""; rrps=""; f50=""; f99=""; r50=""; r99=""; fcpu=""; rcpu=""; errs=0
+    for round in $(seq 1 "$ROUNDS"); do
+        say "wrk -c$c -d$DURATION round $round: fixed_answer, c4route"
+        f=$(run_measured "$FIXED_PID" "$FIXED_PORT" "$c"); r=$(run_measured "$C4_PID" "$C4_PORT" "$c")
+        fcpu+=" $(field cpu_us_per_req "$f")"; rcpu+=" $(field cpu_us_per_req "$r")"
+        echo "$f" >>"$WORK/fixed-c$c.txt"; echo "$r" >>"$WORK/c4route-c$c.txt"
+        frps+=" $(field rps "$f")"; rrps+=" $(field rps "$r")"
+        f50+=" $(field p50_us "$f")"; f99+=" $(field p99_us "$f")"
+        r50+=" $(field p50_us "$r")"; r99+=" $(field p99_us "$r")"
+        errs=$(( errs + $(field errors "$r") + $(field non2xx "$r") ))
+    done
+    awk -v c="$c" -v frps="$(median <<<"$frps")" -v rrps="$(median <<<"$rrps")" \
+        -v f50="$(median <<<"$f50")" -v f99="$(median <<<"$f99")" \
+        -v r50="$(median <<<"$r50")" -v r99="$(median <<<"$r99")" -v e="$errs" \
+        -v fcpu="$(median <<<"$fcpu")" -v rcpu="$(median <<<"$rcpu")" 'BEGIN {
+        printf "| %s | %d | %d | %.2f | %d / %d | %d / %d | %.2f | %.1f / %.1f | %d |\n",
+            c, frps, rrps, rrps / frps, f50, f99, r50, r99, r99 / (f99 ? f99 : 1), fcpu, rcpu, e }'
 done
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -146,7 +165,7 @@ for i in $(seq 1 "$RELOADS"); do
     sleep 0.5
 done
 echo
-echo "c4route peak VmHWM over the run (two tables live during a swap): $(( $(hwm_kb "$C4_PID") / 1024 )) MiB"
+echo "c4route after the reloads: VmRSS $(( $(rss_kb "$C4_PID") / 1024 )) MiB, peak VmHWM $(( $(hwm_kb "$C4_PID") / 1024 )) MiB (compiling holds the new table's build state next to the serving table)"
 
 if [ "$BIG_RULES" -gt 0 ]; then
     say "generating $BIG_RULES rules for the memory point"
