@@ -7,7 +7,7 @@
 //! directory. Every event, whatever the file, only does `try_send(())` on a
 //! channel of capacity 1, which coalesces bursts for free; one task waits
 //! for a quiet debounce window, drains the channel, re-reads and compiles
-//! the directory on the blocking pool and swaps the result in. SIGHUP feeds
+//! the directory on a dedicated reload thread and swaps the result in. SIGHUP feeds
 //! the same channel. An event that arrives during a reload leaves the slot
 //! full, so the directory is read again afterwards and no change is lost.
 
@@ -71,18 +71,26 @@ pub fn spawn(
         }
     });
 
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until a whole window passes without new events.
-            loop {
-                tokio::time::sleep(debounce).await;
-                if rx.try_recv().is_err() {
-                    break;
+    // One dedicated thread does every reload, off the async workers. Always
+    // the same thread, so the allocator reuses one arena for every compile;
+    // with tokio's blocking pool each reload could land on another thread
+    // and glibc would keep one compile's peak per arena (measured: RSS of a
+    // 100k-rule server grew from 0.5 to 1 GiB over three reloads).
+    std::thread::Builder::new()
+        .name("c4route-reload".into())
+        .spawn(move || {
+            while rx.blocking_recv().is_some() {
+                // Debounce: wait until a whole window passes without new events.
+                loop {
+                    std::thread::sleep(debounce);
+                    if rx.try_recv().is_err() {
+                        break;
+                    }
                 }
+                reload(&state);
             }
-            reload(&state).await;
-        }
-    });
+        })
+        .context("starting the reload thread")?;
     Ok(ReloadHandle { _watcher: watcher })
 }
 
@@ -99,44 +107,46 @@ enum Outcome {
     Failed(Error),
 }
 
-/// Re-reads and compiles routes.d off the async workers; swaps on success.
-pub async fn reload(state: &Arc<AppState>) {
-    let started = Instant::now();
-    let st = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let sources = match Sources::read_dir(&st.routes_dir) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Failed(e),
-        };
-        if sources.digest() == st.current.load().table.version() {
-            return Outcome::Unchanged;
-        }
-        match sources.build() {
-            Ok(table) => {
-                let rules = table.rule_count();
-                // Only this task swaps, so the generation cannot race.
-                let generation = st.current.load().generation + 1;
-                let new = Arc::new(Loaded::new(table, generation));
-                let m = &st.metrics;
-                m.table_rules.set(new.table.rule_count() as i64);
-                m.table_trunks.set(new.table.trunk_count() as i64);
-                m.table_generation.set(generation as i64);
-                m.last_reload_success_timestamp
-                    .set(new.loaded_at.as_millisecond() as f64 / 1000.0);
-                for w in new.table.warnings() {
-                    warn!("{w}");
-                }
-                let old = st.current.swap(new);
-                Outcome::Swapped { old, rules }
+/// Reads routes.d; builds and swaps in a new table unless the content is unchanged.
+fn attempt(st: &AppState) -> Outcome {
+    let sources = match Sources::read_dir(&st.routes_dir) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e),
+    };
+    if sources.digest() == st.current.load().table.version() {
+        return Outcome::Unchanged;
+    }
+    match sources.build() {
+        Ok(table) => {
+            let rules = table.rule_count();
+            // Only the reload thread swaps, so the generation cannot race.
+            let generation = st.current.load().generation + 1;
+            let new = Arc::new(Loaded::new(table, generation));
+            let m = &st.metrics;
+            m.table_rules.set(new.table.rule_count() as i64);
+            m.table_trunks.set(new.table.trunk_count() as i64);
+            m.table_generation.set(generation as i64);
+            m.last_reload_success_timestamp
+                .set(new.loaded_at.as_millisecond() as f64 / 1000.0);
+            for w in new.table.warnings() {
+                warn!("{w}");
             }
-            Err(e) => Outcome::Failed(e),
+            let old = st.current.swap(new);
+            Outcome::Swapped { old, rules }
         }
-    })
-    .await;
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Re-reads and compiles routes.d (blocking; runs on the reload thread);
+/// swaps on success.
+pub fn reload(state: &AppState) {
+    let started = Instant::now();
+    let outcome = attempt(state);
     let m = &state.metrics;
     m.last_reload_duration.set(started.elapsed().as_secs_f64());
     match outcome {
-        Ok(Outcome::Swapped { old, rules }) => {
+        Outcome::Swapped { old, rules } => {
             m.reloads_ok.inc();
             m.last_reload_success.set(1);
             state.last_error.store(None);
@@ -149,10 +159,11 @@ pub async fn reload(state: &Arc<AppState>) {
                 ms = started.elapsed().as_millis() as u64,
                 "routes.d reloaded"
             );
-            // Free a large old table on the blocking pool, not on a worker.
-            tokio::task::spawn_blocking(move || drop(old));
+            // Usually the last reference: a large table is freed here, on
+            // the reload thread, not on an async worker.
+            drop(old);
         }
-        Ok(Outcome::Unchanged) => {
+        Outcome::Unchanged => {
             m.reloads_ok.inc();
             m.last_reload_success.set(1);
             if state.last_error.swap(None).is_some() {
@@ -161,7 +172,7 @@ pub async fn reload(state: &Arc<AppState>) {
                 info!("routes.d unchanged; nothing to swap");
             }
         }
-        Ok(Outcome::Failed(e)) => {
+        Outcome::Failed(e) => {
             m.reloads_failed.inc();
             m.last_reload_success.set(0);
             let text = match &e {
@@ -185,14 +196,6 @@ pub async fn reload(state: &Arc<AppState>) {
                 "reload failed; the last good table keeps serving"
             );
             state.last_error.store(Some(Arc::new(text)));
-        }
-        Err(e) => {
-            m.reloads_failed.inc();
-            m.last_reload_success.set(0);
-            error!("reload task failed: {e}");
-            state
-                .last_error
-                .store(Some(Arc::new(format!("reload task failed: {e}"))));
         }
     }
 }
