@@ -63,8 +63,8 @@ function ns(v, u) {
 END {
     for (i = 1; i <= k; i++) printf "%-28s %12s   [%s]\n", order[i], shown[order[i]], fast[order[i]]
     print ""
-    split("route/matching route/deep route/miss json/matching json/miss", kinds, " ")
-    for (i = 1; i <= 5; i++) {
+    split("route/matching route/deep route/miss route/corpus json/matching json/miss", kinds, " ")
+    for (i = 1; i <= 6; i++) {
         x = med[kinds[i] "/100"]; y = med[kinds[i] "/1000000"]
         if (x > 0 && y > 0)
             printf "%-16s 1M / 100 rules = %.2f  (target <= 2)   1M median %.0f ns (target <= 1000)\n", kinds[i], y / x, y

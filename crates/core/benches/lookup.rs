@@ -14,7 +14,10 @@
 //! - `matching`: a 11–13 digit number under a random prefix of the deck;
 //! - `deep`: a 13-digit number under the 10-digit prefix with the most
 //!   covering prefixes (every probe length hits);
-//! - `miss`: a number no prefix covers (404).
+//! - `miss`: a number no prefix covers (404);
+//! - `corpus`: 4096 different generated queries in turn (the kinds above, and
+//!   in `mix` also source-only and regex numbers), so that a big table is not
+//!   measured from a cache kept warm by one repeated number.
 //!
 //! `mix` is 100k prefix rules plus 10k source-CIDR rules and 100 regex rules
 //! (one `RegexSet`), queried by number, by source network and by regex.
@@ -43,12 +46,17 @@ fn main() {
 }
 
 const SIZES: [usize; 4] = [100, 10_000, 100_000, 1_000_000];
+/// Queries in each fixture's rotating corpus.
+const CORPUS: usize = 4096;
 
 /// A table and one query of each kind it can serve.
 struct Fixture {
     sources: Sources,
     table: RouteTable,
     queries: Vec<(Kind, Query<'static>)>,
+    /// Distinct queries of every kind in rotation, so that a large table is
+    /// not served from a warm cache by one repeated number.
+    corpus: Vec<Query<'static>>,
 }
 
 impl Fixture {
@@ -67,10 +75,20 @@ impl Fixture {
                 (k, q)
             })
             .collect();
+        let corpus = deck
+            .queries(CORPUS, 11)
+            .iter()
+            .map(|body| {
+                Query::from_json(body.as_bytes())
+                    .expect("a generated query parses")
+                    .into_owned()
+            })
+            .collect();
         Fixture {
             sources,
             table,
             queries,
+            corpus,
         }
     }
 
@@ -120,6 +138,17 @@ fn decide(b: Bencher, f: &'static Fixture, kind: Kind) {
     b.bench_local(|| black_box(f.table.route(black_box(q), now)).rule.is_some());
 }
 
+fn decide_corpus(b: Bencher, f: &'static Fixture) {
+    let now = SystemTime::now();
+    let mut i = 0;
+    b.bench_local(|| {
+        i = (i + 1) % f.corpus.len();
+        black_box(f.table.route(black_box(&f.corpus[i]), now))
+            .rule
+            .is_some()
+    });
+}
+
 fn decide_json(b: Bencher, f: &'static Fixture, kind: Kind) {
     let q = f.query(kind);
     let now = SystemTime::now();
@@ -150,6 +179,12 @@ mod route {
     #[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
     fn miss(b: Bencher, n: usize) {
         decide(b, prefixes(n), Kind::Miss);
+    }
+
+    /// 4096 different queries (matching, deep, miss) in turn.
+    #[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
+    fn corpus(b: Bencher, n: usize) {
+        decide_corpus(b, prefixes(n));
     }
 }
 
@@ -195,6 +230,12 @@ mod mix {
     #[divan::bench(sample_count = 300, sample_size = 64)]
     fn miss(b: Bencher) {
         decide(b, mixed(), Kind::Miss);
+    }
+
+    /// 4096 different queries of every kind in turn.
+    #[divan::bench(sample_count = 300, sample_size = 64)]
+    fn corpus(b: Bencher) {
+        decide_corpus(b, mixed());
     }
 }
 
