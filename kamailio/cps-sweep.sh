@@ -13,7 +13,7 @@
 #   bash kamailio/cps-sweep.sh                       # everything, bounded by MAX_MINUTES
 #   MODES="static c4route" ALLOCS=tlsf bash kamailio/cps-sweep.sh
 #
-# Environment (defaults): STEP_SECONDS=10, START_RATE=250, MAX_RATE=8000, BISECT=3,
+# Environment (defaults): STEP_SECONDS=10, START_RATE=500, MAX_RATE=8000, BISECT=2, QUIET_WAIT=10,
 # MODES="static fixed c4route unwrapped", ALLOCS="qm tlsf", SHM_MB=1024, CHILDREN=4,
 # HTTP_WORKERS=4, MAX_MINUTES=25, OUT=kamailio/tests/out/cps-<time>, TRACE= (1: SIPp traces).
 # Writes OUT/steps.csv (every step) and OUT/summary.md (the table for docs/PERFORMANCE.md).
@@ -24,9 +24,9 @@ repo=$(cd "$here/.." && pwd)
 scen="$here/tests/scenarios"
 
 STEP_SECONDS=${STEP_SECONDS:-10}
-START_RATE=${START_RATE:-250}
+START_RATE=${START_RATE:-500}
 MAX_RATE=${MAX_RATE:-8000}
-BISECT=${BISECT:-3}
+BISECT=${BISECT:-2}
 MODES=${MODES:-"static fixed c4route unwrapped"}
 ALLOCS=${ALLOCS:-"qm tlsf"}
 SHM_MB=${SHM_MB:-1024}
@@ -35,6 +35,8 @@ HTTP_WORKERS=${HTTP_WORKERS:-4}
 MAX_MINUTES=${MAX_MINUTES:-25}
 REF_RATE=${REF_RATE:-1000}   # CPU per call is also compared at this common rate (a doubling step)
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
+QUIET_WAIT=${QUIET_WAIT:-10}  # at most this many seconds of waiting for >= 90 % idle before a step
+EXTRA_DEFINES=${EXTRA_DEFINES:-}   # more Kamailio -A defines, e.g. 'C4_HTTP_MEMORY_MANAGER="sys"'
 TRACE=${TRACE:-}             # non-empty: SIPp message traces of caller and gateway (large)
 
 IP=127.0.0.1
@@ -110,16 +112,16 @@ kam_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
 LAST_IDLE=0
 idle_pct() { echo "$LAST_IDLE"; }
-wait_quiet() { # until the machine is >= 90 % idle over 1 s (at most 15 s)
+wait_quiet() { # until the machine is >= 90 % idle over 1 s (at most QUIET_WAIT s)
     local i a b
-    for i in $(seq 15); do
+    for i in $(seq "$QUIET_WAIT"); do
         a=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
         sleep 1
         b=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
         LAST_IDLE=$(awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; v = 0; if (t > 0) v = 100 * (y[1] - x[1]) / t; printf "%d", v}')
         [[ $LAST_IDLE -ge 90 ]] && return 0
     done
-    log "machine not quiet after 15 s (idle ${LAST_IDLE}%); going on"
+    log "machine not quiet after $QUIET_WAIT s (idle ${LAST_IDLE}%); going on"
 }
 
 hac_stats() { # "requests replies errors timeouts"
@@ -158,6 +160,8 @@ start_kamailio() { # alloc mode
     [[ $alloc == tlsf ]] && extra=(-x tlsf -X tlsf)
     local defs=(-A "C4_LISTEN=udp:$IP:$KAM_PORT" -A "C4_CHILDREN=$CHILDREN" -A "C4_HTTP_WORKERS=$HTTP_WORKERS"
                 -A "C4_CTL_SOCKET=\"$ctl\"" -A "C4_STATIC_DST=\"sip:$IP:$GW_PORT\"")
+    local d
+    for d in $EXTRA_DEFINES; do defs+=(-A "$d"); done
     case $mode in
         static) defs+=(-A STATIC_ROUTING) ;;
         fixed) defs+=(-A "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"") ;;
@@ -188,8 +192,8 @@ run_step() {
     local kp; kp=$(kam_pids "$kam_pid")
     local k0 h0 s0
     k0=$(cpu_ticks $kp); h0=$( [[ -n "$http_pid" ]] && cpu_ticks "$http_pid" || echo 0); s0=$(hac_stats); u0=$(udp_drops)
-    timeout $(( STEP_SECONDS + 60 )) sipp "$IP:$KAM_PORT" -sf "$scen/uac_cps.xml" -s 1000 -i "$IP" -p "$CALLER_PORT" \
-        -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -buff_size 4194304 -nostdin -timeout $(( STEP_SECONDS + 30 )) -timeout_error \
+    timeout $(( STEP_SECONDS + 30 )) sipp "$IP:$KAM_PORT" -sf "$scen/uac_cps.xml" -s 1000 -i "$IP" -p "$CALLER_PORT" \
+        -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -buff_size 4194304 -nostdin -timeout $(( STEP_SECONDS + 10 )) -timeout_error \
         -trace_stat -stf "$stf" -fd 1 ${TRACE:+-trace_msg -message_file "$OUT/caller-$alloc-$mode-$1.msg"} -trace_err -error_file "$OUT/caller-$alloc-$mode-$rate.err" \
         >"$OUT/caller.out" 2>&1
     local rc=$?
