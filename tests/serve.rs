@@ -856,3 +856,49 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let st = s.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit status {st:?}");
 }
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let s = Server::start(
+        &[("10-routes.toml", &table("alpha", 1))],
+        &["--max-connections", "2"],
+    );
+    let mut a = s.conn();
+    assert_eq!(
+        a.post("/kamailio/rtjson", "text/plain", QUERY.as_bytes())
+            .status,
+        200
+    );
+    let mut b = s.conn();
+    assert_eq!(
+        b.post("/kamailio/rtjson", "text/plain", QUERY.as_bytes())
+            .status,
+        200
+    );
+    // The third connects (kernel backlog) but is not served while two are open.
+    let mut c = s.conn();
+    c.r.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let waiting = c.try_request(
+        "POST",
+        "/kamailio/rtjson",
+        Some("text/plain"),
+        QUERY.as_bytes(),
+    );
+    assert!(
+        waiting.is_err(),
+        "served beyond --max-connections: {waiting:?}"
+    );
+    drop(a);
+    c.r.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let r = c.read_response().expect("served once a slot is free");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        b.post("/kamailio/rtjson", "text/plain", QUERY.as_bytes())
+            .status,
+        200
+    );
+}
