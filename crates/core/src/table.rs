@@ -174,6 +174,10 @@ pub struct RouteTable {
     tests: Box<[TestCase]>,
     warnings: Diagnostics,
     version: Box<str>,
+    /// Shared "keep as is" From/To and empty `extra`, so answers without
+    /// rewrites or headers allocate nothing for them.
+    pub(crate) no_rewrite: Arc<crate::PartyHeader>,
+    pub(crate) no_extra: Arc<str>,
 }
 
 const _: fn() = || {
@@ -273,6 +277,8 @@ impl RouteTable {
             tests: v.tests.into(),
             warnings: Diagnostics(v.warnings),
             version: version.into(),
+            no_rewrite: Arc::default(),
+            no_extra: Arc::from(""),
         })
     }
 
