@@ -136,9 +136,11 @@ pub(crate) struct MatchDef {
     pub source_port: Option<Spanned<Vec<Spanned<RangeDef>>>>,
     pub transport: Option<Spanned<Vec<Spanned<String>>>>,
     pub auth: Option<Spanned<bool>>,
-    pub to: Option<UserMatchDef>,
-    pub from: Option<UserMatchDef>,
-    pub ruri: Option<UserMatchDef>,
+    // Boxed: most rules use one of the three, and a parsed 1M-rule file
+    // must not carry 3 × 5 empty slots per rule.
+    pub to: Option<Box<UserMatchDef>>,
+    pub from: Option<Box<UserMatchDef>>,
+    pub ruri: Option<Box<UserMatchDef>>,
     pub schedule: Option<Spanned<String>>,
 }
 
@@ -193,7 +195,7 @@ pub(crate) struct ThenDef {
     pub trunks: Option<Spanned<Vec<Spanned<String>>>>,
     pub reject: Option<Spanned<RejectDef>>,
     pub routing: Option<Spanned<String>>,
-    pub rewrite: Option<Spanned<RewriteDef>>,
+    pub rewrite: Option<Box<Spanned<RewriteDef>>>,
     pub headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
