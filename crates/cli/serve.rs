@@ -410,14 +410,7 @@ async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap:
         }
     };
     let started = Instant::now();
-    let mut ct = content_type.as_ref().and_then(|v| v.to_str().ok());
-    // libcurl labels any POST without a Content-Type header as form data, so
-    // a Kamailio script that forgets the header sends its JSON query as
-    // `application/x-www-form-urlencoded`. A body that opens with `{` is
-    // never meaningful form data: read it as the JSON it is.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        ct = None;
-    }
+    let ct = content_type.as_ref().and_then(|v| v.to_str().ok());
     let query = match Query::parse(&body, ct) {
         Ok(q) => q,
         Err(e) => {

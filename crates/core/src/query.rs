@@ -146,7 +146,8 @@ pub enum QueryError {
 
 impl<'a> Query<'a> {
     /// Parses a body by content type: `application/x-www-form-urlencoded` as
-    /// form data, anything else (or none) as JSON (SPEC §2).
+    /// form data (unless the body is plainly a JSON object), anything else
+    /// (or none) as JSON (SPEC §2).
     ///
     /// # Errors
     /// [`QueryError`] when the body is too large or malformed.
@@ -158,7 +159,11 @@ impl<'a> Query<'a> {
                 .trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-        if is_form {
+        // libcurl labels any POST without a Content-Type as form data, so a
+        // Kamailio script that forgets the header sends JSON labelled as a
+        // form. A body opening with `{` is never meaningful form data.
+        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if is_form && !looks_json {
             Self::from_form(body)
         } else {
             Self::from_json(body)
@@ -458,5 +463,11 @@ mod tests {
         assert_eq!(q.auth, Some(false));
         assert!(Query::from_form(b"source_port=abc").is_err());
         assert!(Query::parse(b"{}", Some("text/plain")).is_ok());
+        let q = Query::parse(
+            br#" {"source_port":5062}"#,
+            Some("application/x-www-form-urlencoded"),
+        )
+        .unwrap();
+        assert_eq!(q.source_port, Some(5062));
     }
 }
