@@ -30,6 +30,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 runtime_pkgs=(kamailio kamailio-json-modules kamailio-extra-modules kamailio-utils-modules sip-tester)
+# used by kamailio/tests/run.sh and cps-sweep.sh (python3 for HTTP checks, ss for port checks)
+test_pkgs=(python3 iproute2)
 # Load generators for kamailio/cps-sweep.sh; useful, not required.
 optional_pkgs=(wrk hyperfine)
 build_pkgs=(libcurl4-openssl-dev libevent-dev pkg-config dpkg-dev build-essential)
@@ -77,14 +79,14 @@ missing_pkgs() {
 
 # --- fast path -------------------------------------------------------------------------------
 if [[ $rebuild -eq 0 ]] && command -v kamailio >/dev/null && command -v sipp >/dev/null \
-    && [[ -z "$(missing_pkgs "${runtime_pkgs[@]}")" ]] \
+    && [[ -z "$(missing_pkgs "${runtime_pkgs[@]}" "${test_pkgs[@]}")" ]] \
     && [[ -f "$(module_dir)/http_async_client.so" ]] && check_module_loads; then
     log "already installed: $(kamailio -v | sed -n 's/^version: //p'), http_async_client loads; nothing to do"
     exit 0
 fi
 
 # --- 1. Debian packages ----------------------------------------------------------------------
-mapfile -t need < <(missing_pkgs "${runtime_pkgs[@]}" "${build_pkgs[@]}")
+mapfile -t need < <(missing_pkgs "${runtime_pkgs[@]}" "${test_pkgs[@]}" "${build_pkgs[@]}")
 if [[ ${#need[@]} -gt 0 ]]; then
     apt_update_once
     log "apt-get install ${need[*]}"
