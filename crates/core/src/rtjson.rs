@@ -251,31 +251,6 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strings_escape_like_serde_json() {
-        let mut all: String = (0u8..0x80).map(char::from).collect();
-        all.push_str("é€😀 \"quoted\" back\\slash");
-        for s in [
-            "",
-            "plain",
-            "X-Route: a\r\nX-B: c\r\n",
-            "exactly8",
-            "sixteen-bytes-ok",
-            "\u{1f}",
-            "sixteen-bytes-o\"",
-            all.as_str(),
-        ] {
-            let mut ours = Vec::new();
-            write_str(&mut ours, s);
-            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
-        }
-    }
-}
-
 /// FNV-1a: stable across platforms and releases, so a Call-ID always gets
 /// the same gateway order (`c4route eval` reproduces production).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
@@ -487,6 +462,31 @@ impl RouteTable {
         Outcome::Route {
             routing: ra.routing,
             routes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀 \"quoted\" back\\slash");
+        for s in [
+            "",
+            "plain",
+            "X-Route: a\r\nX-B: c\r\n",
+            "exactly8",
+            "sixteen-bytes-ok",
+            "\u{1f}",
+            "sixteen-bytes-o\"",
+            all.as_str(),
+        ] {
+            let mut ours = Vec::new();
+            write_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
         }
     }
 }
