@@ -170,8 +170,8 @@ start_kamailio() { # alloc mode
     esac
     kam_log="$OUT/kamailio-$alloc-$mode.log"
     echo "kamailio -f kamailio/kamailio.cfg -DD -E -m $SHM_MB -M 32 ${extra[*]} ${defs[*]}" >"$OUT/kamailio-$alloc-$mode.cmd"
-    kamailio -f "$here/kamailio.cfg" -DD -E -m "$SHM_MB" -M 32 "${extra[@]}" -w "$OUT" -P "$OUT/kamailio.pid" \
-        "${defs[@]}" >"$kam_log" 2>&1 &
+    (cd "$OUT" && exec kamailio -f "$here/kamailio.cfg" -DD -E -m "$SHM_MB" -M 32 "${extra[@]}" -w "$OUT" \
+        -P "$OUT/kamailio.pid" "${defs[@]}") >"$kam_log" 2>&1 &
     kam_pid=$!; pids+=("$kam_pid")
     local i
     for i in $(seq 100); do

@@ -169,12 +169,13 @@ start_kamailio() {
     local name=$1 port=$2 i
     shift 2
     KCTL="unix:$OUT/kamailio-$name.ctl"
-    kamailio -f "$kdir/kamailio.cfg" -DD -E -m 128 -M 16 -w "$OUT" -P "$OUT/kamailio-$name.pid" \
+    # started from $OUT: import_file looks for kamailio-local.cfg in the current directory first
+    (cd "$OUT" && exec kamailio -f "$kdir/kamailio.cfg" -DD -E -m 128 -M 16 -w "$OUT" -P "$OUT/kamailio-$name.pid" \
         -A "C4_LISTEN=udp:$IP:$port" \
         -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
         -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
         -A "C4_CTL_SOCKET=\"$KCTL\"" \
-        "$@" >"$OUT/kamailio-$name.log" 2>&1 &
+        "$@") >"$OUT/kamailio-$name.log" 2>&1 &
     KPID=$!
     pids+=("$KPID")
     for i in $(seq 100); do
