@@ -295,6 +295,14 @@ else
     fail "From rewrite in BYE" "see the BYE of $CID in $OUT/gw-gw1.msg"
 fi
 
+# 5b. a display name full of JSON-significant characters still makes a valid query
+call tricky-display 8001 uac_tricky
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:8001@' '^X-Caller: .*The Builder.*Neil'; then
+    pass "display name with \" \\ ' is escaped into valid JSON ($(msg "$OUT/gw-gw1.msg" "$CID" '^INVITE ' | grep -m1 '^X-Caller:'))"
+else
+    fail "JSON escaping of the display name" "sipp rc=$RC; see $CALLER, gw-gw1.msg, c4route.log"
+fi
+
 # 6. reject rule: its code and reason reach the caller
 call reject 6001 uac_fail
 if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; then
