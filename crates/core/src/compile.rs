@@ -56,8 +56,43 @@ pub(crate) const MAX_URI: usize = 1023;
 
 struct File<'s> {
     path: Arc<str>,
-    text: &'s str,
     lines: LineIndex<'s>,
+}
+
+/// A piece of a file parsed as its own TOML document: a whole file, or a run
+/// of `[[rules]]` of a large one. Spans inside it are relative to `base`.
+struct Unit<'s> {
+    file: usize,
+    base: usize,
+    text: &'s str,
+}
+
+/// Files at least this large are split at `[[rules]]` lines and the pieces
+/// parsed on all cores: TOML parsing is most of compiling a large rate deck.
+const SPLIT_MIN: usize = 256 * 1024;
+
+/// Splits `text` into about `pieces` runs, each starting at a line that is
+/// exactly `[[rules]]` (so every piece is a valid document on its own).
+/// Files with multi-line strings are never split: such a line could be text.
+fn split_points(text: &str, pieces: usize) -> Vec<usize> {
+    let mut out = vec![0];
+    if pieces <= 1 || text.contains("\"\"\"") || text.contains("'''") {
+        return out;
+    }
+    let step = text.len() / pieces;
+    for k in 1..pieces {
+        let from = (k * step).max(*out.last().unwrap_or(&0) + 1);
+        let Some(rest) = text.get(from..) else { break };
+        let found = rest.match_indices("\n[[rules]]").find(|(i, m)| {
+            let after = &rest[i + m.len()..];
+            after.starts_with('\n') || after.starts_with("\r\n")
+        });
+        match found {
+            Some((i, _)) => out.push(from + i + 1),
+            None => break,
+        }
+    }
+    out
 }
 
 /// Everything validated, ready to be frozen.
@@ -76,34 +111,114 @@ pub(crate) struct Validated {
 pub(crate) struct Compiler<'s> {
     root: Arc<str>,
     files: Vec<File<'s>>,
+    units: Vec<Unit<'s>>,
+    threads: usize,
     diags: Vec<Diagnostic>,
 }
 
-/// A value's location: file index and byte span.
+/// A value's location: unit index and byte span within the unit.
 type At = (usize, Range<usize>);
 
 impl<'s> Compiler<'s> {
     pub(crate) fn new(root: Arc<str>, sources: &'s [(Arc<str>, String)]) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        Self::with_split(root, sources, SPLIT_MIN, threads)
+    }
+
+    fn with_split(
+        root: Arc<str>,
+        sources: &'s [(Arc<str>, String)],
+        split_min: usize,
+        threads: usize,
+    ) -> Self {
+        let mut units = Vec::new();
+        for (file, (_, text)) in sources.iter().enumerate() {
+            let pieces = if text.len() >= split_min { threads } else { 1 };
+            let points = split_points(text, pieces);
+            for (k, &base) in points.iter().enumerate() {
+                let end = points.get(k + 1).copied().unwrap_or(text.len());
+                units.push(Unit {
+                    file,
+                    base,
+                    text: &text[base..end],
+                });
+            }
+        }
         Compiler {
             root,
             files: sources
                 .iter()
                 .map(|(p, t)| File {
                     path: p.clone(),
-                    text: t,
                     lines: LineIndex::new(t),
                 })
                 .collect(),
+            units,
+            threads,
             diags: Vec::new(),
         }
     }
 
+    /// The file, absolute span, line and column of a location.
+    fn resolve(&self, at: &At) -> (&File<'s>, usize, Range<usize>, usize, usize) {
+        let u = &self.units[at.0];
+        let span = u.base + at.1.start..u.base + at.1.end;
+        let f = &self.files[u.file];
+        let (line, col) = f.lines.line_col(span.start);
+        (f, u.file, span, line, col)
+    }
+
+    /// Parses every unit, on up to `threads` threads, in unit order.
+    fn parse_units(&self) -> Vec<Result<RouteFile, toml::de::Error>> {
+        let parse = |u: &Unit<'_>| toml::from_str::<RouteFile>(u.text);
+        if self.threads <= 1 || self.units.len() <= 1 {
+            return self.units.iter().map(parse).collect();
+        }
+        // Hand out units to threads by size, largest first.
+        let mut order: Vec<usize> = (0..self.units.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.units[i].text.len()));
+        let mut loads = vec![(0usize, Vec::new()); self.threads.min(self.units.len())];
+        for i in order {
+            if let Some(l) = loads.iter_mut().min_by_key(|l| l.0) {
+                l.0 += self.units[i].text.len();
+                l.1.push(i);
+            }
+        }
+        let mut out: Vec<Option<Result<RouteFile, toml::de::Error>>> =
+            (0..self.units.len()).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = loads
+                .into_iter()
+                .map(|(_, ids)| {
+                    s.spawn(move || {
+                        ids.into_iter()
+                            .map(|i| (i, parse(&self.units[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                // A parser thread cannot panic on any input (toml returns errors),
+                // so a join error is only possible if it ran out of memory.
+                if let Ok(results) = h.join() {
+                    for (i, r) in results {
+                        out[i] = Some(r);
+                    }
+                }
+            }
+        });
+        out.into_iter()
+            .enumerate()
+            .map(|(i, r)| r.unwrap_or_else(|| parse(&self.units[i])))
+            .collect()
+    }
+
     fn push(&mut self, sev: Severity, at: &At, message: String, note: Option<String>) {
-        let f = &self.files[at.0];
-        let (line, col) = f.lines.line_col(at.1.start);
+        let (f, _, span, line, col) = self.resolve(at);
+        let path = f.path.clone();
         self.diags.push(Diagnostic {
-            path: f.path.clone(),
-            span: at.1.clone(),
+            path,
+            span,
             line,
             col,
             severity: sev,
@@ -134,15 +249,14 @@ impl<'s> Compiler<'s> {
     }
 
     fn loc_text(&self, at: &At) -> String {
-        let f = &self.files[at.0];
-        let (line, col) = f.lines.line_col(at.1.start);
+        let (f, _, _, line, col) = self.resolve(at);
         format!("{}:{}:{}", f.path, line, col)
     }
 
     fn loc(&self, at: &At) -> Loc {
-        let (line, col) = self.files[at.0].lines.line_col(at.1.start);
+        let (_, file, _, line, col) = self.resolve(at);
         Loc {
-            file: at.0 as u32,
+            file: file as u32,
             line: line as u32,
             col: col as u32,
         }
@@ -187,8 +301,8 @@ impl<'s> Compiler<'s> {
     fn validate(&mut self) -> Option<Validated> {
         let mut parsed: Vec<(usize, RouteFile)> = Vec::new();
         let mut parse_failed = false;
-        for i in 0..self.files.len() {
-            match toml::from_str::<RouteFile>(self.files[i].text) {
+        for (i, result) in self.parse_units().into_iter().enumerate() {
+            match result {
                 Ok(f) => parsed.push((i, f)),
                 Err(e) => {
                     parse_failed = true;
@@ -1342,10 +1456,11 @@ impl<'s> Compiler<'s> {
         if self.error_count() != errors_before {
             return None;
         }
-        let (line, _) = self.files[i].lines.line_col(t.span().start);
+        let (file, _, _, line, _) = self.resolve(&(i, t.span()));
+        let path = file.path.clone();
         Some(TestCase {
             name: def.name.get_ref().clone(),
-            location: format!("{}:{}", self.files[i].path, line),
+            location: format!("{path}:{line}"),
             query,
             at,
             expect: Expect {
@@ -1510,5 +1625,62 @@ pub(crate) fn default_reason(code: u16) -> &'static str {
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
         _ => "Rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deck(n: usize, broken: bool) -> String {
+        let mut s = String::from("[trunks.a]\ngateways = [\"sip:192.0.2.1\"]\n");
+        for i in 0..n {
+            s += &format!(
+                "[[rules]]\nname = \"r{i}\"\nmatch.to.prefix = [\"{}\"]\nthen.trunks = [\"a\"]\n",
+                i % 37
+            );
+            if broken && i == n / 2 {
+                s += "match.from.regex = '('\n";
+            }
+        }
+        s
+    }
+
+    fn build(text: &str, split_min: usize, threads: usize) -> Result<RouteTable, Error> {
+        let sources = vec![(Arc::from("big.toml"), text.to_string())];
+        Compiler::with_split("routes.d".into(), &sources, split_min, threads).run(String::new())
+    }
+
+    #[test]
+    fn split_points_land_on_rules_headers() {
+        let text = deck(100, false);
+        let points = split_points(&text, 4);
+        assert_eq!(points.len(), 4);
+        for p in &points[1..] {
+            assert!(text[*p..].starts_with("[[rules]]\n"));
+        }
+        assert_eq!(split_points("x = '''\n[[rules]]\n'''\n", 4), vec![0]);
+    }
+
+    #[test]
+    fn a_split_parse_compiles_exactly_like_a_whole_one() {
+        let text = deck(300, false);
+        let whole = build(&text, usize::MAX, 1).unwrap();
+        let split = build(&text, 1, 4).unwrap();
+        assert_eq!(whole.warnings().to_string(), split.warnings().to_string());
+        assert!(!whole.warnings().is_empty(), "the deck has ties to report");
+        for id in 0..whole.rule_count() as u32 {
+            let id = crate::RuleId(id);
+            assert_eq!(whole.rule_name(id), split.rule_name(id));
+            assert_eq!(whole.rule_location(id), split.rule_location(id));
+        }
+        let broken = deck(300, true);
+        let (Err(Error::Config(a)), Err(Error::Config(b))) =
+            (build(&broken, usize::MAX, 1), build(&broken, 1, 4))
+        else {
+            panic!("the broken deck must not compile");
+        };
+        assert_eq!(a.to_string(), b.to_string());
+        assert!(a.to_string().contains("big.toml:"), "{a}");
     }
 }
