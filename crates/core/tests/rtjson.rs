@@ -430,3 +430,56 @@ proptest! {
         header_values_ok(&v);
     }
 }
+
+#[test]
+fn a_trunks_gateway_order_does_not_depend_on_the_trunks_before_it() {
+    let t = table(
+        r#"
+        [trunks.a]
+        gateways = ["sip:192.0.2.1", "sip:192.0.2.2", "sip:192.0.2.3", "sip:192.0.2.4"]
+        [trunks.g]
+        gateways = ["sip:198.51.100.1", "sip:198.51.100.2"]
+        [[rules]]
+        name = "alone"
+        match.to.prefix = ["1"]
+        then.trunks = ["a"]
+        [[rules]]
+        name = "after-g"
+        match.to.prefix = ["2"]
+        then.trunks = ["g", "a"]
+    "#,
+    );
+    for i in 0..100 {
+        let order = |to: &str| -> Vec<String> {
+            let v = strict(&answer_bytes(
+                &t,
+                &format!(r#"{{"to_uri":"sip:{to}@x","call_id":"c{i}"}}"#),
+                Wrap::Bare,
+            ));
+            v["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["dst_uri"].as_str().unwrap().to_string())
+                .filter(|d| d.starts_with("sip:192.0.2."))
+                .collect()
+        };
+        assert_eq!(order("1"), order("2"), "call c{i}");
+    }
+}
+
+#[test]
+fn an_empty_rewritten_display_keeps_the_callers() {
+    let t = table(
+        r#"
+        [trunks.a]
+        gateways = ["sip:192.0.2.1"]
+        [[rules]]
+        name = "r"
+        then.trunks = ["a"]
+        then.rewrite.from.display = "{to.display}"
+    "#,
+    );
+    let v = strict(&answer_bytes(&t, r#"{"from_name":"Alice"}"#, Wrap::Bare));
+    assert_eq!(v["routes"][0]["headers"]["from"]["display"], "");
+}

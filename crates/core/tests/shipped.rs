@@ -143,3 +143,24 @@ proptest! {
         let _ = table.route(&query, std::time::SystemTime::now()).to_json(c4route_core::Wrap::Rtjson);
     }
 }
+
+#[test]
+fn a_syntax_error_in_one_file_hides_cross_file_reference_errors() {
+    let mut s = Sources::new();
+    s.add(
+        "10-trunks.toml",
+        "[trunks.a\ngateways = [\"sip:192.0.2.1\"]\n",
+    );
+    s.add(
+        "20-rules.toml",
+        "[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\nmatch.to.prefix = []\n",
+    );
+    let Err(Error::Config(d)) = s.build() else {
+        panic!("must fail")
+    };
+    let text = d.to_string();
+    assert!(text.contains("10-trunks.toml:1:"), "{text}");
+    assert!(!text.contains("unknown trunk"), "{text}");
+    // Problems that do not depend on the broken file are still reported.
+    assert!(text.contains("20-rules.toml:4:"), "{text}");
+}
