@@ -3,6 +3,7 @@
 //! From, To and the R-URI normalised, so that every index reads pre-chewed input.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 
 use crate::Query;
@@ -71,9 +72,11 @@ pub(crate) mod transport {
     }
 }
 
-/// The prepared query.
-#[derive(Debug, Clone)]
+/// The prepared query. From, To and the R-URI are parsed on first use: a
+/// table whose rules never look at From does not pay for parsing it.
+#[derive(Debug)]
 pub(crate) struct Candidate<'q> {
+    q: &'q Query<'q>,
     pub source_ip: Option<IpAddr>,
     pub source_ip_text: &'q str,
     pub source_port: Option<u16>,
@@ -81,10 +84,9 @@ pub(crate) struct Candidate<'q> {
     pub transport: u8,
     pub auth: bool,
     pub call_id: &'q str,
-    pub from: Party<'q>,
-    pub to: Party<'q>,
-    /// The R-URI, or the To party when the query has no `ruri`.
-    pub ruri: Party<'q>,
+    from: OnceCell<Party<'q>>,
+    to: OnceCell<Party<'q>>,
+    ruri: OnceCell<Party<'q>>,
 }
 
 impl<'q> Candidate<'q> {
@@ -97,21 +99,37 @@ impl<'q> Candidate<'q> {
                 .unwrap_or(s);
             s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
         });
-        let to = Party::new(q.to_uri.as_deref(), q.to_name.as_deref());
-        let ruri = match q.ruri.as_deref() {
-            Some(r) => Party::new(Some(r), None),
-            None => to.clone(),
-        };
         Candidate {
+            q,
             source_ip,
             source_ip_text: q.source_ip.as_deref().unwrap_or(""),
             source_port: q.source_port,
             transport: q.transport.as_deref().and_then(transport::bit).unwrap_or(0),
             auth: q.auth.unwrap_or(false),
             call_id: q.call_id.as_deref().unwrap_or(""),
-            from: Party::new(q.from_uri.as_deref(), q.from_name.as_deref()),
-            to,
-            ruri,
+            from: OnceCell::new(),
+            to: OnceCell::new(),
+            ruri: OnceCell::new(),
+        }
+    }
+
+    /// The From party.
+    pub(crate) fn from(&self) -> &Party<'q> {
+        self.from
+            .get_or_init(|| Party::new(self.q.from_uri.as_deref(), self.q.from_name.as_deref()))
+    }
+
+    /// The To party.
+    pub(crate) fn to(&self) -> &Party<'q> {
+        self.to
+            .get_or_init(|| Party::new(self.q.to_uri.as_deref(), self.q.to_name.as_deref()))
+    }
+
+    /// The R-URI, or the To party when the query has no `ruri`.
+    pub(crate) fn ruri(&self) -> &Party<'q> {
+        match self.q.ruri.as_deref() {
+            Some(r) => self.ruri.get_or_init(|| Party::new(Some(r), None)),
+            None => self.to(),
         }
     }
 }
@@ -124,12 +142,12 @@ mod tests {
     fn ruri_falls_back_to_to() {
         let q = Query::from_json(br#"{"to_uri":"sip:+44 20@x","to_name":"\"Bob\"","source_ip":"::ffff:10.0.0.1","transport":"TCP"}"#).unwrap();
         let c = Candidate::new(&q);
-        assert_eq!(c.ruri.user, "+4420");
-        assert_eq!(c.to.display, "Bob");
+        assert_eq!(c.ruri().user, "+4420");
+        assert_eq!(c.to().display, "Bob");
         assert_eq!(c.source_ip, Some("10.0.0.1".parse().unwrap()));
         assert_eq!(c.transport, transport::bit("tcp").unwrap());
         let q = Query::from_json(br#"{"to_uri":"sip:1@x","ruri":"sip:2@y"}"#).unwrap();
-        assert_eq!(Candidate::new(&q).ruri.user, "2");
-        assert!(!Candidate::new(&Query::default()).from.present);
+        assert_eq!(Candidate::new(&q).ruri().user, "2");
+        assert!(!Candidate::new(&Query::default()).from().present);
     }
 }

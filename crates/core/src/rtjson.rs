@@ -362,13 +362,13 @@ impl RouteTable {
     fn routes<'t>(&'t self, ra: &'t RouteAction, rule: &str, c: &Candidate<'_>) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
         let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
-            Some(r) => Cow::Owned(r.apply(&c.ruri.user, c, rule)),
-            None => Cow::Borrowed(&c.ruri.user),
+            Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
+            None => Cow::Borrowed(&c.ruri().user),
         };
         let (from, to) = match rw {
             Some(r) => (
                 Arc::new(party_header(
-                    &c.from,
+                    c.from(),
                     r.from_user.as_ref(),
                     r.from_display.as_ref(),
                     r.from_uri.as_ref(),
@@ -376,7 +376,7 @@ impl RouteTable {
                     rule,
                 )),
                 Arc::new(party_header(
-                    &c.to,
+                    c.to(),
                     r.to_user.as_ref(),
                     r.to_display.as_ref(),
                     r.to_uri.as_ref(),

@@ -27,9 +27,9 @@ impl Field {
 
     pub(crate) fn party<'a, 'q>(self, c: &'a Candidate<'q>) -> &'a Party<'q> {
         match self {
-            Field::To => &c.to,
-            Field::From => &c.from,
-            Field::Ruri => &c.ruri,
+            Field::To => c.to(),
+            Field::From => c.from(),
+            Field::Ruri => c.ruri(),
         }
     }
 
@@ -239,10 +239,19 @@ impl Conds {
                 .max()?;
             parts.source = len + 1;
         }
-        let to = self.users[Field::To as usize].eval(Field::To, &c.to, rx)?;
-        let ruri = self.users[Field::Ruri as usize].eval(Field::Ruri, &c.ruri, rx)?;
+        // A field with no condition is not even parsed (see `Candidate`).
+        let mut user = |f: Field| -> Option<u32> {
+            let u = &self.users[f as usize];
+            if u.is_empty() {
+                Some(user_spec::NONE)
+            } else {
+                u.eval(f, f.party(c), rx)
+            }
+        };
+        let to = user(Field::To)?;
+        let ruri = user(Field::Ruri)?;
         parts.to = to.max(ruri);
-        parts.from = self.users[Field::From as usize].eval(Field::From, &c.from, rx)?;
+        parts.from = user(Field::From)?;
         if let Some(s) = self.schedule
             && !env.schedules[s as usize].is_active(env.now)
         {

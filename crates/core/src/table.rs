@@ -372,6 +372,12 @@ impl RouteTable {
             all: explain,
         };
         for f in Field::ALL {
+            let indexed = self.idx.exact[f as usize].is_some()
+                || self.idx.prefix[f as usize].is_some()
+                || !self.idx.regex[f as usize].is_empty();
+            if !indexed {
+                continue;
+            }
             let p = f.party(c);
             if !p.present {
                 continue;
