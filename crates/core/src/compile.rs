@@ -567,7 +567,72 @@ impl<'s> Compiler<'s> {
                 }
             }
         }
-        // 3. A rule without conditions matches everything: rules it outranks never win.
+        // 3. A rule whose only condition is `to.prefix` matches every call to those
+        //    prefixes: a rule at a higher priority number whose every `to` prefix or
+        //    exact value it covers can never win.
+        let only_to_prefix = |c: &Conds| {
+            let to = &c.users[Field::To as usize];
+            to.prefix.is_some()
+                && to.exact.is_none()
+                && to.regex.is_none()
+                && to.length.is_none()
+                && to.domain.is_none()
+                && c.users[Field::From as usize].is_empty()
+                && c.users[Field::Ruri as usize].is_empty()
+                && c.source.is_none()
+                && c.ports.is_none()
+                && c.transports == 0
+                && c.auth.is_none()
+                && c.schedule.is_none()
+        };
+        let mut cover: HashMap<&str, (i64, usize)> = HashMap::new();
+        for (k, r) in rules.iter().enumerate() {
+            if only_to_prefix(&r.conds) {
+                for p in r.conds.users[Field::To as usize].prefix.iter().flatten() {
+                    let e = cover.entry(&**p).or_insert((r.priority, k));
+                    *e = (*e).min((r.priority, k));
+                }
+            }
+        }
+        let lowest = cover.values().map(|v| v.0).min();
+        for (k, r) in rules.iter().enumerate() {
+            let Some(lowest) = lowest else { break };
+            if r.priority <= lowest {
+                continue;
+            }
+            let to = &r.conds.users[Field::To as usize];
+            let values: Vec<&str> = to
+                .prefix
+                .iter()
+                .chain(to.exact.iter())
+                .flatten()
+                .map(|v| &**v)
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let mut by = None;
+            let all_covered = values.iter().all(|v| {
+                let hit = (0..=v.len())
+                    .filter(|&n| v.is_char_boundary(n))
+                    .filter_map(|n| cover.get(&v[..n]))
+                    .filter(|(prio, _)| *prio < r.priority)
+                    .min();
+                by = by.or(hit.map(|h| h.1));
+                hit.is_some()
+            });
+            if let (true, Some(j)) = (all_covered, by) {
+                let msg = format!(
+                    "rule `{}` can never win: every number it matches also matches {}, which has only a to.prefix condition and a lower priority number",
+                    r.name,
+                    loc(self, j)
+                );
+                let at = ats[k].clone();
+                self.warn(&at, msg, None);
+            }
+        }
+
+        // 4. A rule without conditions matches everything: rules it outranks never win.
         let Some(catch_all) = rules
             .iter()
             .enumerate()

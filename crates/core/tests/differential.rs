@@ -166,11 +166,27 @@ proptest! {
         let table = sources.build().map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         let reference = ReferenceTable::build(&sources).unwrap();
         let now = SystemTime::now();
+        // Every rule that `check` says can never win must indeed never win.
+        let dead: Vec<String> = table
+            .warnings()
+            .iter()
+            .filter(|w| w.message.contains("can never win"))
+            .filter_map(|w| w.message.split('`').nth(1).map(str::to_string))
+            .collect();
         for q in &queries {
             let query = Query::from_json(q.as_bytes()).unwrap();
             let got = table.route(&query, now).rule;
             let want = reference.route(&query, now);
             prop_assert_eq!(got, want, "query {} on\n{}", q, text);
+            if let Some(winner) = got {
+                prop_assert!(
+                    !dead.iter().any(|d| d == winner),
+                    "`{}` was reported as never winning but won query {} on\n{}",
+                    winner,
+                    q,
+                    text
+                );
+            }
             // explain's first match is the winner too.
             let first = table.explain(&query, now).first().map(|m| m.name.clone());
             prop_assert_eq!(first.as_deref(), want);
