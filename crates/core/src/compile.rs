@@ -585,8 +585,19 @@ impl<'s> Compiler<'s> {
                 && c.auth.is_none()
                 && c.schedule.is_none()
         };
+        // Only possible when some prefix-only rule ranks before some other rule (a rate
+        // deck at one priority skips building the map).
+        let lowest_prefix_only = rules
+            .iter()
+            .filter(|r| only_to_prefix(&r.conds))
+            .map(|r| r.priority)
+            .min();
+        let highest = rules.iter().map(|r| r.priority).max();
         let mut cover: HashMap<&str, (i64, usize)> = HashMap::new();
         for (k, r) in rules.iter().enumerate() {
+            if lowest_prefix_only >= highest {
+                break;
+            }
             if only_to_prefix(&r.conds) {
                 for p in r.conds.users[Field::To as usize].prefix.iter().flatten() {
                     let e = cover.entry(&**p).or_insert((r.priority, k));
