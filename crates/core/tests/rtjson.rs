@@ -15,6 +15,26 @@ fn table(toml: &str) -> RouteTable {
     b.build().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// One trunk `a` and one rule `r` routing to it, plus `extra` lines for the rule.
+fn one_rule(extra: &str) -> RouteTable {
+    table(&format!(
+        "[trunks.a]\ngateways = [\"sip:192.0.2.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\n{extra}\n"
+    ))
+}
+
+/// The `key` (`uri`, `dst_uri`) of every route of the answer to `query`.
+fn route_values(t: &RouteTable, query: &str, key: &str) -> Vec<String> {
+    let v = strict(&answer_bytes(t, query, Wrap::Bare));
+    v["routes"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| r[key].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn answer_bytes(t: &RouteTable, query: &str, wrap: Wrap) -> Vec<u8> {
     let q = Query::from_json(query.as_bytes()).unwrap();
     t.route(&q, SystemTime::now()).to_json(wrap)
@@ -254,18 +274,12 @@ fn parallel_routes_carry_no_timers_or_headers() {
 #[test]
 fn gateway_order_is_seeded_by_call_id() {
     let t = table(FULL);
-    let order = |cid: &str| -> Vec<String> {
-        let v = strict(&answer_bytes(
+    let order = |cid: &str| {
+        route_values(
             &t,
             &format!(r#"{{"to_uri":"sip:331@x","call_id":"{cid}"}}"#),
-            Wrap::Bare,
-        ));
-        v["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["uri"].as_str().unwrap().to_string())
-            .collect()
+            "uri",
+        )
     };
     assert_eq!(order("same"), order("same"));
     let distinct: std::collections::HashSet<Vec<String>> =
@@ -310,16 +324,8 @@ fn weights_shape_the_order() {
 
 #[test]
 fn display_names_are_quoted_only_when_needed() {
-    let t = table(
-        r#"
-        [trunks.a]
-        gateways = ["sip:192.0.2.1"]
-        [[rules]]
-        name = "r"
-        then.trunks = ["a"]
-        then.rewrite.from.display = "{from.display}"
-        then.rewrite.to.display = "Bob"
-    "#,
+    let t = one_rule(
+        "then.rewrite.from.display = \"{from.display}\"\nthen.rewrite.to.display = \"Bob\"",
     );
     let v = strict(&answer_bytes(
         &t,
@@ -451,18 +457,14 @@ fn a_trunks_gateway_order_does_not_depend_on_the_trunks_before_it() {
     );
     for i in 0..100 {
         let order = |to: &str| -> Vec<String> {
-            let v = strict(&answer_bytes(
+            route_values(
                 &t,
                 &format!(r#"{{"to_uri":"sip:{to}@x","call_id":"c{i}"}}"#),
-                Wrap::Bare,
-            ));
-            v["routes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["dst_uri"].as_str().unwrap().to_string())
-                .filter(|d| d.starts_with("sip:192.0.2."))
-                .collect()
+                "dst_uri",
+            )
+            .into_iter()
+            .filter(|d| d.starts_with("sip:192.0.2."))
+            .collect()
         };
         assert_eq!(order("1"), order("2"), "call c{i}");
     }
@@ -470,16 +472,7 @@ fn a_trunks_gateway_order_does_not_depend_on_the_trunks_before_it() {
 
 #[test]
 fn an_empty_rewritten_display_keeps_the_callers() {
-    let t = table(
-        r#"
-        [trunks.a]
-        gateways = ["sip:192.0.2.1"]
-        [[rules]]
-        name = "r"
-        then.trunks = ["a"]
-        then.rewrite.from.display = "{to.display}"
-    "#,
-    );
+    let t = one_rule("then.rewrite.from.display = \"{to.display}\"");
     let v = strict(&answer_bytes(&t, r#"{"from_name":"Alice"}"#, Wrap::Bare));
     assert_eq!(v["routes"][0]["headers"]["from"]["display"], "");
 }
