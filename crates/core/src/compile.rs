@@ -15,13 +15,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::config::{
-    DefaultsDef, EditDef, GatewayDef, RangeDef, RejectDef, RouteFile, RuleDef, ScheduleDef,
-    TestDef, TrunkDef, UserMatchDef,
+    DefaultsDef, EditDef, GatewayDef, PartyRewriteDef, RangeDef, RejectDef, RouteFile, RuleDef,
+    ScheduleDef, TestDef, TrunkDef, UserMatchDef,
 };
 use crate::diag::{Diagnostic, Diagnostics, LineIndex, Severity};
 use crate::rule::{
-    Action, Conds, DomainPat, Field, Gateway, Loc, Rewrite, Rewrites, RouteAction, Routing,
-    RuleSpec, Trunk, UserConds,
+    Action, Conds, DomainPat, Field, Gateway, Loc, PartyRewrite, Rewrite, Rewrites, RouteAction,
+    Routing, RuleSpec, Trunk, UserConds,
 };
 use crate::schedule::{self, Schedule};
 use crate::table::{Defaults, Expect, RouteTable, TestCase};
@@ -351,7 +351,7 @@ impl<'s> Compiler<'s> {
                     );
                     continue;
                 }
-                let s = self.schedule(*i, name.get_ref(), def, &defaults);
+                let s = self.schedule(*i, def, &defaults);
                 schedule_ids.insert(name.get_ref(), (schedules.len() as u32, at));
                 schedules.push(s);
             }
@@ -781,7 +781,6 @@ impl<'s> Compiler<'s> {
     fn schedule(
         &mut self,
         i: usize,
-        name: &str,
         def: &Spanned<ScheduleDef>,
         defaults: &Defaults,
     ) -> Option<Schedule> {
@@ -828,7 +827,6 @@ impl<'s> Compiler<'s> {
                 }
             }
         }
-        let _ = name;
         ok.then(|| Schedule::new(tz, days, hours, except))
     }
 
@@ -1192,24 +1190,9 @@ impl<'s> Compiler<'s> {
         conds.users[Field::From as usize] = self.user_conds(i, Field::From, m.from.as_deref(), ctx);
         conds.users[Field::Ruri as usize] = self.user_conds(i, Field::Ruri, m.ruri.as_deref(), ctx);
         if let Some(s) = &m.schedule {
-            match ctx.schedule_ids.get(s.get_ref().as_str()) {
-                Some((id, _)) => {
-                    conds.schedule = Some(*id);
-                    ctx.used_schedules[*id as usize] = true;
-                }
-                None if ctx.parse_failed => {}
-                None => {
-                    let mut known: Vec<&str> = ctx.schedule_ids.keys().copied().collect();
-                    known.sort();
-                    self.err(
-                        &(i, s.span()),
-                        format!(
-                            "unknown schedule `{}`; defined schedules: {}",
-                            s.get_ref(),
-                            list_or_none(&known)
-                        ),
-                    );
-                }
+            if let Some(id) = self.lookup(i, "schedule", ctx.schedule_ids, s, ctx.parse_failed) {
+                conds.schedule = Some(id);
+                ctx.used_schedules[id as usize] = true;
             }
         }
         let action = match &def.then {
@@ -1288,6 +1271,50 @@ impl<'s> Compiler<'s> {
         }
     }
 
+    /// Resolves a trunk or schedule name; an unknown one is an error listing
+    /// the defined names (unless a file failed to parse, which may define it).
+    fn lookup(
+        &mut self,
+        i: usize,
+        kind: &str,
+        ids: &HashMap<&str, (u32, At)>,
+        name: &Spanned<String>,
+        parse_failed: bool,
+    ) -> Option<u32> {
+        if let Some((id, _)) = ids.get(name.get_ref().as_str()) {
+            return Some(*id);
+        }
+        if !parse_failed {
+            let mut known: Vec<&str> = ids.keys().copied().collect();
+            known.sort();
+            self.err(
+                &(i, name.span()),
+                format!(
+                    "unknown {kind} `{}`; defined {kind}s: {}",
+                    name.get_ref(),
+                    list_or_none(&known)
+                ),
+            );
+        }
+        None
+    }
+
+    fn party_rewrite(
+        &mut self,
+        i: usize,
+        def: Option<&PartyRewriteDef>,
+        party: &str,
+    ) -> PartyRewrite {
+        let Some(p) = def else {
+            return PartyRewrite::default();
+        };
+        PartyRewrite {
+            user: self.rewrite(i, &p.user, &format!("{party}.user")),
+            display: self.rewrite(i, &p.display, &format!("{party}.display")),
+            uri: self.rewrite(i, &p.uri, &format!("{party}.uri")),
+        }
+    }
+
     fn action(
         &mut self,
         i: usize,
@@ -1346,25 +1373,10 @@ impl<'s> Compiler<'s> {
                     );
                 }
                 for tn in trunks.get_ref() {
-                    match ctx.trunk_ids.get(tn.get_ref().as_str()) {
-                        Some((id, _)) => {
-                            ids.push(*id);
-                            if let Some(u) = ctx.used_trunks.get_mut(*id as usize) {
-                                *u = true;
-                            }
-                        }
-                        None if ctx.parse_failed => {}
-                        None => {
-                            let mut known: Vec<&str> = ctx.trunk_ids.keys().copied().collect();
-                            known.sort();
-                            self.err(
-                                &(i, tn.span()),
-                                format!(
-                                    "unknown trunk `{}`; defined trunks: {}",
-                                    tn.get_ref(),
-                                    list_or_none(&known)
-                                ),
-                            );
+                    if let Some(id) = self.lookup(i, "trunk", ctx.trunk_ids, tn, ctx.parse_failed) {
+                        ids.push(id);
+                        if let Some(u) = ctx.used_trunks.get_mut(id as usize) {
+                            *u = true;
                         }
                     }
                 }
@@ -1378,16 +1390,8 @@ impl<'s> Compiler<'s> {
                     if let Some(ru) = &r.ruri {
                         rw.ruri_user = self.rewrite(i, &ru.user, "ruri.user");
                     }
-                    if let Some(p) = &r.to {
-                        rw.to_user = self.rewrite(i, &p.user, "to.user");
-                        rw.to_display = self.rewrite(i, &p.display, "to.display");
-                        rw.to_uri = self.rewrite(i, &p.uri, "to.uri");
-                    }
-                    if let Some(p) = &r.from {
-                        rw.from_user = self.rewrite(i, &p.user, "from.user");
-                        rw.from_display = self.rewrite(i, &p.display, "from.display");
-                        rw.from_uri = self.rewrite(i, &p.uri, "from.uri");
-                    }
+                    rw.to = self.party_rewrite(i, r.to.as_ref(), "to");
+                    rw.from = self.party_rewrite(i, r.from.as_ref(), "from");
                 }
                 let mut headers = Vec::new();
                 if let Some(hs) = &t.headers {
@@ -1398,13 +1402,7 @@ impl<'s> Compiler<'s> {
                     }
                 }
                 if routing == Routing::Parallel {
-                    let party_rw = rw.to_user.is_some()
-                        || rw.to_display.is_some()
-                        || rw.to_uri.is_some()
-                        || rw.from_user.is_some()
-                        || rw.from_display.is_some()
-                        || rw.from_uri.is_some();
-                    if party_rw || t.headers.is_some() {
+                    if !rw.to.is_empty() || !rw.from.is_empty() || t.headers.is_some() {
                         self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
                     }
                     for id in &ids {
@@ -1431,7 +1429,10 @@ impl<'s> Compiler<'s> {
                 if gw_count > ctx.defaults.max_routes as usize {
                     self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
                 }
-                let simple = rw.ruri_user.is_none() && !party_rw_any(&rw) && headers.is_empty();
+                let simple = rw.ruri_user.is_none()
+                    && rw.to.is_empty()
+                    && rw.from.is_empty()
+                    && headers.is_empty();
                 let action = || {
                     Action::Route(Box::new(RouteAction {
                         trunks: ids.clone().into(),
@@ -1547,15 +1548,6 @@ impl<'s> Compiler<'s> {
             },
         })
     }
-}
-
-fn party_rw_any(rw: &Rewrites) -> bool {
-    rw.to_user.is_some()
-        || rw.to_display.is_some()
-        || rw.to_uri.is_some()
-        || rw.from_user.is_some()
-        || rw.from_display.is_some()
-        || rw.from_uri.is_some()
 }
 
 struct RuleCtx<'a> {

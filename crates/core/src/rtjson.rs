@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::candidate::{Candidate, Party};
 use crate::compile::MAX_URI;
-use crate::rule::{Action, Gateway, Rewrite, RouteAction, Routing};
+use crate::rule::{Action, Gateway, PartyRewrite, RouteAction, Routing};
 use crate::table::{RouteTable, RuleId};
 use crate::uri::{push_escaped_user, quote_display, replace_user, strip_ctl};
 
@@ -307,19 +307,17 @@ pub(crate) fn srv_order(gws: &[Gateway], seed: u64, out: &mut Vec<usize>) {
     }
 }
 
-fn party_header(
-    p: &Party<'_>,
-    user: Option<&Rewrite>,
-    display: Option<&Rewrite>,
-    uri: Option<&Rewrite>,
-    c: &Candidate<'_>,
-    rule: &str,
-) -> PartyHeader {
-    let display = display
+fn party_header(p: &Party<'_>, rw: &PartyRewrite, c: &Candidate<'_>, rule: &str) -> PartyHeader {
+    let display = rw
+        .display
+        .as_ref()
         .map(|r| quote_display(&r.apply(&p.display, c, rule)))
         .unwrap_or_default();
-    let base = uri.map(|r| strip_ctl(&r.apply(p.uri, c, rule)).trim().to_owned());
-    let uri = match user {
+    let base = rw
+        .uri
+        .as_ref()
+        .map(|r| strip_ctl(&r.apply(p.uri, c, rule)).trim().to_owned());
+    let uri = match &rw.user {
         Some(r) => {
             let u = r.apply(&p.user, c, rule);
             replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default()
@@ -367,22 +365,8 @@ impl RouteTable {
         };
         let (from, to) = match rw {
             Some(r) => (
-                Arc::new(party_header(
-                    c.from(),
-                    r.from_user.as_ref(),
-                    r.from_display.as_ref(),
-                    r.from_uri.as_ref(),
-                    c,
-                    rule,
-                )),
-                Arc::new(party_header(
-                    c.to(),
-                    r.to_user.as_ref(),
-                    r.to_display.as_ref(),
-                    r.to_uri.as_ref(),
-                    c,
-                    rule,
-                )),
+                Arc::new(party_header(c.from(), &r.from, c, rule)),
+                Arc::new(party_header(c.to(), &r.to, c, rule)),
             ),
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };

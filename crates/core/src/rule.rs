@@ -363,16 +363,26 @@ impl Rewrite {
     }
 }
 
+/// The rewrites of one party (From or To).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PartyRewrite {
+    pub user: Option<Rewrite>,
+    pub display: Option<Rewrite>,
+    pub uri: Option<Rewrite>,
+}
+
+impl PartyRewrite {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.user.is_none() && self.display.is_none() && self.uri.is_none()
+    }
+}
+
 /// The rewrites a rule applies.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rewrites {
     pub ruri_user: Option<Rewrite>,
-    pub to_user: Option<Rewrite>,
-    pub to_display: Option<Rewrite>,
-    pub to_uri: Option<Rewrite>,
-    pub from_user: Option<Rewrite>,
-    pub from_display: Option<Rewrite>,
-    pub from_uri: Option<Rewrite>,
+    pub to: PartyRewrite,
+    pub from: PartyRewrite,
 }
 
 /// What a rule does.
