@@ -1189,11 +1189,11 @@ impl<'s> Compiler<'s> {
         conds.users[Field::To as usize] = self.user_conds(i, Field::To, m.to.as_deref(), ctx);
         conds.users[Field::From as usize] = self.user_conds(i, Field::From, m.from.as_deref(), ctx);
         conds.users[Field::Ruri as usize] = self.user_conds(i, Field::Ruri, m.ruri.as_deref(), ctx);
-        if let Some(s) = &m.schedule {
-            if let Some(id) = self.lookup(i, "schedule", ctx.schedule_ids, s, ctx.parse_failed) {
-                conds.schedule = Some(id);
-                ctx.used_schedules[id as usize] = true;
-            }
+        if let Some(s) = &m.schedule
+            && let Some(id) = self.lookup(i, "schedule", ctx.schedule_ids, s, ctx.parse_failed)
+        {
+            conds.schedule = Some(id);
+            ctx.used_schedules[id as usize] = true;
         }
         let action = match &def.then {
             None => {
