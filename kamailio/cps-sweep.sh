@@ -51,16 +51,7 @@ pids=()
 log() { printf '[sweep %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/sweep.log" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-stop_pid() {
-    local p=$1 i
-    [[ -n "$p" ]] || return 0
-    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
-    kill -TERM "$p" 2>/dev/null
-    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    return 0
-}
+. "$here/lib.sh"
 cleanup() { local p; for p in "${pids[@]}"; do stop_pid "$p"; done; pids=(); }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

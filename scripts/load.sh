@@ -55,6 +55,17 @@ wait_http() { # URL, timeout in seconds
     done
 }
 
+# start_c4route ROUTES_DIR PORT LOG TIMEOUT_S: start c4route serve in the background, wait until
+# /health answers; sets STARTED_PID and STARTED_MS (time from start to serving).
+start_c4route() {
+    local started
+    started=$(now_ms)
+    bg_server "$C4" serve --routes "$1" --listen "127.0.0.1:$2" 2>"$3" &
+    STARTED_PID=$!; PIDS+=("$STARTED_PID")
+    wait_http "http://127.0.0.1:$2/health" "$4"
+    STARTED_MS=$(( $(now_ms) - started ))
+}
+
 command -v wrk >/dev/null || { say "installing wrk"; apt-get install -y wrk >/dev/null; }
 command -v curl >/dev/null || { say "installing curl"; apt-get install -y curl >/dev/null; }
 
@@ -71,12 +82,8 @@ rm -rf "$WORK/deck"
 QUERIES="$WORK/deck/queries.jsonl"
 
 say "starting c4route on :$C4_PORT and fixed_answer on :$FIXED_PORT"
-started=$(now_ms)
-bg_server "$C4" serve --routes "$WORK/deck/routes.d" --listen "127.0.0.1:$C4_PORT" \
-    2>"$WORK/c4route.log" &
-C4_PID=$!; PIDS+=("$C4_PID")
-wait_http "http://127.0.0.1:$C4_PORT/health" 120
-load_ms=$(( $(now_ms) - started ))
+start_c4route "$WORK/deck/routes.d" "$C4_PORT" "$WORK/c4route.log" 120
+C4_PID=$STARTED_PID; load_ms=$STARTED_MS
 bg_server "$FIXED" --listen "127.0.0.1:$FIXED_PORT" --uri "sip:127.0.0.1:5080" \
     2>"$WORK/fixed.log" &
 FIXED_PID=$!; PIDS+=("$FIXED_PID")
@@ -171,12 +178,8 @@ if [ "$BIG_RULES" -gt 0 ]; then
     say "generating $BIG_RULES rules for the memory point"
     rm -rf "$WORK/big"
     "$GEN" --rules "$BIG_RULES" --queries 1000 --seed 2 --out "$WORK/big" >&2
-    started=$(now_ms)
-    bg_server "$C4" serve --routes "$WORK/big/routes.d" --listen "127.0.0.1:$BIG_PORT" \
-        2>"$WORK/big.log" &
-    BIG_PID=$!; PIDS+=("$BIG_PID")
-    wait_http "http://127.0.0.1:$BIG_PORT/health" 300
-    big_ms=$(( $(now_ms) - started ))
+    start_c4route "$WORK/big/routes.d" "$BIG_PORT" "$WORK/big.log" 300
+    BIG_PID=$STARTED_PID; big_ms=$STARTED_MS
     # A few queries so the steady state includes touched pages.
     C4ROUTE_QUERIES="$WORK/big/queries.jsonl" on_client wrk -t1 -c4 -d2s \
         -s "$ROOT/scripts/load/rotate.lua" "http://127.0.0.1:$BIG_PORT" | grep '^RESULT' >&2

@@ -143,7 +143,6 @@ fn eval_object_array_and_json_lines_in_order() {
 
 #[test]
 fn eval_explain_goes_to_stderr_only() {
-    let d = routes(&[("a.toml", SIMPLE)]);
     let q = repo().join("examples/requests/uk-mobile-from-pbx.json");
     let o = run(
         &[

@@ -47,16 +47,7 @@ fail() {
     for l in "$@"; do say "      $l"; done
 }
 
-stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s; only our own children
-    local p=$1 i
-    [[ -n "$p" ]] || return 0
-    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
-    kill -TERM "$p" 2>/dev/null
-    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    return 0
-}
+. "$kdir/lib.sh"
 
 cleanup() {
     local p
