@@ -159,7 +159,6 @@ fn eval_explain_goes_to_stderr_only() {
     assert_eq!(text(&o.stdout).lines().count(), 1);
     let err = text(&o.stderr);
     assert!(err.contains("winner: `"), "{err}");
-    drop(d);
 }
 
 #[test]
