@@ -797,37 +797,36 @@ impl<'s> Compiler<'s> {
             },
             None => defaults.timezone.clone(),
         };
-        let mut days = 0u8;
-        for d in def.days.iter().flatten() {
-            match schedule::parse_days(d.get_ref()) {
-                Ok(m) => days |= m,
-                Err(e) => {
-                    self.err(&(i, d.span()), e);
-                    ok = false;
-                }
-            }
-        }
-        let mut hours = Vec::new();
-        for h in def.hours.iter().flatten() {
-            match schedule::parse_hours(h.get_ref()) {
-                Ok(x) => hours.push(x),
-                Err(e) => {
-                    self.err(&(i, h.span()), e);
-                    ok = false;
-                }
-            }
-        }
-        let mut except = Vec::new();
-        for x in def.except.iter().flatten() {
-            match schedule::parse_date(x.get_ref()) {
-                Ok(d) => except.push(d),
-                Err(e) => {
-                    self.err(&(i, x.span()), e);
-                    ok = false;
-                }
-            }
-        }
+        let days = self.parse_each(i, &def.days, schedule::parse_days);
+        let hours = self.parse_each(i, &def.hours, schedule::parse_hours);
+        let except = self.parse_each(i, &def.except, schedule::parse_date);
+        let (Some(days), Some(hours), Some(except)) = (days, hours, except) else {
+            return None;
+        };
+        let days = days.into_iter().fold(0u8, |m, d| m | d);
         ok.then(|| Schedule::new(tz, days, hours, except))
+    }
+
+    /// Parses every string of an optional list; each bad one is an error at its
+    /// own position. `None` if any failed.
+    fn parse_each<T>(
+        &mut self,
+        i: usize,
+        list: &Option<Vec<Spanned<String>>>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in list.iter().flatten() {
+            match parse(item.get_ref()) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    self.err(&(i, item.span()), e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     fn template(&mut self, i: usize, s: &Spanned<String>, allow_trunk: bool) -> Option<Template> {
