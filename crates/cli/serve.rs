@@ -20,9 +20,9 @@ use anyhow::Context as _;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use c4route_core::{MAX_BODY, Query, RouteTable, RuleId, Sources, Wrap};
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -375,29 +375,35 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
 
 async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap: Wrap) -> Resp {
     let too_large = || {
-        json_error(
+        let mut r = json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("query body is larger than {MAX_BODY} bytes"),
-        )
+        );
+        // The rest of the body may still be on its way: do not read a next
+        // request from this connection.
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        r
     };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         state.metrics.bad_request.inc();
         return too_large();
     }
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
-    let body = Limited::new(req.into_body(), MAX_BODY);
-    let body = match tokio::time::timeout(state.limits.body_timeout, body.collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => {
+    let read = tokio::time::timeout(state.limits.body_timeout, read_body(req.into_body()));
+    let body = match read.await {
+        Ok(BodyRead::Complete(b)) => b,
+        Ok(BodyRead::TooLarge) => {
             state.metrics.bad_request.inc();
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                return too_large();
-            }
+            return too_large();
+        }
+        Ok(BodyRead::Failed(e)) => {
+            state.metrics.bad_request.inc();
             debug!(%peer, "reading body: {e}");
             return json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"));
         }
@@ -478,6 +484,62 @@ fn method_not_allowed(allow: &'static str, method: &Method) -> Resp {
     r.headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
     r
+}
+
+/// How many bytes of an oversized body are read and dropped before the 413
+/// goes out. A client that writes its whole request before it reads (libcurl
+/// does) would otherwise find the connection reset under its writes and never
+/// see the 413; past this bound the connection is closed unread.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+enum BodyRead {
+    Complete(Bytes),
+    /// Over [`MAX_BODY`]; the rest was drained up to [`DRAIN_LIMIT`].
+    TooLarge,
+    Failed(hyper::Error),
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes. A body in one frame
+/// (the usual case) is not copied.
+async fn read_body(mut body: Incoming) -> BodyRead {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) if seen > MAX_BODY as u64 => return BodyRead::TooLarge,
+            Err(e) => return BodyRead::Failed(e),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len() as u64;
+        if seen > DRAIN_LIMIT {
+            return BodyRead::TooLarge;
+        }
+        if seen > MAX_BODY as u64 {
+            first = None;
+            more = Vec::new();
+            continue;
+        }
+        match &first {
+            None if more.is_empty() => first = Some(data),
+            _ => {
+                if let Some(f) = first.take() {
+                    more.extend_from_slice(&f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > MAX_BODY as u64 {
+        BodyRead::TooLarge
+    } else if more.is_empty() {
+        BodyRead::Complete(first.unwrap_or_default())
+    } else {
+        BodyRead::Complete(Bytes::from(more))
+    }
 }
 
 fn json_error(status: StatusCode, msg: &str) -> Resp {
