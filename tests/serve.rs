@@ -337,9 +337,11 @@ impl Conn {
     fn closed_within(&mut self, wait: Duration) -> bool {
         self.r.get_mut().set_read_timeout(Some(wait)).unwrap();
         let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0)) || {
-            // A reset also counts as closed.
-            matches!(self.r.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        // End of stream, or a reset, is a closed connection.
+        match self.r.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
         }
     }
 }
@@ -570,7 +572,7 @@ fn slow_clients_do_not_block_others() {
     let alpha = table("alpha", 1);
     let s = Server::start(
         &[("10-routes.toml", &alpha)],
-        &["--idle-timeout", "2s", "--body-timeout", "2s"],
+        &["--idle-timeout", "4s", "--body-timeout", "4s"],
     );
     // Half a request head, and a head with half a body.
     let mut half_head = s.conn();
@@ -589,7 +591,7 @@ fn slow_clients_do_not_block_others() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_millis(1800),
+        started.elapsed() < Duration::from_millis(3500),
         "others served while slow clients wait"
     );
     // The slow ones are timed out.
@@ -597,7 +599,7 @@ fn slow_clients_do_not_block_others() {
         .read_response()
         .expect("an answer to the stalled body");
     assert_eq!(r.status, 408);
-    assert!(half_head.closed_within(Duration::from_secs(3)));
+    assert!(half_head.closed_within(Duration::from_secs(6)));
 }
 
 #[test]
@@ -685,10 +687,10 @@ fn sighup_reloads_without_a_watcher() {
     s.signal("HUP");
     s.wait_generation(2);
     assert_eq!(s.rule(), "beta");
-    s.wait_log("routes.d reloaded", Duration::from_secs(2));
+    s.wait_log("routes.d reloaded", Duration::from_secs(5));
     // SIGHUP with nothing changed: no swap.
     s.signal("HUP");
-    s.wait_log("unchanged", Duration::from_secs(3));
+    s.wait_log("unchanged", Duration::from_secs(5));
     assert_eq!(s.health()["generation"], 2);
 }
 
@@ -714,8 +716,8 @@ fn broken_file_keeps_last_good_table_until_fixed() {
     let m = s.metrics();
     assert_eq!(metric(&m, "c4route_reloads_total{result=\"failed\"}"), 1.0);
     assert_eq!(metric(&m, "c4route_config_last_reload_success"), 0.0);
-    s.wait_log("10-routes.toml:", Duration::from_secs(2));
-    s.wait_log("last good table", Duration::from_secs(2));
+    s.wait_log("10-routes.toml:", Duration::from_secs(5));
+    s.wait_log("last good table", Duration::from_secs(5));
 
     // Restoring the served content: healthy again, nothing to swap.
     atomic_write(&main, &alpha);
@@ -840,7 +842,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     c.send(first);
     std::thread::sleep(Duration::from_millis(100));
     s.signal("TERM");
-    s.wait_log("shutting down", Duration::from_secs(3));
+    s.wait_log("shutting down", Duration::from_secs(5));
     // No new connections once shutdown started.
     let deadline = Instant::now() + Duration::from_secs(3);
     while TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)).is_ok() {
