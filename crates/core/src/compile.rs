@@ -7,7 +7,8 @@
 
 // foldhash instead of SipHash: the maps here hold one entry per rule, and
 // SipHash was 4% of compiling a 100k-rule table.
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashTable};
+use std::hash::BuildHasher as _;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -170,7 +171,12 @@ impl<'s> Compiler<'s> {
 
     /// Parses every unit, on up to `threads` threads, in unit order.
     fn parse_units(&self) -> Vec<Result<RouteFile, toml::de::Error>> {
-        let parse = |u: &Unit<'_>| toml::from_str::<RouteFile>(u.text);
+        // Rate-deck pieces take the fast path; anything else (and every
+        // error) comes from toml.
+        let parse = |u: &Unit<'_>| match crate::fastparse::parse(u.text) {
+            Some(f) => Ok(f),
+            None => toml::from_str::<RouteFile>(u.text),
+        };
         if self.threads <= 1 || self.units.len() <= 1 {
             return self.units.iter().map(parse).collect();
         }
@@ -390,9 +396,10 @@ impl<'s> Compiler<'s> {
             used_trunks: vec![false; trunks.len()],
             used_schedules: vec![false; schedules.len()],
         };
-        let mut rules = Vec::new();
-        let mut rule_ats: Vec<At> = Vec::new();
-        let mut rule_names: HashMap<&str, At> = HashMap::new();
+        let n_rules = parsed.iter().map(|(_, f)| f.rules.len()).sum();
+        let mut rules = Vec::with_capacity(n_rules);
+        let mut rule_ats: Vec<At> = Vec::with_capacity(n_rules);
+        let mut rule_names: HashMap<&str, At> = HashMap::with_capacity(n_rules);
         for (i, f) in &parsed {
             for r in &f.rules {
                 let name = r.get_ref().name.get_ref();
@@ -486,14 +493,21 @@ impl<'s> Compiler<'s> {
     fn shadow_warnings(&mut self, rules: &[RuleSpec], ats: &[At]) {
         let loc =
             |this: &Self, k: usize| format!("`{}` ({})", rules[k].name, this.loc_text(&ats[k]));
+        // Both groupings below keep rule indexes only (8 bytes a slot) and
+        // rebuild keys from the rules: a map holding the keys themselves
+        // wrote 200 bytes per rule of fresh memory, a quarter of compiling
+        // a 1M-rule deck.
+        let hasher = hashbrown::DefaultHashBuilder::default();
         // 1. Identical conditions: only the best (priority, then declaration) can win.
-        let mut first: HashMap<&Conds, usize> = HashMap::with_capacity(rules.len());
+        let mut first: HashTable<usize> = HashTable::with_capacity(rules.len());
         for (k, r) in rules.iter().enumerate() {
-            match first.get(&r.conds) {
+            let hash = hasher.hash_one(&r.conds);
+            match first.find_mut(hash, |&j| rules[j].conds == r.conds) {
                 None => {
-                    first.insert(&r.conds, k);
+                    first.insert_unique(hash, k, |&j| hasher.hash_one(&rules[j].conds));
                 }
-                Some(&j) => {
+                Some(slot) => {
+                    let j = *slot;
                     let (winner, loser) = if rules[k].priority < rules[j].priority {
                         (k, j)
                     } else {
@@ -512,11 +526,11 @@ impl<'s> Compiler<'s> {
                             loc(self, winner)
                         )
                     };
+                    if winner == k {
+                        *slot = k;
+                    }
                     let at = ats[loser].clone();
                     self.warn(&at, msg, None);
-                    if winner == k {
-                        first.insert(&r.conds, k);
-                    }
                 }
             }
         }
@@ -535,10 +549,9 @@ impl<'s> Compiler<'s> {
             users: [UserRank<'a>; 3],
             source: Option<&'a [IpNet]>,
         }
-        let mut groups: HashMap<RankKey<'_>, usize> = HashMap::with_capacity(rules.len());
-        for (k, r) in rules.iter().enumerate() {
+        fn rank_key(r: &RuleSpec) -> RankKey<'_> {
             let u = &r.conds.users;
-            let key = RankKey {
+            RankKey {
                 priority: r.priority,
                 users: [0, 1, 2].map(|f| {
                     (
@@ -549,10 +562,15 @@ impl<'s> Compiler<'s> {
                     )
                 }),
                 source: r.conds.source.as_deref(),
-            };
-            match groups.get(&key) {
+            }
+        }
+        let mut groups: HashTable<usize> = HashTable::with_capacity(rules.len());
+        for (k, r) in rules.iter().enumerate() {
+            let key = rank_key(r);
+            let hash = hasher.hash_one(&key);
+            match groups.find(hash, |&j| rank_key(&rules[j]) == key) {
                 None => {
-                    groups.insert(key, k);
+                    groups.insert_unique(hash, k, |&j| hasher.hash_one(rank_key(&rules[j])));
                 }
                 Some(&j) => {
                     if rules[j].conds != r.conds && !rules[j].conds.disjoint(&r.conds) {

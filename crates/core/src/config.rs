@@ -189,7 +189,7 @@ pub(crate) struct UserMatchDef {
     pub domain: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ThenDef {
     pub trunks: Option<Spanned<Vec<Spanned<String>>>>,

@@ -62,6 +62,7 @@ mod candidate;
 mod compile;
 mod config;
 mod diag;
+mod fastparse;
 mod matcher;
 mod query;
 #[doc(hidden)]
