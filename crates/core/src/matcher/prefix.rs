@@ -82,60 +82,73 @@ pub(crate) struct StrIndex {
 /// Collects keys before freezing them into a [`StrIndex`].
 #[derive(Debug, Default)]
 pub(crate) struct StrIndexBuilder {
-    keys: Vec<(Box<[u8]>, u32)>,
+    /// Keys that pack, as `pack(key)`: sorting a million of these is an
+    /// integer sort, with no allocation per key.
+    packed: Vec<(u64, u32)>,
+    /// The others, as bytes.
+    other: Vec<(Box<[u8]>, u32)>,
 }
 
 impl StrIndexBuilder {
     pub(crate) fn push(&mut self, key: &str, rule: u32) {
-        self.keys.push((key.as_bytes().into(), rule));
+        match pack(key.as_bytes()) {
+            Some(p) => self.packed.push((p, rule)),
+            None => self.other.push((key.as_bytes().into(), rule)),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.packed.is_empty() && self.other.is_empty()
     }
 
     pub(crate) fn build(mut self) -> StrIndex {
-        self.keys.sort_unstable();
-        self.keys.dedup();
+        self.packed.sort_unstable();
+        self.packed.dedup();
+        self.other.sort_unstable();
+        self.other.dedup();
         let hasher = DefaultHashBuilder::default();
         let mut arena = Vec::new();
         let mut postings = Vec::new();
-        let mut entries: Vec<(u64, Entry)> = Vec::new();
+        let mut entries: Vec<(u64, Entry)> =
+            Vec::with_capacity(self.packed.len() + self.other.len());
         let mut lens = 0u128;
-        let mut i = 0;
-        while i < self.keys.len() {
-            let key = &self.keys[i].0;
-            let mut j = i + 1;
-            while j < self.keys.len() && self.keys[j].0 == *key {
-                j += 1;
-            }
-            let count = (j - i) as u32;
-            let start = if count == 1 {
-                self.keys[i].1
+        // The rules of keys[i..j] (sorted by rule): one id, or a run of postings.
+        let mut group = |rules: &mut dyn Iterator<Item = u32>, count: usize| -> (u32, u32) {
+            if count == 1 {
+                (rules.next().unwrap_or_default(), 1)
             } else {
                 let s = postings.len() as u32;
-                postings.extend(self.keys[i..j].iter().map(|k| k.1));
-                s
-            };
-            let (hash, packed) = match pack(key) {
-                Some(p) => (hasher.hash_one(p), p),
-                // Such a key can never equal a user part (a query body is
-                // at most 64 KiB); leave it out rather than mis-pack it.
-                None if key.len() > ARENA_MAX_LEN => {
-                    i = j;
-                    continue;
-                }
-                None => {
-                    let off = arena.len() as u64;
-                    arena.extend_from_slice(key);
-                    (hasher.hash_one(&key[..]), off << 24 | key.len() as u64)
-                }
-            };
+                postings.extend(rules);
+                (s, count as u32)
+            }
+        };
+        let mut i = 0;
+        while i < self.packed.len() {
+            let key = self.packed[i].0;
+            let j = i + self.packed[i..].partition_point(|k| k.0 == key);
+            let (start, count) = group(&mut self.packed[i..j].iter().map(|k| k.1), j - i);
+            lens |= 1u128 << (key >> 60);
+            entries.push((hasher.hash_one(key), Entry { key, start, count }));
+            i = j;
+        }
+        let mut i = 0;
+        while i < self.other.len() {
+            let key = &self.other[i].0;
+            let j = i + self.other[i..].partition_point(|k| k.0 == *key);
+            // Such a key can never equal a user part (a query body is at
+            // most 64 KiB); leave it out rather than mis-pack it.
+            if key.len() > ARENA_MAX_LEN {
+                i = j;
+                continue;
+            }
+            let (start, count) = group(&mut self.other[i..j].iter().map(|k| k.1), j - i);
+            let off = arena.len() as u64;
+            arena.extend_from_slice(key);
             lens |= 1u128 << key.len().min(127);
             entries.push((
-                hash,
+                hasher.hash_one(&key[..]),
                 Entry {
-                    key: packed,
+                    key: off << 24 | key.len() as u64,
                     start,
                     count,
                 },
