@@ -57,7 +57,16 @@ pub(crate) const MAX_URI: usize = 1023;
 
 struct File<'s> {
     path: Arc<str>,
-    lines: LineIndex<'s>,
+    text: &'s str,
+    /// Built on first use: while the parser threads run (see
+    /// [`Compiler::parse_units`]), or for a diagnostic.
+    lines: std::sync::OnceLock<LineIndex<'s>>,
+}
+
+impl<'s> File<'s> {
+    fn lines(&self) -> &LineIndex<'s> {
+        self.lines.get_or_init(|| LineIndex::new(self.text))
+    }
 }
 
 /// A piece of a file parsed as its own TOML document: a whole file, or a run
@@ -94,6 +103,19 @@ fn split_points(text: &str, pieces: usize) -> Vec<usize> {
         }
     }
     out
+}
+
+/// Frees the parsed files of a large deck on another thread: a million
+/// parsed rules take a few hundred milliseconds to free, which need not
+/// delay the new table.
+fn drop_later(parsed: Vec<(usize, RouteFile)>) {
+    let rules: usize = parsed.iter().map(|(_, f)| f.rules.len()).sum();
+    if rules >= 10_000 {
+        // If no thread can be started, the closure (and the files) drop here.
+        let _ = std::thread::Builder::new()
+            .name("c4route-free".into())
+            .spawn(move || drop(parsed));
+    }
 }
 
 /// Everything validated, ready to be frozen.
@@ -151,7 +173,8 @@ impl<'s> Compiler<'s> {
                 .iter()
                 .map(|(p, t)| File {
                     path: p.clone(),
-                    lines: LineIndex::new(t),
+                    text: t,
+                    lines: std::sync::OnceLock::new(),
                 })
                 .collect(),
             units,
@@ -165,7 +188,7 @@ impl<'s> Compiler<'s> {
         let u = &self.units[at.0];
         let span = u.base + at.1.start..u.base + at.1.end;
         let f = &self.files[u.file];
-        let (line, col) = f.lines.line_col(span.start);
+        let (line, col) = f.lines().line_col(span.start);
         (f, u.file, span, line, col)
     }
 
@@ -192,17 +215,22 @@ impl<'s> Compiler<'s> {
         }
         let mut out: Vec<Option<Result<RouteFile, toml::de::Error>>> =
             (0..self.units.len()).map(|_| None).collect();
+        let units = &self.units;
         std::thread::scope(|s| {
             let handles: Vec<_> = loads
                 .into_iter()
                 .map(|(_, ids)| {
                     s.spawn(move || {
                         ids.into_iter()
-                            .map(|i| (i, parse(&self.units[i])))
+                            .map(|i| (i, parse(&units[i])))
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
+            // Meanwhile, index the lines every rule's location needs.
+            for f in &self.files {
+                f.lines();
+            }
             for h in handles {
                 // A parser thread cannot panic on any input (toml returns errors),
                 // so a join error is only possible if it ran out of memory.
@@ -269,7 +297,9 @@ impl<'s> Compiler<'s> {
     }
 
     /// Parses, validates and compiles; `Err` carries every diagnostic.
-    pub(crate) fn run(mut self, version: String) -> Result<RouteTable, Error> {
+    /// `version` is called once the table is about to be frozen (the
+    /// caller may compute it on another thread meanwhile).
+    pub(crate) fn run(mut self, version: impl FnOnce() -> String) -> Result<RouteTable, Error> {
         let v = self.validate();
         let mut diags = Diagnostics(self.diags);
         diags.sort();
@@ -277,7 +307,7 @@ impl<'s> Compiler<'s> {
             Some(v) if !diags.has_errors() => {
                 let mut v = v;
                 v.warnings = diags.0;
-                RouteTable::freeze(v, version).map_err(|m| {
+                RouteTable::freeze(v, version()).map_err(|m| {
                     Error::Config(Diagnostics(vec![Diagnostic {
                         path: "routes.d".into(),
                         span: 0..0,
@@ -404,17 +434,22 @@ impl<'s> Compiler<'s> {
             for r in &f.rules {
                 let name = r.get_ref().name.get_ref();
                 let at = (*i, r.get_ref().name.span());
-                if let Some(first) = rule_names.get(name.as_str()) {
-                    let note = format!("first defined at {}", self.loc_text(first));
-                    self.push(
-                        Severity::Error,
-                        &at,
-                        format!("rule `{name}` is defined twice"),
-                        Some(note),
-                    );
-                    continue;
+                // One probe: a million names miss the cache on every probe.
+                match rule_names.entry(name.as_str()) {
+                    hashbrown::hash_map::Entry::Occupied(first) => {
+                        let note = format!("first defined at {}", self.loc_text(first.get()));
+                        self.push(
+                            Severity::Error,
+                            &at,
+                            format!("rule `{name}` is defined twice"),
+                            Some(note),
+                        );
+                        continue;
+                    }
+                    hashbrown::hash_map::Entry::Vacant(v) => {
+                        v.insert(at);
+                    }
                 }
-                rule_names.insert(name.as_str(), at);
                 if let Some(spec) = self.rule(*i, r, &mut ctx) {
                     rules.push(spec);
                     rule_ats.push((*i, r.span()));
@@ -434,7 +469,9 @@ impl<'s> Compiler<'s> {
 
         // Warnings that need the whole picture.
         if !parse_failed {
-            self.shadow_warnings(&rules, &rule_ats);
+            for (at, msg) in self.shadow_warnings(&rules, &rule_ats) {
+                self.warn(&at, msg, None);
+            }
             for (k, used) in ctx.used_trunks.iter().enumerate() {
                 if let (false, Some(t)) = (*used, &trunks[k]) {
                     let at = trunk_ats[k].clone();
@@ -466,6 +503,9 @@ impl<'s> Compiler<'s> {
         }
         let actions = std::mem::take(&mut ctx.actions);
         let regex_patterns = std::mem::take(&mut ctx.regex_patterns);
+        // What borrows the parsed files goes first (see drop_later below).
+        drop(ctx);
+        drop((rule_names, trunk_ids, schedule_ids));
         if !trunks_ok {
             return None;
         }
@@ -474,6 +514,7 @@ impl<'s> Compiler<'s> {
         // a failed schedule is an error, so ids only survive when all are kept.
         let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect();
         let files = self.files.iter().map(|f| f.path.clone()).collect();
+        drop_later(parsed);
         Some(Validated {
             defaults,
             trunks,
@@ -487,27 +528,55 @@ impl<'s> Compiler<'s> {
         })
     }
 
-    /// Rules that can never win, and ties that only declaration order breaks.
-    /// Linear in the number of rules: identical conditions are grouped by
-    /// hash, and catch-all rules are compared with every other rule.
-    fn shadow_warnings(&mut self, rules: &[RuleSpec], ats: &[At]) {
-        let loc =
-            |this: &Self, k: usize| format!("`{}` ({})", rules[k].name, this.loc_text(&ats[k]));
+    /// Rules that can never win, and ties that only declaration order breaks,
+    /// as (location, message) in a fixed order. Linear in the number of
+    /// rules: identical conditions are grouped by hash, and catch-all rules
+    /// are compared with every other rule. On a large table the tie check
+    /// runs on a second thread.
+    fn shadow_warnings(&self, rules: &[RuleSpec], ats: &[At]) -> Vec<(At, String)> {
+        let loc = |k: usize| format!("`{}` ({})", rules[k].name, self.loc_text(&ats[k]));
+        let (mut out, ties) = if rules.len() >= 10_000 {
+            std::thread::scope(|s| {
+                let ties = s.spawn(|| Self::ties(rules, &loc));
+                let out = Self::identical(rules, ats, &loc);
+                // A panic in the tie check is a bug; report no ties rather
+                // than fail the build.
+                (out, ties.join().unwrap_or_default())
+            })
+        } else {
+            (Self::identical(rules, ats, &loc), Self::ties(rules, &loc))
+        };
+        out.extend(ties.into_iter().map(|(k, m)| (ats[k].clone(), m)));
+        out.extend(Self::covered(rules, ats, &loc));
+        out.extend(Self::behind_catch_all(rules, ats, &loc));
+        out
+    }
+
+    /// Step 1, identical conditions: only the best (priority, then declaration) can win.
+    fn identical(
+        rules: &[RuleSpec],
+        ats: &[At],
+        loc: &dyn Fn(usize) -> String,
+    ) -> Vec<(At, String)> {
+        let mut out = Vec::new();
         // Both groupings below keep rule indexes only (8 bytes a slot) and
         // rebuild keys from the rules: a map holding the keys themselves
         // wrote 200 bytes per rule of fresh memory, a quarter of compiling
         // a 1M-rule deck.
         let hasher = hashbrown::DefaultHashBuilder::default();
-        // 1. Identical conditions: only the best (priority, then declaration) can win.
         let mut first: HashTable<usize> = HashTable::with_capacity(rules.len());
         for (k, r) in rules.iter().enumerate() {
             let hash = hasher.hash_one(&r.conds);
-            match first.find_mut(hash, |&j| rules[j].conds == r.conds) {
-                None => {
-                    first.insert_unique(hash, k, |&j| hasher.hash_one(&rules[j].conds));
+            match first.entry(
+                hash,
+                |&j| rules[j].conds == r.conds,
+                |&j| hasher.hash_one(&rules[j].conds),
+            ) {
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(k);
                 }
-                Some(slot) => {
-                    let j = *slot;
+                hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                    let j = *slot.get();
                     let (winner, loser) = if rules[k].priority < rules[j].priority {
                         (k, j)
                     } else {
@@ -517,25 +586,31 @@ impl<'s> Compiler<'s> {
                         format!(
                             "rule `{}` can never win: it has the same conditions and priority as {}, declared earlier (a tie broken only by declaration order)",
                             rules[loser].name,
-                            loc(self, winner)
+                            loc(winner)
                         )
                     } else {
                         format!(
                             "rule `{}` is shadowed by {}: same conditions, lower priority number",
                             rules[loser].name,
-                            loc(self, winner)
+                            loc(winner)
                         )
                     };
                     if winner == k {
-                        *slot = k;
+                        *slot.get_mut() = k;
                     }
                     let at = ats[loser].clone();
-                    self.warn(&at, msg, None);
+                    out.push((at, msg));
                 }
             }
         }
-        // 2. Same priority and equally specific conditions, but not identical: when
-        //    both match, only declaration order decides.
+        out
+    }
+
+    /// Step 2, same priority and equally specific conditions, but not
+    /// identical: when both match, only declaration order decides. Returns rule indexes.
+    fn ties(rules: &[RuleSpec], loc: &(dyn Fn(usize) -> String + Sync)) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let hasher = hashbrown::DefaultHashBuilder::default();
         /// prefix, exact, regex and length: what ranks a user condition.
         type UserRank<'a> = (
             Option<&'a [Box<str>]>,
@@ -568,26 +643,36 @@ impl<'s> Compiler<'s> {
         for (k, r) in rules.iter().enumerate() {
             let key = rank_key(r);
             let hash = hasher.hash_one(&key);
-            match groups.find(hash, |&j| rank_key(&rules[j]) == key) {
-                None => {
-                    groups.insert_unique(hash, k, |&j| hasher.hash_one(rank_key(&rules[j])));
+            match groups.entry(
+                hash,
+                |&j| rank_key(&rules[j]) == key,
+                |&j| hasher.hash_one(rank_key(&rules[j])),
+            ) {
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(k);
                 }
-                Some(&j) => {
+                hashbrown::hash_table::Entry::Occupied(o) => {
+                    let j = *o.get();
                     if rules[j].conds != r.conds && !rules[j].conds.disjoint(&r.conds) {
                         let msg = format!(
                             "rule `{}` ties with {}: same priority and equally specific conditions, so when both match only declaration order decides; give one a lower priority number",
                             r.name,
-                            loc(self, j)
+                            loc(j)
                         );
-                        let at = ats[k].clone();
-                        self.warn(&at, msg, None);
+                        let at = k;
+                        out.push((at, msg));
                     }
                 }
             }
         }
-        // 3. A rule whose only condition is `to.prefix` matches every call to those
-        //    prefixes: a rule at a higher priority number whose every `to` prefix or
-        //    exact value it covers can never win.
+        out
+    }
+
+    /// Step 3: a rule whose only condition is `to.prefix` matches every call to those
+    /// prefixes: a rule at a higher priority number whose every `to` prefix or
+    /// exact value it covers can never win.
+    fn covered(rules: &[RuleSpec], ats: &[At], loc: &dyn Fn(usize) -> String) -> Vec<(At, String)> {
+        let mut out = Vec::new();
         let only_to_prefix = |c: &Conds| {
             let to = &c.users[Field::To as usize];
             to.prefix.is_some()
@@ -654,14 +739,23 @@ impl<'s> Compiler<'s> {
                 let msg = format!(
                     "rule `{}` can never win: every number it matches also matches {}, which has only a to.prefix condition and a lower priority number",
                     r.name,
-                    loc(self, j)
+                    loc(j)
                 );
                 let at = ats[k].clone();
-                self.warn(&at, msg, None);
+                out.push((at, msg));
             }
         }
 
-        // 4. A rule without conditions matches everything: rules it outranks never win.
+        out
+    }
+
+    /// Step 4: a rule without conditions matches everything: rules it outranks never win.
+    fn behind_catch_all(
+        rules: &[RuleSpec],
+        ats: &[At],
+        loc: &dyn Fn(usize) -> String,
+    ) -> Vec<(At, String)> {
+        let mut out = Vec::new();
         let Some(catch_all) = rules
             .iter()
             .enumerate()
@@ -669,7 +763,7 @@ impl<'s> Compiler<'s> {
             .min_by_key(|(k, r)| (r.priority, *k))
             .map(|(k, _)| k)
         else {
-            return;
+            return out;
         };
         let ca = &rules[catch_all];
         for (k, r) in rules.iter().enumerate() {
@@ -682,12 +776,13 @@ impl<'s> Compiler<'s> {
                 let msg = format!(
                     "rule `{}` can never win: {} matches every call and ranks before it",
                     r.name,
-                    loc(self, catch_all)
+                    loc(catch_all)
                 );
                 let at = ats[k].clone();
-                self.warn(&at, msg, None);
+                out.push((at, msg));
             }
         }
+        out
     }
 
     fn u32_field(&mut self, file: usize, v: &Option<Spanned<i64>>, what: &str) -> Option<u32> {
@@ -1733,7 +1828,7 @@ mod tests {
 
     fn build(text: &str, split_min: usize, threads: usize) -> Result<RouteTable, Error> {
         let sources = vec![(Arc::from("big.toml"), text.to_string())];
-        Compiler::with_split("routes.d".into(), &sources, split_min, threads).run(String::new())
+        Compiler::with_split("routes.d".into(), &sources, split_min, threads).run(String::new)
     }
 
     #[test]

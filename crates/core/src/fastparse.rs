@@ -84,10 +84,34 @@ enum Value<'a> {
     Str(&'a str, Range<usize>),
     Int(i64, Range<usize>),
     Bool(bool, Range<usize>),
-    Array(Vec<Value<'a>>, Range<usize>),
+    /// An array already checked to hold `count` scalars; its items are
+    /// read again by [`Value::items`] straight into their final type, so a
+    /// one-prefix array costs one allocation.
+    Array(Items<'a>, Range<usize>),
+}
+
+/// Where an array's items start, to read them again.
+struct Items<'a> {
+    cursor: Cursor<'a>,
+    count: usize,
+}
+
+impl Items<'_> {
+    fn collect<T>(mut self, f: impl Fn(Value<'_>) -> Option<T>) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(self.count);
+        let c = &mut self.cursor;
+        for _ in 0..self.count {
+            c.skip_ws();
+            out.push(f(c.scalar()?)?);
+            c.skip_ws();
+            c.eat(b',');
+        }
+        Some(out)
+    }
 }
 
 /// A cursor over one line; `base` is the line's offset in the document.
+#[derive(Clone)]
 struct Cursor<'a> {
     s: &'a str,
     i: usize,
@@ -191,10 +215,12 @@ impl<'a> Cursor<'a> {
         }
         let from = self.i;
         self.i += 1;
-        let mut items = Vec::new();
+        let start = self.clone();
+        let mut count = 0;
         self.skip_ws();
         while !self.eat(b']') {
-            items.push(self.scalar()?);
+            self.scalar()?;
+            count += 1;
             self.skip_ws();
             if self.eat(b',') {
                 self.skip_ws();
@@ -206,7 +232,13 @@ impl<'a> Cursor<'a> {
                 break;
             }
         }
-        Some(Value::Array(items, self.abs(from)))
+        Some(Value::Array(
+            Items {
+                cursor: start,
+                count,
+            },
+            self.abs(from),
+        ))
     }
 }
 
@@ -337,13 +369,7 @@ fn spanned_str(v: Value<'_>) -> Option<Spanned<String>> {
 
 fn spanned_strs(v: Value<'_>) -> Option<Spanned<Vec<Spanned<String>>>> {
     match v {
-        Value::Array(items, at) => {
-            let items = items
-                .into_iter()
-                .map(spanned_str)
-                .collect::<Option<Vec<_>>>()?;
-            Some(Spanned::new(at, items))
-        }
+        Value::Array(items, at) => Some(Spanned::new(at, items.collect(spanned_str)?)),
         _ => None,
     }
 }
@@ -420,11 +446,7 @@ impl Rule {
             Key::Transport => self.matches.transport = Some(spanned_strs(value)?),
             Key::SourcePort => match value {
                 Value::Array(items, s) => {
-                    let items = items
-                        .into_iter()
-                        .map(range_def)
-                        .collect::<Option<Vec<_>>>()?;
-                    self.matches.source_port = Some(Spanned::new(s, items));
+                    self.matches.source_port = Some(Spanned::new(s, items.collect(range_def)?));
                 }
                 _ => return None,
             },

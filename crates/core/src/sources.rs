@@ -111,7 +111,16 @@ impl Sources {
     /// # Errors
     /// [`Error::Config`] with every diagnostic when any file is invalid.
     pub fn build(&self) -> Result<RouteTable, Error> {
-        Compiler::new(self.root(), &self.files).run(self.digest())
+        let compiler = Compiler::new(self.root(), &self.files);
+        let size: usize = self.files.iter().map(|(_, t)| t.len()).sum();
+        if size < 1 << 20 {
+            return compiler.run(|| self.digest());
+        }
+        // Hash a large deck while it compiles.
+        std::thread::scope(|s| {
+            let digest = s.spawn(|| self.digest());
+            compiler.run(|| digest.join().unwrap_or_else(|_| self.digest()))
+        })
     }
 
     pub(crate) fn root(&self) -> Arc<str> {
