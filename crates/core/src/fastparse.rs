@@ -442,11 +442,12 @@ impl Rule {
                 Value::Bool(b, _) => self.enabled = Some(b),
                 _ => return None,
             },
-            Key::Source => self.matches.source = Some(spanned_strs(value)?),
-            Key::Transport => self.matches.transport = Some(spanned_strs(value)?),
+            Key::Source => self.matches.source = Some(Box::new(spanned_strs(value)?)),
+            Key::Transport => self.matches.transport = Some(Box::new(spanned_strs(value)?)),
             Key::SourcePort => match value {
                 Value::Array(items, s) => {
-                    self.matches.source_port = Some(Spanned::new(s, items.collect(range_def)?));
+                    self.matches.source_port =
+                        Some(Box::new(Spanned::new(s, items.collect(range_def)?)));
                 }
                 _ => return None,
             },
@@ -454,7 +455,7 @@ impl Rule {
                 Value::Bool(b, s) => self.matches.auth = Some(Spanned::new(s, b)),
                 _ => return None,
             },
-            Key::Schedule => self.matches.schedule = Some(spanned_str(value)?),
+            Key::Schedule => self.matches.schedule = Some(Box::new(spanned_str(value)?)),
             Key::User(party, field) => {
                 let slot = match party {
                     Party::To => &mut self.matches.to,
@@ -465,9 +466,9 @@ impl Rule {
                 match field {
                     UserKey::Prefix => u.prefix = Some(spanned_strs(value)?),
                     UserKey::Exact => u.exact = Some(spanned_strs(value)?),
-                    UserKey::Domain => u.domain = Some(spanned_strs(value)?),
-                    UserKey::Regex => u.regex = Some(spanned_str(value)?),
-                    UserKey::Length => u.length = Some(range_def(value)?),
+                    UserKey::Domain => u.domain = Some(Box::new(spanned_strs(value)?)),
+                    UserKey::Regex => u.regex = Some(Box::new(spanned_str(value)?)),
+                    UserKey::Length => u.length = Some(Box::new(range_def(value)?)),
                 }
             }
             Key::Trunks | Key::Routing | Key::Headers | Key::RejectCode | Key::RejectReason => {
@@ -477,8 +478,8 @@ impl Rule {
                     .1;
                 match key {
                     Key::Trunks => then.trunks = Some(spanned_strs(value)?),
-                    Key::Routing => then.routing = Some(spanned_str(value)?),
-                    Key::Headers => then.headers = Some(spanned_strs(value)?),
+                    Key::Routing => then.routing = Some(Box::new(spanned_str(value)?)),
+                    Key::Headers => then.headers = Some(Box::new(spanned_strs(value)?)),
                     _ => {
                         let r = self.reject.get_or_insert_with(|| (segment(1), None, None));
                         match (key, value) {
@@ -499,13 +500,13 @@ impl Rule {
         let mut then = self.then;
         if let Some((at, code, reason)) = self.reject {
             let t = &mut then.as_mut()?.1;
-            t.reject = Some(Spanned::new(
+            t.reject = Some(Box::new(Spanned::new(
                 at,
                 RejectDef {
                     code: code?,
                     reason,
                 },
-            ));
+            )));
         }
         Some(Spanned::new(
             self.header,
