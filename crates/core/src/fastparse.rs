@@ -279,6 +279,10 @@ enum UserKey {
 
 impl Key {
     fn parse(key: &str) -> Option<Key> {
+        // `name.` or `match..to` are TOML errors, not `name` or `match.to`.
+        if key.split('.').any(str::is_empty) {
+            return None;
+        }
         let (head, rest) = key.split_once('.').unwrap_or((key, ""));
         Some(match (head, rest) {
             ("name", "") => Key::Name,
@@ -567,6 +571,8 @@ mod tests {
             "[[rules]]\nname = \"a\" x\n",
             "[[rules]]\nmatch . to.prefix = [\"1\"]\nname = \"a\"\n",
             "[[ rules ]]\nname = \"a\"\n",
+            "[[rules]]\nname. = \"a\"\n",
+            "[[rules]]\nname = \"a\"\nthen..trunks = []\n",
         ] {
             assert!(parse(text).is_none(), "{text}");
         }
@@ -688,7 +694,7 @@ mod tests {
             text in deck(),
             edits in prop::collection::vec(
                 (any::<usize>(), prop::sample::select(
-                    vec!['"', '\'', '[', ']', '=', '.', ',', '#', ' ', '\t', '\n', '\r', '\\', '0', '_', '{', 'x']),
+                    vec!['"', '\'', '[', ']', '=', '.', ',', '#', ' ', '\t', '\n', '\r', '\\', '0', '_', '{', 'x', '-', '+', 'e', ':', '\u{7f}', 'é']),
                     any::<bool>()),
                 1..4),
         ) {
