@@ -151,16 +151,15 @@ impl<'a> RuleNames<'a> {
     }
 }
 
-/// Frees the parsed files of a large deck on another thread: a million
-/// parsed rules take a few hundred milliseconds to free, which need not
-/// delay the new table.
-fn drop_later(parsed: Vec<(usize, RouteFile)>) {
-    let rules: usize = parsed.iter().map(|(_, f)| f.rules.len()).sum();
-    if rules >= 10_000 {
-        // If no thread can be started, the closure (and the files) drop here.
+/// Frees what compiling a large deck leaves behind (the parsed files, the
+/// validated rules) on another thread: a million rules take a few hundred
+/// milliseconds to free, which need not delay the new table.
+fn drop_later<T: Send + 'static>(garbage: T, rules: usize) {
+    if rules >= PARALLEL_MIN {
+        // If no thread can be started, the closure (and the garbage) drop here.
         let _ = std::thread::Builder::new()
             .name("c4route-free".into())
-            .spawn(move || drop(parsed));
+            .spawn(move || drop(garbage));
     }
 }
 
@@ -174,8 +173,20 @@ pub(crate) struct Validated {
     pub regex_patterns: [Vec<String>; 3],
     pub tests: Vec<TestCase>,
     pub files: Vec<Arc<str>>,
-    pub warnings: Vec<Diagnostic>,
 }
+
+/// What [`Compiler::validate`] leaves: the validated rest (`None` when a
+/// trunk failed), the rules with their `[[rules]]` locations, and whether the
+/// shadow check applies (it does not while a file fails to parse).
+struct Outcome {
+    rest: Option<Validated>,
+    rules: Vec<RuleSpec>,
+    rule_ats: Vec<At>,
+    check_shadow: bool,
+}
+
+/// From this many rules on, independent compile steps run on two threads.
+const PARALLEL_MIN: usize = 10_000;
 
 pub(crate) struct Compiler<'s> {
     root: Arc<str>,
@@ -227,6 +238,11 @@ impl<'s> Compiler<'s> {
             threads,
             diags: Vec::new(),
         }
+    }
+
+    /// Whether steps over `rules` rules run on two threads.
+    fn parallel(&self, rules: usize) -> bool {
+        self.threads > 1 && rules >= PARALLEL_MIN
     }
 
     /// The file, absolute span, line and column of a location.
@@ -346,41 +362,97 @@ impl<'s> Compiler<'s> {
     /// `version` is called once the table is about to be frozen (the
     /// caller may compute it on another thread meanwhile).
     pub(crate) fn run(mut self, version: impl FnOnce() -> String) -> Result<RouteTable, Error> {
-        let v = self.validate();
-        let mut diags = Diagnostics(self.diags);
-        diags.sort();
-        match v {
-            Some(v) if !diags.has_errors() => {
-                let mut v = v;
-                v.warnings = diags.0;
-                RouteTable::freeze(v, version()).map_err(|m| {
-                    Error::Config(Diagnostics(vec![Diagnostic {
-                        path: "routes.d".into(),
-                        span: 0..0,
-                        line: 1,
-                        col: 1,
-                        severity: Severity::Error,
-                        message: m,
-                        note: None,
-                    }]))
-                })
+        let Outcome {
+            rest,
+            rules,
+            rule_ats,
+            check_shadow,
+        } = self.validate();
+        let v = match rest {
+            Some(v) if self.error_count() == 0 => v,
+            _ => {
+                self.push_shadow_warnings(check_shadow, &rules, &rule_ats);
+                return Err(Error::Config(self.sorted_diags()));
             }
-            _ => Err(Error::Config(diags)),
+        };
+        // The shadow check only reads the rules, and freezing only reads
+        // them too: on a large table they run side by side.
+        let (table, shadow) = if check_shadow && self.parallel(rules.len()) {
+            std::thread::scope(|s| {
+                let shadow = s.spawn(|| self.shadow_warnings(&rules, &rule_ats));
+                let table = RouteTable::freeze(v, &rules, version());
+                // The check cannot panic on valid rules; if it did, the
+                // table is still right, only without those warnings.
+                (table, shadow.join().unwrap_or_default())
+            })
+        } else {
+            let shadow = if check_shadow {
+                self.shadow_warnings(&rules, &rule_ats)
+            } else {
+                Vec::new()
+            };
+            (RouteTable::freeze(v, &rules, version()), shadow)
+        };
+        let n = rules.len();
+        drop_later(rules, n);
+        for (at, msg) in shadow {
+            self.warn(&at, msg, None);
+        }
+        let diags = self.sorted_diags();
+        match table {
+            Ok(mut t) => {
+                t.set_warnings(diags);
+                Ok(t)
+            }
+            Err(m) => Err(Error::Config(Diagnostics(vec![Diagnostic {
+                path: "routes.d".into(),
+                span: 0..0,
+                line: 1,
+                col: 1,
+                severity: Severity::Error,
+                message: m,
+                note: None,
+            }]))),
         }
     }
 
     /// Validation only, for the reference evaluator.
     pub(crate) fn validated(mut self) -> Result<Validated, Error> {
-        let v = self.validate();
-        let mut diags = Diagnostics(self.diags);
-        diags.sort();
-        match v {
-            Some(v) if !diags.has_errors() => Ok(v),
-            _ => Err(Error::Config(diags)),
+        let Outcome {
+            rest,
+            rules,
+            rule_ats,
+            check_shadow,
+        } = self.validate();
+        match rest {
+            Some(mut v) if self.error_count() == 0 => {
+                v.rules = rules;
+                Ok(v)
+            }
+            _ => {
+                self.push_shadow_warnings(check_shadow, &rules, &rule_ats);
+                Err(Error::Config(self.sorted_diags()))
+            }
         }
     }
 
-    fn validate(&mut self) -> Option<Validated> {
+    fn push_shadow_warnings(&mut self, check: bool, rules: &[RuleSpec], ats: &[At]) {
+        if check {
+            for (at, msg) in self.shadow_warnings(rules, ats) {
+                self.warn(&at, msg, None);
+            }
+        }
+    }
+
+    fn sorted_diags(&mut self) -> Diagnostics {
+        let mut diags = Diagnostics(std::mem::take(&mut self.diags));
+        diags.sort();
+        diags
+    }
+
+    /// Everything but the shadow check, which [`Compiler::run`] overlaps
+    /// with freezing the table.
+    fn validate(&mut self) -> Outcome {
         let mut parsed: Vec<(usize, RouteFile)> = Vec::new();
         let mut parse_failed = false;
         for (i, result) in self.parse_units().into_iter().enumerate() {
@@ -509,9 +581,6 @@ impl<'s> Compiler<'s> {
 
         // Warnings that need the whole picture.
         if !parse_failed {
-            for (at, msg) in self.shadow_warnings(&rules, &rule_ats) {
-                self.warn(&at, msg, None);
-            }
             for (k, used) in ctx.used_trunks.iter().enumerate() {
                 if let (false, Some(t)) = (*used, &trunks[k]) {
                     let at = trunk_ats[k].clone();
@@ -546,26 +615,36 @@ impl<'s> Compiler<'s> {
         // What borrows the parsed files goes first (see drop_later below).
         drop(ctx);
         drop((rule_names, trunk_ids, schedule_ids));
+        let check_shadow = !parse_failed;
         if !trunks_ok {
-            return None;
+            return Outcome {
+                rest: None,
+                rules,
+                rule_ats,
+                check_shadow,
+            };
         }
         let trunks: Vec<Trunk> = trunks.into_iter().flatten().collect();
         // Schedule ids, like trunk ids, index the list with failures in place;
         // a failed schedule is an error, so ids only survive when all are kept.
         let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect();
         let files = self.files.iter().map(|f| f.path.clone()).collect();
-        drop_later(parsed);
-        Some(Validated {
-            defaults,
-            trunks,
-            schedules,
+        drop_later(parsed, n_rules);
+        Outcome {
+            rest: Some(Validated {
+                defaults,
+                trunks,
+                schedules,
+                rules: Vec::new(),
+                actions,
+                regex_patterns,
+                tests,
+                files,
+            }),
             rules,
-            actions,
-            regex_patterns,
-            tests,
-            files,
-            warnings: Vec::new(),
-        })
+            rule_ats,
+            check_shadow,
+        }
     }
 
     /// Rules that can never win, and ties that only declaration order breaks,
@@ -575,7 +654,7 @@ impl<'s> Compiler<'s> {
     /// runs on a second thread.
     fn shadow_warnings(&self, rules: &[RuleSpec], ats: &[At]) -> Vec<(At, String)> {
         let loc = |k: usize| format!("`{}` ({})", rules[k].name, self.loc_text(&ats[k]));
-        let (mut out, ties) = if rules.len() >= 10_000 {
+        let (mut out, ties) = if self.parallel(rules.len()) {
             std::thread::scope(|s| {
                 let ties = s.spawn(|| Self::ties(rules, &loc));
                 let out = Self::identical(rules, ats, &loc);
@@ -1902,5 +1981,43 @@ mod tests {
         };
         assert_eq!(a.to_string(), b.to_string());
         assert!(a.to_string().contains("big.toml:"), "{a}");
+    }
+
+    /// Above PARALLEL_MIN rules the shadow check runs beside the freeze and
+    /// its tie step on a thread of its own, and most pieces take the fast
+    /// parser: the result must not change.
+    #[test]
+    fn a_large_deck_compiles_the_same_on_one_thread_and_on_two() {
+        let mut text = deck(PARALLEL_MIN + 2_000, false);
+        text += "[[rules]]\nname = \"all\"\npriority = 150\nthen.trunks = [\"a\"]\n";
+        text += "[[rules]]\nname = \"late\"\npriority = 200\nmatch.to.prefix = [\"9\"]\nthen.trunks = [\"a\"]\n";
+        text += "[[rules]]\nname = \"tie\"\nmatch.to.prefix = [\"3\"]\nmatch.to.domain = [\"x\"]\nthen.trunks = [\"a\"]\n";
+        let one = build(&text, usize::MAX, 1).unwrap();
+        let two = build(&text, 1, 2).unwrap();
+        assert_eq!(one.rule_count(), PARALLEL_MIN + 2_003);
+        assert_eq!(one.warnings().to_string(), two.warnings().to_string());
+        let w = one.warnings().to_string();
+        for kind in ["same conditions", "ties with", "matches every call"] {
+            assert!(w.contains(kind), "no {kind:?} warning");
+        }
+        for id in (0..one.rule_count() as u32).step_by(97) {
+            let id = crate::RuleId(id);
+            assert_eq!(one.rule_name(id), two.rule_name(id));
+            assert_eq!(one.rule_location(id), two.rule_location(id));
+        }
+        let at = std::time::UNIX_EPOCH;
+        let names = |t: &RouteTable, q: &Query<'_>| -> Vec<String> {
+            t.explain(q, at).into_iter().map(|m| m.name).collect()
+        };
+        for uri in ["sip:3@x", "sip:3@y", "sip:36@x", "sip:12345@x", "sip:+1@x"] {
+            let q = format!(r#"{{"to_uri":"{uri}","call_id":"c"}}"#);
+            let q = Query::parse(q.as_bytes(), None).unwrap();
+            let (a, b) = (names(&one, &q), names(&two, &q));
+            assert_eq!(a, b, "{uri}");
+            // The domain condition of `tie` survives the freeze.
+            let tie = uri.starts_with("sip:3") && uri.ends_with("@x");
+            assert_eq!(a.contains(&"tie".to_string()), tie, "{uri}");
+            assert!(a.contains(&"all".to_string()), "{uri}");
+        }
     }
 }

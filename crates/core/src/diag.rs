@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,22 +123,42 @@ impl<'a> IntoIterator for &'a Diagnostics {
 }
 
 /// Maps byte offsets of one file to 1-based line and column.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// The line of the previous lookup.
+    hint: AtomicUsize,
 }
 
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, starts }
+        LineIndex {
+            text,
+            starts,
+            hint: AtomicUsize::new(0),
+        }
     }
 
     pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        // Locations are mostly asked for in file order (one per rule, a few
+        // lines apart): look just after the previous answer before searching
+        // the whole index.
+        let hint = self.hint.load(Ordering::Relaxed);
+        let near = self
+            .starts
+            .get(hint..)
+            .filter(|s| s.first().is_some_and(|&s| s <= offset))
+            .and_then(|s| {
+                let ahead = &s[..s.len().min(8)];
+                let n = ahead.partition_point(|&s| s <= offset);
+                (n < ahead.len()).then(|| hint + n - 1)
+            });
+        let line = near.unwrap_or_else(|| self.starts.partition_point(|&s| s <= offset) - 1);
+        self.hint.store(line, Ordering::Relaxed);
         let start = self.starts[line];
         let col = self
             .text
@@ -161,5 +182,8 @@ mod tests {
         assert_eq!(idx.line_col(8), (3, 1));
         assert_eq!(idx.line_col(5), (2, 3));
         assert_eq!(idx.line_col(100), (3, 2));
+        // Backwards after the hint moved on, and again forwards.
+        assert_eq!(idx.line_col(0), (1, 1));
+        assert_eq!(idx.line_col(5), (2, 3));
     }
 }

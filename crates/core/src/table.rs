@@ -19,7 +19,8 @@ use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::{StrIndex, StrIndexBuilder};
 use crate::rule::{
-    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk, user_spec,
+    Action, Conds, Env, Field, Loc, RegexEval, Routing, RuleSpec, SpecParts, Specificity, Trunk,
+    user_spec,
 };
 use crate::schedule::Schedule;
 
@@ -199,37 +200,55 @@ pub struct RuleMatch {
 }
 
 impl RouteTable {
-    pub(crate) fn freeze(v: Validated, version: String) -> Result<RouteTable, String> {
+    /// Builds the table from the validated parts and the rules (borrowed:
+    /// the compiler's shadow check may be reading them meanwhile).
+    pub(crate) fn freeze(
+        v: Validated,
+        specs: &[RuleSpec],
+        version: String,
+    ) -> Result<RouteTable, String> {
         let regexes = Regexes::build(&v.regex_patterns)?;
         let mut names = String::new();
-        let mut rules = Vec::with_capacity(v.rules.len());
-        let mut locs = Vec::with_capacity(v.rules.len());
+        let mut rules = Vec::with_capacity(specs.len());
+        let mut locs = Vec::with_capacity(specs.len());
         let mut exact: [StrIndexBuilder; 3] = Default::default();
         let mut prefix: [StrIndexBuilder; 3] = Default::default();
         let mut source = SourceIndex::default();
         let mut regex: [Vec<Vec<u32>>; 3] =
             v.regex_patterns.clone().map(|p| vec![Vec::new(); p.len()]);
         let mut always = Vec::new();
-        for (id, spec) in v.rules.into_iter().enumerate() {
+        for (id, spec) in specs.iter().enumerate() {
             let id = id as u32;
-            let mut conds = spec.conds;
-            let u = &mut conds.users;
-            // File the rule under its most selective indexable condition.
+            let c = &spec.conds;
+            let u = &c.users;
+            // File the rule under its most selective indexable condition,
+            // and keep the rest of its conditions for the final check.
+            let mut rest = Conds {
+                source: None,
+                ports: c.ports.clone(),
+                transports: c.transports,
+                auth: c.auth,
+                users: Default::default(),
+                schedule: c.schedule,
+            };
+            let mut skip: Option<(Field, u8)> = None;
             if let Some(f) = [Field::To, Field::Ruri, Field::From]
                 .into_iter()
                 .find(|f| u[*f as usize].exact.is_some())
             {
-                for k in u[f as usize].exact.take().into_iter().flatten() {
-                    exact[f as usize].push(&k, id);
+                for k in u[f as usize].exact.iter().flatten() {
+                    exact[f as usize].push(k, id);
                 }
+                skip = Some((f, 0));
             } else if let Some(f) = [Field::To, Field::Ruri, Field::From]
                 .into_iter()
                 .find(|f| u[*f as usize].prefix.is_some())
             {
-                for k in u[f as usize].prefix.take().into_iter().flatten() {
-                    prefix[f as usize].push(&k, id);
+                for k in u[f as usize].prefix.iter().flatten() {
+                    prefix[f as usize].push(k, id);
                 }
-            } else if let Some(nets) = conds.source.take() {
+                skip = Some((f, 1));
+            } else if let Some(nets) = &c.source {
                 for n in nets.iter() {
                     source.insert(*n, id);
                 }
@@ -237,10 +256,29 @@ impl RouteTable {
                 .into_iter()
                 .find(|f| u[*f as usize].regex.is_some())
             {
-                let p = u[f as usize].regex.take().unwrap_or_default();
+                let p = u[f as usize].regex.unwrap_or_default();
                 regex[f as usize][p as usize].push(id);
+                skip = Some((f, 2));
             } else {
                 always.push(id);
+            }
+            if skip.is_some() {
+                rest.source.clone_from(&c.source);
+            }
+            for f in Field::ALL {
+                let (src, dst) = (&u[f as usize], &mut rest.users[f as usize]);
+                let skipped = |kind| skip == Some((f, kind));
+                if !skipped(0) {
+                    dst.exact.clone_from(&src.exact);
+                }
+                if !skipped(1) {
+                    dst.prefix.clone_from(&src.prefix);
+                }
+                if !skipped(2) {
+                    dst.regex = src.regex;
+                }
+                dst.length = src.length;
+                dst.domain.clone_from(&src.domain);
             }
             let name_off = names.len() as u32;
             names.push_str(&spec.name);
@@ -249,7 +287,7 @@ impl RouteTable {
                 name_len: spec.name.len() as u32,
                 action: spec.action,
                 priority: spec.priority,
-                conds: (!conds.is_empty()).then(|| Box::new(conds)),
+                conds: (!rest.is_empty()).then(|| Box::new(rest)),
             });
             locs.push(spec.loc);
         }
@@ -275,11 +313,15 @@ impl RouteTable {
             defaults: v.defaults,
             files: v.files.into(),
             tests: v.tests.into(),
-            warnings: Diagnostics(v.warnings),
+            warnings: Diagnostics(Vec::new()),
             version: version.into(),
             no_rewrite: Arc::default(),
             no_extra: Arc::from(""),
         })
+    }
+
+    pub(crate) fn set_warnings(&mut self, warnings: Diagnostics) {
+        self.warnings = warnings;
     }
 
     /// Number of enabled rules.
