@@ -101,6 +101,9 @@ fn run() -> Result<(), String> {
     let (rss1, _) = rss();
     let text_bytes: usize = sources.files().map(|(_, t)| t.len()).sum();
     drop(sources);
+    // The core frees a large deck's build state on a background thread:
+    // give it time before reading what stays resident.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let (rss2, hwm) = rss();
 
     let rules = table.rule_count().max(1) as u64;
