@@ -185,6 +185,12 @@ struct Outcome {
     check_shadow: bool,
 }
 
+/// Warnings found by a check step: where, and what.
+type Found = Vec<(At, String)>;
+
+/// `` `name` (file:line:col) `` of a rule, by index.
+type LocFn<'a> = dyn Fn(usize) -> String + Sync + 'a;
+
 /// From this many rules on, independent compile steps run on two threads.
 const PARALLEL_MIN: usize = 10_000;
 
@@ -362,19 +368,15 @@ impl<'s> Compiler<'s> {
     /// `version` is called once the table is about to be frozen (the
     /// caller may compute it on another thread meanwhile).
     pub(crate) fn run(mut self, version: impl FnOnce() -> String) -> Result<RouteTable, Error> {
-        let Outcome {
-            rest,
-            rules,
-            rule_ats,
-            check_shadow,
-        } = self.validate();
-        let v = match rest {
-            Some(v) if self.error_count() == 0 => v,
-            _ => {
-                self.push_shadow_warnings(check_shadow, &rules, &rule_ats);
-                return Err(Error::Config(self.sorted_diags()));
-            }
-        };
+        let (
+            v,
+            Outcome {
+                rules,
+                rule_ats,
+                check_shadow,
+                ..
+            },
+        ) = self.checked()?;
         // The shadow check only reads the rules, and freezing only reads
         // them too: on a large table they run side by side.
         let (table, shadow) = if check_shadow && self.parallel(rules.len()) {
@@ -418,19 +420,19 @@ impl<'s> Compiler<'s> {
 
     /// Validation only, for the reference evaluator.
     pub(crate) fn validated(mut self) -> Result<Validated, Error> {
-        let Outcome {
-            rest,
-            rules,
-            rule_ats,
-            check_shadow,
-        } = self.validate();
-        match rest {
-            Some(mut v) if self.error_count() == 0 => {
-                v.rules = rules;
-                Ok(v)
-            }
+        let (mut v, o) = self.checked()?;
+        v.rules = o.rules;
+        Ok(v)
+    }
+
+    /// Validates; on any error, adds the shadow check's warnings and returns
+    /// every diagnostic. The returned outcome's `rest` is taken.
+    fn checked(&mut self) -> Result<(Validated, Outcome), Error> {
+        let mut o = self.validate();
+        match o.rest.take() {
+            Some(v) if self.error_count() == 0 => Ok((v, o)),
             _ => {
-                self.push_shadow_warnings(check_shadow, &rules, &rule_ats);
+                self.push_shadow_warnings(o.check_shadow, &o.rules, &o.rule_ats);
                 Err(Error::Config(self.sorted_diags()))
             }
         }
@@ -652,7 +654,7 @@ impl<'s> Compiler<'s> {
     /// rules: identical conditions are grouped by hash, and catch-all rules
     /// are compared with every other rule. On a large table the tie check
     /// runs on a second thread.
-    fn shadow_warnings(&self, rules: &[RuleSpec], ats: &[At]) -> Vec<(At, String)> {
+    fn shadow_warnings(&self, rules: &[RuleSpec], ats: &[At]) -> Found {
         let loc = |k: usize| format!("`{}` ({})", rules[k].name, self.loc_text(&ats[k]));
         let (mut out, ties) = if self.parallel(rules.len()) {
             std::thread::scope(|s| {
@@ -672,11 +674,7 @@ impl<'s> Compiler<'s> {
     }
 
     /// Step 1, identical conditions: only the best (priority, then declaration) can win.
-    fn identical(
-        rules: &[RuleSpec],
-        ats: &[At],
-        loc: &dyn Fn(usize) -> String,
-    ) -> Vec<(At, String)> {
+    fn identical(rules: &[RuleSpec], ats: &[At], loc: &LocFn<'_>) -> Found {
         let mut out = Vec::new();
         // Both groupings below keep rule indexes only (8 bytes a slot) and
         // rebuild keys from the rules: a map holding the keys themselves
@@ -727,7 +725,7 @@ impl<'s> Compiler<'s> {
 
     /// Step 2, same priority and equally specific conditions, but not
     /// identical: when both match, only declaration order decides. Returns rule indexes.
-    fn ties(rules: &[RuleSpec], loc: &(dyn Fn(usize) -> String + Sync)) -> Vec<(usize, String)> {
+    fn ties(rules: &[RuleSpec], loc: &LocFn<'_>) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         let hasher = hashbrown::DefaultHashBuilder::default();
         /// prefix, exact, regex and length: what ranks a user condition.
@@ -790,7 +788,7 @@ impl<'s> Compiler<'s> {
     /// Step 3: a rule whose only condition is `to.prefix` matches every call to those
     /// prefixes: a rule at a higher priority number whose every `to` prefix or
     /// exact value it covers can never win.
-    fn covered(rules: &[RuleSpec], ats: &[At], loc: &dyn Fn(usize) -> String) -> Vec<(At, String)> {
+    fn covered(rules: &[RuleSpec], ats: &[At], loc: &LocFn<'_>) -> Found {
         let mut out = Vec::new();
         let only_to_prefix = |c: &Conds| {
             let to = &c.users[Field::To as usize];
@@ -869,11 +867,7 @@ impl<'s> Compiler<'s> {
     }
 
     /// Step 4: a rule without conditions matches everything: rules it outranks never win.
-    fn behind_catch_all(
-        rules: &[RuleSpec],
-        ats: &[At],
-        loc: &dyn Fn(usize) -> String,
-    ) -> Vec<(At, String)> {
+    fn behind_catch_all(rules: &[RuleSpec], ats: &[At], loc: &LocFn<'_>) -> Found {
         let mut out = Vec::new();
         let Some(catch_all) = rules
             .iter()
