@@ -333,6 +333,13 @@ impl<'s> Compiler<'s> {
         self.push(Severity::Error, at, message.into(), None);
     }
 
+    /// An error when a list that must name something is empty.
+    fn non_empty<T>(&mut self, i: usize, list: &Spanned<Vec<T>>, key: &str, advice: &str) {
+        if list.get_ref().is_empty() {
+            self.err(&(i, list.span()), format!("{key} is empty; {advice}"));
+        }
+    }
+
     fn warn(&mut self, at: &At, message: impl Into<String>, note: Option<String>) {
         self.push(Severity::Warning, at, message.into(), note);
     }
@@ -1281,27 +1288,13 @@ impl<'s> Compiler<'s> {
                 .collect()
         };
         if let Some(p) = &def.prefix {
-            if p.get_ref().is_empty() {
-                self.err(
-                    &(i, p.span()),
-                    format!(
-                        "match.{}.prefix is empty; list at least one prefix or remove it",
-                        field.name()
-                    ),
-                );
-            }
+            let key = format!("match.{}.prefix", field.name());
+            self.non_empty(i, p, &key, "list at least one prefix or remove it");
             u.prefix = Some(strings(p));
         }
         if let Some(p) = &def.exact {
-            if p.get_ref().is_empty() {
-                self.err(
-                    &(i, p.span()),
-                    format!(
-                        "match.{}.exact is empty; list at least one value or remove it",
-                        field.name()
-                    ),
-                );
-            }
+            let key = format!("match.{}.exact", field.name());
+            self.non_empty(i, p, &key, "list at least one value or remove it");
             u.exact = Some(strings(p));
         }
         if let Some(r) = &def.regex {
@@ -1366,12 +1359,12 @@ impl<'s> Compiler<'s> {
                     Err(e) => self.err(&(i, s.span()), e),
                 }
             }
-            if src.get_ref().is_empty() {
-                self.err(
-                    &(i, src.span()),
-                    "match.source is empty; list at least one network or remove it",
-                );
-            }
+            self.non_empty(
+                i,
+                src,
+                "match.source",
+                "list at least one network or remove it",
+            );
             conds.source = Some(nets.into());
         }
         if let Some(ports) = &m.source_port {
@@ -1382,12 +1375,12 @@ impl<'s> Compiler<'s> {
                     Err(e) => self.err(&(i, p.span()), e),
                 }
             }
-            if ports.get_ref().is_empty() {
-                self.err(
-                    &(i, ports.span()),
-                    "match.source_port is empty; list at least one port or remove it",
-                );
-            }
+            self.non_empty(
+                i,
+                ports,
+                "match.source_port",
+                "list at least one port or remove it",
+            );
             conds.ports = Some(out.into());
         }
         if let Some(ts) = &m.transport {
@@ -1403,12 +1396,12 @@ impl<'s> Compiler<'s> {
                     ),
                 }
             }
-            if ts.get_ref().is_empty() {
-                self.err(
-                    &(i, ts.span()),
-                    "match.transport is empty; list at least one transport or remove it",
-                );
-            }
+            self.non_empty(
+                i,
+                ts,
+                "match.transport",
+                "list at least one transport or remove it",
+            );
         }
         conds.auth = m.auth.as_ref().map(|a| *a.get_ref());
         conds.users[Field::To as usize] = self.user_conds(i, Field::To, m.to.as_deref(), ctx);
@@ -1588,96 +1581,85 @@ impl<'s> Compiler<'s> {
     ) -> Option<u32> {
         let t = then.get_ref();
         let at = (i, then.span());
-        {
-            {
-                let mut ids = Vec::new();
-                if trunks.get_ref().is_empty() {
-                    self.err(
-                        &(i, trunks.span()),
-                        "then.trunks is empty; list at least one trunk",
-                    );
-                }
-                for tn in trunks.get_ref() {
-                    if let Some(id) = self.lookup(i, "trunk", ctx.trunk_ids, tn, ctx.parse_failed) {
-                        ids.push(id);
-                        if let Some(u) = ctx.used_trunks.get_mut(id as usize) {
-                            *u = true;
-                        }
-                    }
-                }
-                let routing = match &t.routing {
-                    Some(r) => self.routing(i, r)?,
-                    None => ctx.defaults.routing,
-                };
-                let mut rw = Rewrites::default();
-                if let Some(r) = &t.rewrite {
-                    let r = r.get_ref();
-                    if let Some(ru) = &r.ruri {
-                        rw.ruri_user = self.rewrite(i, &ru.user, "ruri.user");
-                    }
-                    rw.to = self.party_rewrite(i, r.to.as_ref(), "to");
-                    rw.from = self.party_rewrite(i, r.from.as_ref(), "from");
-                }
-                let mut headers = Vec::new();
-                if let Some(hs) = &t.headers {
-                    for h in hs.get_ref() {
-                        if let Some(tpl) = self.header(i, h) {
-                            headers.push(tpl);
-                        }
-                    }
-                }
-                if routing == Routing::Parallel {
-                    if !rw.to.is_empty() || !rw.from.is_empty() || t.headers.is_some() {
-                        self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
-                    }
-                    for id in &ids {
-                        let Some(Some(tr)) = ctx.trunks.get(*id as usize) else {
-                            continue;
-                        };
-                        if !tr.headers.is_empty()
-                            || tr.fr_timer != ctx.defaults.fr_timer
-                            || tr.fr_inv_timer != ctx.defaults.fr_inv_timer
-                        {
-                            self.err(&at, format!("rule `{name}` routes in parallel through trunk `{}`, whose headers or timers rtjson applies only in serial mode", tr.name));
-                        }
-                    }
-                }
-                let gw_count: usize = ids
-                    .iter()
-                    .map(|id| {
-                        ctx.trunks
-                            .get(*id as usize)
-                            .and_then(Option::as_ref)
-                            .map_or(0, |t| t.gateways.len())
-                    })
-                    .sum();
-                if gw_count > ctx.defaults.max_routes as usize {
-                    self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
-                }
-                let simple = rw.ruri_user.is_none()
-                    && rw.to.is_empty()
-                    && rw.from.is_empty()
-                    && headers.is_empty();
-                let action = || {
-                    Action::Route(Box::new(RouteAction {
-                        trunks: ids.clone().into(),
-                        routing,
-                        rewrites: if simple {
-                            None
-                        } else {
-                            Some(Box::new(rw.clone()))
-                        },
-                        headers: headers.clone().into(),
-                    }))
-                };
-                if simple {
-                    let key = format!("T{}|{:?}", routing.as_str(), ids);
-                    Some(ctx.intern(key, action))
-                } else {
-                    ctx.actions.push(action());
-                    Some((ctx.actions.len() - 1) as u32)
+        let mut ids = Vec::new();
+        self.non_empty(i, trunks, "then.trunks", "list at least one trunk");
+        for tn in trunks.get_ref() {
+            if let Some(id) = self.lookup(i, "trunk", ctx.trunk_ids, tn, ctx.parse_failed) {
+                ids.push(id);
+                if let Some(u) = ctx.used_trunks.get_mut(id as usize) {
+                    *u = true;
                 }
             }
+        }
+        let routing = match &t.routing {
+            Some(r) => self.routing(i, r)?,
+            None => ctx.defaults.routing,
+        };
+        let mut rw = Rewrites::default();
+        if let Some(r) = &t.rewrite {
+            let r = r.get_ref();
+            if let Some(ru) = &r.ruri {
+                rw.ruri_user = self.rewrite(i, &ru.user, "ruri.user");
+            }
+            rw.to = self.party_rewrite(i, r.to.as_ref(), "to");
+            rw.from = self.party_rewrite(i, r.from.as_ref(), "from");
+        }
+        let mut headers = Vec::new();
+        if let Some(hs) = &t.headers {
+            for h in hs.get_ref() {
+                if let Some(tpl) = self.header(i, h) {
+                    headers.push(tpl);
+                }
+            }
+        }
+        if routing == Routing::Parallel {
+            if !rw.to.is_empty() || !rw.from.is_empty() || t.headers.is_some() {
+                self.err(&at, format!("rule `{name}` routes in parallel, but rtjson applies headers and From/To rewrites only in serial mode; use routing = \"serial\" or remove them"));
+            }
+            for id in &ids {
+                let Some(Some(tr)) = ctx.trunks.get(*id as usize) else {
+                    continue;
+                };
+                if !tr.headers.is_empty()
+                    || tr.fr_timer != ctx.defaults.fr_timer
+                    || tr.fr_inv_timer != ctx.defaults.fr_inv_timer
+                {
+                    self.err(&at, format!("rule `{name}` routes in parallel through trunk `{}`, whose headers or timers rtjson applies only in serial mode", tr.name));
+                }
+            }
+        }
+        let gw_count: usize = ids
+            .iter()
+            .map(|id| {
+                ctx.trunks
+                    .get(*id as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |t| t.gateways.len())
+            })
+            .sum();
+        if gw_count > ctx.defaults.max_routes as usize {
+            self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
+        }
+        let simple =
+            rw.ruri_user.is_none() && rw.to.is_empty() && rw.from.is_empty() && headers.is_empty();
+        let action = || {
+            Action::Route(Box::new(RouteAction {
+                trunks: ids.clone().into(),
+                routing,
+                rewrites: if simple {
+                    None
+                } else {
+                    Some(Box::new(rw.clone()))
+                },
+                headers: headers.clone().into(),
+            }))
+        };
+        if simple {
+            let key = format!("T{}|{:?}", routing.as_str(), ids);
+            Some(ctx.intern(key, action))
+        } else {
+            ctx.actions.push(action());
+            Some((ctx.actions.len() - 1) as u32)
         }
     }
 
@@ -1975,6 +1957,32 @@ mod tests {
         };
         assert_eq!(a.to_string(), b.to_string());
         assert!(a.to_string().contains("big.toml:"), "{a}");
+    }
+
+    #[test]
+    fn every_empty_list_is_an_error_at_its_line() {
+        let text = "[trunks.a]\ngateways = [\"sip:192.0.2.1\"]\n[[rules]]\nname = \"e\"\n\
+            match.source = []\nmatch.source_port = []\nmatch.transport = []\n\
+            match.to.prefix = []\nmatch.from.exact = []\nthen.trunks = []\n";
+        let Err(Error::Config(d)) = build(text, usize::MAX, 1) else {
+            panic!("empty lists must not compile");
+        };
+        let d = d.to_string();
+        for (line, key, what) in [
+            (5, "match.source", "network"),
+            (6, "match.source_port", "port"),
+            (7, "match.transport", "transport"),
+            (8, "match.to.prefix", "prefix"),
+            (9, "match.from.exact", "value"),
+            (10, "then.trunks", "trunk"),
+        ] {
+            let want = format!(":{line}:");
+            assert!(
+                d.lines().any(|l| l.contains(&want)
+                    && l.contains(&format!("{key} is empty; list at least one {what}"))),
+                "{key} at line {line}:\n{d}"
+            );
+        }
     }
 
     /// Above PARALLEL_MIN rules the shadow check runs beside the freeze and
