@@ -74,7 +74,7 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn parse_at(s: &str) -> Result<SystemTime, String> {
+fn parse_at(s: &str) -> Result<SystemTime, c4route_core::TimeError> {
     c4route_core::parse_time(s)
 }
 

@@ -4,8 +4,10 @@
 //! error and warning of every file into one [`Diagnostics`] value, so an operator
 //! fixes a whole batch of typos in one round trip instead of one per reload.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,6 +46,9 @@ pub struct Diagnostic {
     pub message: String,
     /// An optional second location or hint, such as "first defined at a.toml:3:1".
     pub note: Option<String>,
+    /// What kind of problem this is: the place in the compiler that found
+    /// it. Reports are bounded per kind ([`Diagnostics::shown`]).
+    pub(crate) kind: &'static Location<'static>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -62,9 +67,66 @@ impl fmt::Display for Diagnostic {
 
 /// A list of diagnostics, errors and warnings, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(Vec<Diagnostic>);
+
+impl From<Vec<Diagnostic>> for Diagnostics {
+    fn from(v: Vec<Diagnostic>) -> Self {
+        Diagnostics(v)
+    }
+}
+
+/// How many diagnostics of one kind a bounded report shows.
+pub const SHOWN_PER_KIND: usize = 20;
 
 impl Diagnostics {
+    /// The diagnostics a person should read: the first `per_kind` of each
+    /// kind (an unknown trunk, a bad regex, a shadowed rule, …), each with
+    /// the number of diagnostics of its kind left out after it (non-zero
+    /// only on the last one shown of a kind). A deck with 100k rules naming
+    /// one unknown trunk prints 20 lines and a count, not 100k lines.
+    /// Linear in the number of diagnostics.
+    pub fn shown(&self, per_kind: usize) -> impl Iterator<Item = (&Diagnostic, usize)> {
+        let key = |d: &Diagnostic| (d.severity, *d.kind);
+        let mut total: HashMap<_, usize> = HashMap::new();
+        for d in &self.0 {
+            *total.entry(key(d)).or_default() += 1;
+        }
+        let mut seen: HashMap<_, usize> = HashMap::new();
+        self.0.iter().filter_map(move |d| {
+            let k = key(d);
+            let n = seen.entry(k).or_default();
+            *n += 1;
+            if *n > per_kind {
+                return None;
+            }
+            let all = total.get(&k).copied().unwrap_or(0);
+            let hidden = if *n == per_kind { all - per_kind } else { 0 };
+            Some((d, hidden))
+        })
+    }
+
+    /// The report of [`Diagnostics::shown`] as text, one diagnostic per
+    /// line (`file:line:col: level: message (note)`), each cut kind
+    /// followed by a line `… and N more like the line above`, and a last
+    /// line with the exact totals.
+    pub fn bounded(&self, per_kind: usize) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (d, hidden) in self.shown(per_kind) {
+            let _ = writeln!(out, "{d}");
+            if hidden > 0 {
+                let _ = writeln!(out, "... and {hidden} more like the line above");
+            }
+        }
+        let errors = self.errors().count();
+        let _ = write!(
+            out,
+            "{errors} error(s), {} warning(s)",
+            self.0.len() - errors
+        );
+        out
+    }
+
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(|d| d.severity == Severity::Error)

@@ -65,28 +65,32 @@ mod diag;
 mod fastparse;
 mod matcher;
 mod query;
-#[doc(hidden)]
-pub mod reference;
+#[cfg(test)]
+mod reference;
 mod rtjson;
 mod rule;
 mod schedule;
+mod sip;
 mod sources;
 mod table;
 mod template;
 mod uri;
 
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rtjson::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use rule::{Routing, Specificity};
 pub use sources::{RouteTableBuilder, Sources, is_route_file};
 pub use table::{Expect, RouteTable, RuleId, RuleMatch, TestCase, TestOutcome};
 
-/// Parses an RFC 3339 time such as `2026-12-24T09:00:00Z` (for `--at`).
+pub use compile::TimeError;
+
+/// Parses an RFC 3339 time such as `2026-12-24T09:00:00Z` (for `--at` and
+/// a test's `at`).
 ///
 /// # Errors
-/// A message saying what was expected.
-pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+/// [`TimeError`], which says what was expected.
+pub fn parse_time(s: &str) -> Result<std::time::SystemTime, TimeError> {
     compile::parse_time(s)
 }
 

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::candidate::{Candidate, Party};
-use crate::compile::MAX_URI;
 use crate::rule::{Action, Gateway, PartyRewrite, RouteAction, Routing};
+use crate::sip::MAX_URI;
 use crate::table::{RouteTable, RuleId};
 use crate::uri::{push_escaped_user, quote_display, replace_user, strip_ctl};
 

@@ -127,6 +127,7 @@ impl Sources {
         self.root.clone().unwrap_or_else(|| "routes.d".into())
     }
 
+    #[cfg(test)]
     pub(crate) fn raw(&self) -> &[(Arc<str>, String)] {
         &self.files
     }

@@ -10,17 +10,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use regex::{RegexSet, RegexSetBuilder, SetMatches};
+use regex::{RegexSet, SetMatches};
 
 use crate::Query;
 use crate::candidate::Candidate;
-use crate::compile::Validated;
 use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
-use crate::matcher::prefix::{StrIndex, StrIndexBuilder};
+use crate::matcher::prefix::StrIndex;
 use crate::rule::{
-    Action, Conds, Env, Field, Loc, RegexEval, Routing, RuleSpec, SpecParts, Specificity, Trunk,
-    user_spec,
+    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk, user_spec,
 };
 use crate::schedule::Schedule;
 
@@ -94,49 +92,30 @@ pub struct TestOutcome {
 }
 
 #[derive(Debug)]
-struct Rule {
-    name_off: u32,
-    name_len: u32,
-    action: u32,
-    priority: i64,
+pub(crate) struct Rule {
+    pub name_off: u32,
+    pub name_len: u32,
+    pub action: u32,
+    pub priority: i64,
     /// The conditions no index checked; `None` when the index said it all.
-    conds: Option<Box<Conds>>,
+    pub conds: Option<Box<Conds>>,
 }
 
 /// Which index a rule was filed under, and so what a hit proves.
 #[derive(Debug, Default)]
-struct Indexes {
-    exact: [Option<StrIndex>; 3],
-    prefix: [Option<StrIndex>; 3],
-    source: Option<SourceIndex>,
+pub(crate) struct Indexes {
+    pub exact: [Option<StrIndex>; 3],
+    pub prefix: [Option<StrIndex>; 3],
+    pub source: Option<SourceIndex>,
     /// Rules filed under regex pattern `n` of each field.
-    regex: [Box<[Box<[u32]>]>; 3],
-    always: Box<[u32]>,
+    pub regex: [Box<[Box<[u32]>]>; 3],
+    pub always: Box<[u32]>,
 }
 
 /// One regex set per field, for conditions and for indexing.
 #[derive(Debug, Default)]
 pub(crate) struct Regexes {
-    sets: [Option<RegexSet>; 3],
-}
-
-impl Regexes {
-    pub(crate) fn build(patterns: &[Vec<String>; 3]) -> Result<Self, String> {
-        let mut r = Regexes::default();
-        for f in Field::ALL {
-            let pats = &patterns[f as usize];
-            if pats.is_empty() {
-                continue;
-            }
-            let set = RegexSetBuilder::new(pats)
-                .dfa_size_limit(32 << 20)
-                .size_limit(256 << 20)
-                .build()
-                .map_err(|e| format!("the {} regexes together are too large: {e}", f.name()))?;
-            r.sets[f as usize] = Some(set);
-        }
-        Ok(r)
-    }
+    pub sets: [Option<RegexSet>; 3],
 }
 
 struct SetEval<'a> {
@@ -162,19 +141,20 @@ impl RegexEval for SetEval<'_> {
 /// [`RouteTable::route`] takes `&self`.
 #[derive(Debug)]
 pub struct RouteTable {
-    rules: Box<[Rule]>,
-    names: Box<str>,
-    locs: Box<[Loc]>,
+    pub(crate) rules: Box<[Rule]>,
+    /// Every rule's name, concatenated (a million small boxes cost more).
+    pub(crate) names: Box<str>,
+    pub(crate) locs: Box<[Loc]>,
     pub(crate) actions: Box<[Action]>,
     pub(crate) trunks: Box<[Trunk]>,
-    schedules: Box<[Schedule]>,
-    regexes: Regexes,
-    idx: Indexes,
+    pub(crate) schedules: Box<[Schedule]>,
+    pub(crate) regexes: Regexes,
+    pub(crate) idx: Indexes,
     pub(crate) defaults: Defaults,
-    files: Box<[Arc<str>]>,
-    tests: Box<[TestCase]>,
-    warnings: Diagnostics,
-    version: Box<str>,
+    pub(crate) files: Box<[Arc<str>]>,
+    pub(crate) tests: Box<[TestCase]>,
+    pub(crate) warnings: Diagnostics,
+    pub(crate) version: Box<str>,
     /// Shared "keep as is" From/To and empty `extra`, so answers without
     /// rewrites or headers allocate nothing for them.
     pub(crate) no_rewrite: Arc<crate::PartyHeader>,
@@ -200,126 +180,6 @@ pub struct RuleMatch {
 }
 
 impl RouteTable {
-    /// Builds the table from the validated parts and the rules (borrowed:
-    /// the compiler's shadow check may be reading them meanwhile).
-    pub(crate) fn freeze(
-        v: Validated,
-        specs: &[RuleSpec],
-        version: String,
-    ) -> Result<RouteTable, String> {
-        let regexes = Regexes::build(&v.regex_patterns)?;
-        let mut names = String::new();
-        let mut rules = Vec::with_capacity(specs.len());
-        let mut locs = Vec::with_capacity(specs.len());
-        let mut exact: [StrIndexBuilder; 3] = Default::default();
-        let mut prefix: [StrIndexBuilder; 3] = Default::default();
-        let mut source = SourceIndex::default();
-        let mut regex: [Vec<Vec<u32>>; 3] =
-            v.regex_patterns.clone().map(|p| vec![Vec::new(); p.len()]);
-        let mut always = Vec::new();
-        for (id, spec) in specs.iter().enumerate() {
-            let id = id as u32;
-            let c = &spec.conds;
-            let u = &c.users;
-            // File the rule under its most selective indexable condition,
-            // and keep the rest of its conditions for the final check.
-            let mut rest = Conds {
-                source: None,
-                ports: c.ports.clone(),
-                transports: c.transports,
-                auth: c.auth,
-                users: Default::default(),
-                schedule: c.schedule,
-            };
-            let mut skip: Option<(Field, u8)> = None;
-            if let Some(f) = [Field::To, Field::Ruri, Field::From]
-                .into_iter()
-                .find(|f| u[*f as usize].exact.is_some())
-            {
-                for k in u[f as usize].exact.iter().flatten() {
-                    exact[f as usize].push(k, id);
-                }
-                skip = Some((f, 0));
-            } else if let Some(f) = [Field::To, Field::Ruri, Field::From]
-                .into_iter()
-                .find(|f| u[*f as usize].prefix.is_some())
-            {
-                for k in u[f as usize].prefix.iter().flatten() {
-                    prefix[f as usize].push(k, id);
-                }
-                skip = Some((f, 1));
-            } else if let Some(nets) = &c.source {
-                for n in nets.iter() {
-                    source.insert(*n, id);
-                }
-            } else if let Some(f) = Field::ALL
-                .into_iter()
-                .find(|f| u[*f as usize].regex.is_some())
-            {
-                let p = u[f as usize].regex.unwrap_or_default();
-                regex[f as usize][p as usize].push(id);
-                skip = Some((f, 2));
-            } else {
-                always.push(id);
-            }
-            if skip.is_some() {
-                rest.source.clone_from(&c.source);
-            }
-            for f in Field::ALL {
-                let (src, dst) = (&u[f as usize], &mut rest.users[f as usize]);
-                let skipped = |kind| skip == Some((f, kind));
-                if !skipped(0) {
-                    dst.exact.clone_from(&src.exact);
-                }
-                if !skipped(1) {
-                    dst.prefix.clone_from(&src.prefix);
-                }
-                if !skipped(2) {
-                    dst.regex = src.regex;
-                }
-                dst.length = src.length;
-                dst.domain.clone_from(&src.domain);
-            }
-            let name_off = names.len() as u32;
-            names.push_str(&spec.name);
-            rules.push(Rule {
-                name_off,
-                name_len: spec.name.len() as u32,
-                action: spec.action,
-                priority: spec.priority,
-                conds: (!rest.is_empty()).then(|| Box::new(rest)),
-            });
-            locs.push(spec.loc);
-        }
-        let finish = |b: StrIndexBuilder| (!b.is_empty()).then(|| b.build());
-        let [e0, e1, e2] = exact;
-        let [p0, p1, p2] = prefix;
-        let idx = Indexes {
-            exact: [finish(e0), finish(e1), finish(e2)],
-            prefix: [finish(p0), finish(p1), finish(p2)],
-            source: (!source.is_empty()).then_some(source),
-            regex: regex.map(|per| per.into_iter().map(Vec::into_boxed_slice).collect()),
-            always: always.into(),
-        };
-        Ok(RouteTable {
-            rules: rules.into(),
-            names: names.into(),
-            locs: locs.into(),
-            actions: v.actions.into(),
-            trunks: v.trunks.into(),
-            schedules: v.schedules.into(),
-            regexes,
-            idx,
-            defaults: v.defaults,
-            files: v.files.into(),
-            tests: v.tests.into(),
-            warnings: Diagnostics(Vec::new()),
-            version: version.into(),
-            no_rewrite: Arc::default(),
-            no_extra: Arc::from(""),
-        })
-    }
-
     pub(crate) fn set_warnings(&mut self, warnings: Diagnostics) {
         self.warnings = warnings;
     }

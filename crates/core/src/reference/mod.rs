@@ -1,7 +1,8 @@
 //! A naive reference evaluator, for differential tests: it checks every rule
 //! in turn with its full conditions and individual regexes, and returns the
 //! rule with the smallest specificity. It shares validation with the real
-//! table but none of its indexes.
+//! table but none of its indexes. Test-only: `differential.rs` beside
+//! it checks that the indexed table decides exactly like this scan.
 
 use std::time::SystemTime;
 
@@ -35,14 +36,14 @@ impl ReferenceTable {
     /// # Errors
     /// [`Error::Config`] when the sources are invalid.
     pub fn build(sources: &Sources) -> Result<Self, Error> {
-        let v = Compiler::new(sources.root(), sources.raw()).validated()?;
+        let (v, rules) = Compiler::new(sources.root(), sources.raw()).validated()?;
         let regexes = v.regex_patterns.map(|pats| {
             pats.iter()
                 .map(|p| Regex::new(p).expect("validated regex"))
                 .collect()
         });
         Ok(ReferenceTable {
-            rules: v.rules,
+            rules,
             regexes,
             schedules: v.schedules,
         })
@@ -68,3 +69,6 @@ impl ReferenceTable {
         best.map(|(_, n)| n)
     }
 }
+
+#[cfg(test)]
+mod differential;

@@ -1,10 +1,10 @@
-//! The indexed table must decide exactly like the naive reference evaluator
-//! (a linear scan with every condition checked), on random tables and queries.
+// The indexed table must decide exactly like the naive reference evaluator
+// (a linear scan with every condition checked), on random tables and queries.
 
 use std::time::SystemTime;
 
-use c4route_core::reference::ReferenceTable;
-use c4route_core::{Query, Sources};
+use super::ReferenceTable;
+use crate::{Query, Sources};
 use proptest::prelude::*;
 
 const NUMBERS: &[&str] = &[
