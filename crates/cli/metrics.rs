@@ -3,7 +3,7 @@
 //!
 //! The request path never looks a metric up by name: the outcome counters
 //! are resolved once here, and each loaded table keeps its own lazily filled
-//! per-rule counter slots (see `serve::Loaded`), so a request costs a few
+//! per-rule counter slots (see `state::Loaded`), so a request costs a few
 //! atomic increments and one histogram observation.
 
 use std::sync::atomic::AtomicU64;

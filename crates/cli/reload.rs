@@ -20,7 +20,7 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::serve::{AppState, Loaded};
+use crate::state::{AppState, Loaded};
 
 /// Keeps the directory watcher alive; drop it to stop watching.
 #[derive(Debug)]
