@@ -741,6 +741,65 @@ fn broken_file_keeps_last_good_table_until_fixed() {
 }
 
 #[test]
+fn rule_hit_series_of_removed_rules_leave_metrics_on_reload() {
+    let alpha = table("alpha", 1);
+    let s = Server::start(&[("10-routes.toml", &alpha)], &[]);
+    let mut c = s.conn();
+    let barred = br#"{"to_uri":"sip:0666123@example.com","call_id":"serve-test-2"}"#;
+    for _ in 0..2 {
+        assert_eq!(s.rule(), "alpha");
+    }
+    let r = c.post("/kamailio/rtjson", "application/json", barred);
+    assert_eq!(r.json()["rtjson"]["rule"], "alpha-barred");
+    let m = s.metrics();
+    assert_eq!(metric(&m, "c4route_rule_hits_total{rule=\"alpha\"}"), 2.0);
+    assert_eq!(
+        metric(&m, "c4route_rule_hits_total{rule=\"alpha-barred\"}"),
+        1.0
+    );
+
+    // `alpha-barred` leaves the table, `alpha` stays.
+    let without_barred = alpha
+        .split("[[rules]]\nname = \"alpha-barred\"")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(!without_barred.contains("alpha-barred"));
+    atomic_write(&s.dir.join("10-routes.toml"), &without_barred);
+    let h = s.wait_generation(2);
+    assert_eq!(h["rules"], 1);
+    let m = s.metrics();
+    assert!(
+        !m.contains("rule=\"alpha-barred\""),
+        "a removed rule keeps its series:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "c4route_rule_hits_total{rule=\"alpha\"}"),
+        2.0,
+        "a rule that stays keeps its count"
+    );
+    assert_eq!(s.rule(), "alpha");
+    assert_eq!(
+        metric(&s.metrics(), "c4route_rule_hits_total{rule=\"alpha\"}"),
+        3.0
+    );
+
+    // Back again: it starts from zero (no series until its first hit).
+    atomic_write(&s.dir.join("10-routes.toml"), &alpha);
+    s.wait_generation(3);
+    assert!(!s.metrics().contains("rule=\"alpha-barred\""));
+    let r = c.post("/kamailio/rtjson", "application/json", barred);
+    assert_eq!(r.json()["rtjson"]["rule"], "alpha-barred");
+    assert_eq!(
+        metric(
+            &s.metrics(),
+            "c4route_rule_hits_total{rule=\"alpha-barred\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
 fn many_reloads_under_load_never_fail_or_mix() {
     const RELOADS: u64 = 200;
     let (a, b) = (table("alpha", 1), table("beta", 2));

@@ -131,6 +131,9 @@ fn attempt(st: &AppState) -> Outcome {
             for w in new.table.warnings() {
                 warn!("{w}");
             }
+            // Before the swap, so the series are gone by the time /health
+            // shows the new generation.
+            st.current.load().retire(&new, m);
             let old = st.current.swap(new);
             Outcome::Swapped { old, rules }
         }

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -44,6 +45,8 @@ pub struct Loaded {
     /// Per-rule hit counters, indexed by `RuleId`, filled on a rule's first
     /// hit so the request path never hashes a rule name.
     hits: Box<[OnceLock<Counter>]>,
+    /// Set when a reload replaces this table; see [`Loaded::retire`].
+    retired: AtomicBool,
 }
 
 impl Loaded {
@@ -55,14 +58,32 @@ impl Loaded {
             generation,
             loaded_at: jiff::Timestamp::now(),
             hits,
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// The names of the table's rules.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        (0..self.table.rule_count()).map(|i| self.table.rule_name(RuleId(i as u32)))
+    }
+
+    /// Called by the reload just before `next` replaces this table: drops
+    /// the hit series of the rules that `next` no longer has. Rules in both
+    /// keep their series, and so their counts.
+    pub fn retire(&self, next: &Loaded, metrics: &Metrics) {
+        let keep: std::collections::HashSet<&str> = next.rule_names().collect();
+        let gone = self.rule_names().filter(|n| !keep.contains(n));
+        metrics.rule_hits.retire(&self.retired, gone);
     }
 
     /// Counts one query decided by rule `id`.
     pub fn hit(&self, id: RuleId, metrics: &Metrics) {
         if let Some(slot) = self.hits.get(id.0 as usize) {
-            slot.get_or_init(|| metrics.rule_counter(self.table.rule_name(id)))
-                .inc();
+            slot.get_or_init(|| {
+                let name = self.table.rule_name(id);
+                metrics.rule_hits.counter(name, &self.retired)
+            })
+            .inc();
         }
     }
 }
