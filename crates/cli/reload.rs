@@ -26,6 +26,7 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::report;
 use crate::state::{AppState, Loaded};
 
 /// Keeps the directory watcher alive; drop it to stop watching.
@@ -206,11 +207,12 @@ fn reload_with(state: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTab
                     for d in diags.errors() {
                         error!("{d}");
                     }
-                    diags
+                    // Bounded: /health is a probe, and routes.d may hold
+                    // 100k errors; the log above has them all.
+                    let lines = diags
                         .errors()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .map(|d| (report::diagnostic_kind(&d.message), d.to_string()));
+                    report::bounded(lines, report::Bounds::HEALTH)
                 }
                 other => {
                     error!("{other}");
@@ -290,5 +292,34 @@ then.trunks = ["a"]
         assert_eq!(state.current.load().table.rule_count(), 1);
         assert_eq!(m.reloads_ok.get(), 1);
         assert_eq!(m.last_reload_success.get(), 1);
+    }
+
+    #[test]
+    fn a_failed_reload_with_many_errors_gives_a_bounded_last_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from(ROUTES);
+        for i in 0..2000 {
+            text += &format!("[[rules]]\nname = \"r{i}\"\nthen.trunks = [\"nope{i}\"]\n");
+        }
+        text += "[[rules]]\nname = \"bad-code\"\nthen.reject = { code = 700, reason = \"x\" }\n";
+        std::fs::write(dir.path().join("10-routes.toml"), text).unwrap();
+        let state = empty_state(dir.path().to_owned(), Vec::new());
+        reload(&state);
+        let err = state.last_error.load_full().expect("/health is degraded");
+        assert!(err.len() < 8_000, "{} bytes:\n{err}", err.len());
+        let lines: Vec<&str> = err.lines().collect();
+        let shown = lines.iter().filter(|l| l.contains("error: unknown trunk"));
+        assert_eq!(shown.count(), 20, "{err}");
+        assert!(
+            lines.contains(&"... and 1980 more like this: unknown trunk `…`; defined trunks: a"),
+            "{err}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("10-routes.toml:") && l.contains("700")),
+            "{err}"
+        );
+        assert_eq!(*lines.last().unwrap(), "2001 error(s) in all, 21 shown");
     }
 }
