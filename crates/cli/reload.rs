@@ -166,8 +166,11 @@ pub fn reload(state: &AppState) {
 fn reload_with(state: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Error>) {
     let started = Instant::now();
     // Unwind safety: the attempt changes shared state only through atomic
-    // stores (metrics, then the one swap), so a panic part-way leaves no
-    // broken invariant behind; at worst a table-size gauge is ahead.
+    // stores (metrics, the old table's retired mark, then the one swap), so
+    // a panic part-way breaks no invariant. The panic to expect is in
+    // `build`, before any of them; one after them (only an allocation
+    // failure could) would leave a table-size gauge ahead and the serving
+    // table's first hits of still-unhit rules uncounted until the next swap.
     let outcome = catch_unwind(AssertUnwindSafe(|| attempt(state, build)))
         .unwrap_or_else(|payload| Outcome::Panicked(panic_message(&*payload)));
     let m = &state.metrics;
