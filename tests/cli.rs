@@ -264,3 +264,25 @@ fn every_example_request_evaluates() {
         assert!(v["rtjson"]["success"].is_boolean());
     }
 }
+
+#[test]
+fn serve_refuses_a_bad_duration_with_a_usage_error() {
+    for (flag, value) in [
+        ("--idle-timeout", "5 parsecs"),
+        ("--body-timeout", ""),
+        ("--reload-debounce", "ten seconds"),
+    ] {
+        // Rejected while parsing the arguments: nothing is bound or read.
+        let o = run(&["serve", "--listen", "127.0.0.1:0", flag, value], None);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value:?}");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{value}' for '{flag} <DURATION>'")),
+            "{err}"
+        );
+        assert!(
+            err.contains("expected a duration such as 300s, 5m or 250ms"),
+            "{err}"
+        );
+    }
+}

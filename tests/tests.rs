@@ -1,3 +1,4 @@
 mod cli;
-
+mod reload;
 mod serve;
+mod util;

@@ -10,13 +10,17 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use c4route_core::{
-    Decision, Diagnostics, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity, Wrap,
+    Decision, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity, Wrap,
 };
 use clap::{Parser, Subcommand};
 
 mod metrics;
 mod reload;
+mod report;
 mod serve;
+mod state;
+
+use report::print_diagnostics;
 
 /// c4route: the SIP routing brain behind Kamailio.
 #[derive(Parser, Debug)]
@@ -103,21 +107,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("c4route: error: {e:#}");
             ExitCode::from(2)
-        }
-    }
-}
-
-/// Prints diagnostics as `file:line:col: level: message`, notes indented.
-fn print_diagnostics(d: &Diagnostics) {
-    let mut err = std::io::stderr().lock();
-    for x in d {
-        let _ = writeln!(
-            err,
-            "{}:{}:{}: {}: {}",
-            x.path, x.line, x.col, x.severity, x.message
-        );
-        if let Some(n) = &x.note {
-            let _ = writeln!(err, "    note: {n}");
         }
     }
 }

@@ -3,10 +3,16 @@
 //!
 //! The request path never looks a metric up by name: the outcome counters
 //! are resolved once here, and each loaded table keeps its own lazily filled
-//! per-rule counter slots (see `serve::Loaded`), so a request costs a few
+//! per-rule counter slots (see `state::Loaded`), so a request costs a few
 //! atomic increments and one histogram observation.
+//!
+//! Per-rule series follow the serving table: a reload removes the series of
+//! the rules that left it (see [`RuleHits`]), so renamed and deleted rules
+//! do not pile up in `/metrics` over weeks of reloads, while the rules that
+//! stay keep counting where they were.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,7 +55,7 @@ pub struct Metrics {
     /// Routing queries refused with 403 (`--allow`).
     pub forbidden: Counter,
     /// Hits per deciding rule, by rule name.
-    pub rule_hits: Family<RuleLabel, Counter>,
+    pub rule_hits: RuleHits,
     /// Parse + decide + serialise time of one query, in seconds.
     pub decision_seconds: Histogram,
     /// Successful reloads (a swap happened or the content was unchanged).
@@ -72,6 +78,68 @@ pub struct Metrics {
     pub connections: Gauge,
 }
 
+/// The `c4route_rule_hits_total` series, one per rule that decided a query.
+///
+/// A series is created on a rule's first hit and removed by [`retire`] when a
+/// reload drops the rule. The one race to close: a request still holding the
+/// old table may hit a rule for the first time just after its series was
+/// removed and so create it again, where no later reload would remove it.
+/// So [`retire`] marks the old table retired under `gate`, and [`counter`]
+/// checks that mark under the same gate before it creates a series. The gate
+/// is taken on a rule's first hit per table and once per reload, never on
+/// the steady-state request path.
+///
+/// [`retire`]: RuleHits::retire
+/// [`counter`]: RuleHits::counter
+#[derive(Debug, Default)]
+pub struct RuleHits {
+    family: Family<RuleLabel, Counter>,
+    // A lock, not arc-swap: it orders "retire the table and remove its
+    // series" against "check the table is current and create a series",
+    // which no single atomic can. It guards no data (the table stays
+    // immutable), is held for a hash-map operation at most and never across
+    // an await.
+    #[allow(clippy::disallowed_types)]
+    gate: std::sync::RwLock<()>,
+}
+
+impl RuleHits {
+    /// The counter of `rule`, for a table that `retired` says is (or is not)
+    /// still current. Counters of a current table are registered (created on
+    /// first use); a retired table only gets a rule's existing series, or a
+    /// detached counter that `/metrics` never shows, so it cannot bring back
+    /// a series [`RuleHits::retire`] removed.
+    pub fn counter(&self, rule: &str, retired: &AtomicBool) -> Counter {
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let label = RuleLabel {
+            rule: rule.to_owned(),
+        };
+        if !retired.load(Ordering::Relaxed) {
+            return self.family.get_or_create(&label).clone();
+        }
+        match self.family.get(&label) {
+            Some(c) => c.clone(),
+            None => Counter::default(),
+        }
+    }
+
+    /// Marks a table retired (a reload is replacing it) and removes the
+    /// series of the rules in `gone`: those that are not in the new table.
+    pub fn retire<'a>(&self, retired: &AtomicBool, gone: impl IntoIterator<Item = &'a str>) {
+        {
+            let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            retired.store(true, Ordering::Relaxed);
+        }
+        // Outside the gate: from here on no first hit creates a series for
+        // the retired table, and the new table has none of these rules.
+        for rule in gone {
+            self.family.remove(&RuleLabel {
+                rule: rule.to_owned(),
+            });
+        }
+    }
+}
+
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
@@ -90,11 +158,11 @@ impl Metrics {
             "Routing queries by outcome (routed, rejected, no_match, bad_request, forbidden)",
             requests,
         );
-        let rule_hits = Family::<RuleLabel, Counter>::default();
+        let rule_hits = RuleHits::default();
         registry.register(
             "rule_hits",
             "Queries decided by each rule",
-            rule_hits.clone(),
+            rule_hits.family.clone(),
         );
         // 1 µs .. about 65 ms.
         let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 17));
@@ -176,15 +244,6 @@ impl Metrics {
         }
     }
 
-    /// The counter of one rule (created on first use).
-    pub fn rule_counter(&self, rule: &str) -> Counter {
-        self.rule_hits
-            .get_or_create(&RuleLabel {
-                rule: rule.to_owned(),
-            })
-            .clone()
-    }
-
     /// Renders the Prometheus text format (with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -202,7 +261,9 @@ mod tests {
     fn names_have_prefix_and_total_suffix() {
         let m = Metrics::new();
         m.routed.inc();
-        m.rule_counter("uk-mobile").inc();
+        m.rule_hits
+            .counter("uk-mobile", &AtomicBool::new(false))
+            .inc();
         m.decision_seconds.observe(2e-6);
         let text = m.encode();
         for needle in [
@@ -219,5 +280,34 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn retire_removes_the_series_of_rules_that_left() {
+        let m = Metrics::new();
+        let (old, new) = (AtomicBool::new(false), AtomicBool::new(false));
+        m.rule_hits.counter("stays", &old).inc();
+        m.rule_hits.counter("leaves", &old).inc();
+        m.rule_hits.retire(&old, ["leaves"]);
+        let text = m.encode();
+        assert!(!text.contains("leaves"), "{text}");
+        assert!(text.contains("c4route_rule_hits_total{rule=\"stays\"} 1"));
+        // The new table counts on the same series.
+        m.rule_hits.counter("stays", &new).inc();
+        assert!(
+            m.encode()
+                .contains("c4route_rule_hits_total{rule=\"stays\"} 2")
+        );
+        // A late first hit on the retired table brings nothing back, but
+        // still counts on a series that exists.
+        m.rule_hits.counter("leaves", &old).inc();
+        m.rule_hits.counter("stays", &old).inc();
+        let text = m.encode();
+        assert!(!text.contains("leaves"), "{text}");
+        assert!(text.contains("c4route_rule_hits_total{rule=\"stays\"} 3"));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("c4route_rule_hits_total{"));
+        assert_eq!(series.count(), 1, "{text}");
     }
 }

@@ -10,17 +10,24 @@
 //! the directory on a dedicated reload thread and swaps the result in. SIGHUP feeds
 //! the same channel. An event that arrives during a reload leaves the slot
 //! full, so the directory is read again afterwards and no change is lost.
+//!
+//! A panic inside one reload attempt (a bug in the compiler, say) is caught
+//! and reported like a failed reload: were it to unwind out of the reload
+//! thread, reloads would stop for good while `/health` still said `ok`.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use c4route_core::{Error, Sources};
+use c4route_core::{Error, RouteTable, Sources};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::serve::{AppState, Loaded};
+use crate::report;
+use crate::state::{AppState, Loaded};
 
 /// Keeps the directory watcher alive; drop it to stop watching.
 #[derive(Debug)]
@@ -102,13 +109,19 @@ fn is_read_only(kind: &notify::EventKind) -> bool {
 
 /// What one reload attempt did.
 enum Outcome {
-    Swapped { old: Arc<Loaded>, rules: usize },
+    Swapped {
+        old: Arc<Loaded>,
+        rules: usize,
+    },
     Unchanged,
     Failed(Error),
+    /// The attempt panicked; the payload's message.
+    Panicked(String),
 }
 
-/// Reads routes.d; builds and swaps in a new table unless the content is unchanged.
-fn attempt(st: &AppState) -> Outcome {
+/// Reads routes.d; builds (with `build`) and swaps in a new table unless the
+/// content is unchanged.
+fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Error>) -> Outcome {
     let sources = match Sources::read_dir(&st.routes_dir) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e),
@@ -116,7 +129,7 @@ fn attempt(st: &AppState) -> Outcome {
     if sources.digest() == st.current.load().table.version() {
         return Outcome::Unchanged;
     }
-    match sources.build() {
+    match build(&sources) {
         Ok(table) => {
             let rules = table.rule_count();
             // Only the reload thread swaps, so the generation cannot race.
@@ -131,6 +144,9 @@ fn attempt(st: &AppState) -> Outcome {
             for w in new.table.warnings() {
                 warn!("{w}");
             }
+            // Before the swap, so the series are gone by the time /health
+            // shows the new generation.
+            st.current.load().retire(&new, m);
             let old = st.current.swap(new);
             Outcome::Swapped { old, rules }
         }
@@ -141,8 +157,22 @@ fn attempt(st: &AppState) -> Outcome {
 /// Re-reads and compiles routes.d (blocking; runs on the reload thread);
 /// swaps on success.
 pub fn reload(state: &AppState) {
+    reload_with(state, Sources::build);
+}
+
+/// [`reload`] with `build` as the compile step, so a test can hand it one
+/// that panics. Never panics itself: a panic in the attempt is caught and
+/// reported like a failed reload, and the last good table keeps serving.
+fn reload_with(state: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Error>) {
     let started = Instant::now();
-    let outcome = attempt(state);
+    // Unwind safety: the attempt changes shared state only through atomic
+    // stores (metrics, the old table's retired mark, then the one swap), so
+    // a panic part-way breaks no invariant. The panic to expect is in
+    // `build`, before any of them; one after them (only an allocation
+    // failure could) would leave a table-size gauge ahead and the serving
+    // table's first hits of still-unhit rules uncounted until the next swap.
+    let outcome = catch_unwind(AssertUnwindSafe(|| attempt(state, build)))
+        .unwrap_or_else(|payload| Outcome::Panicked(panic_message(&*payload)));
     let m = &state.metrics;
     m.last_reload_duration.set(started.elapsed().as_secs_f64());
     match outcome {
@@ -180,11 +210,12 @@ pub fn reload(state: &AppState) {
                     for d in diags.errors() {
                         error!("{d}");
                     }
-                    diags
+                    // Bounded: /health is a probe, and routes.d may hold
+                    // 100k errors; the log above has them all.
+                    let lines = diags
                         .errors()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .map(|d| (report::diagnostic_kind(&d.message), d.to_string()));
+                    report::bounded(lines, report::Bounds::HEALTH)
                 }
                 other => {
                     error!("{other}");
@@ -197,5 +228,101 @@ pub fn reload(state: &AppState) {
             );
             state.last_error.store(Some(Arc::new(text)));
         }
+        Outcome::Panicked(msg) => {
+            m.reloads_failed.inc();
+            m.last_reload_success.set(0);
+            error!(
+                generation = state.current.load().generation,
+                "reload panicked: {msg}; the last good table keeps serving"
+            );
+            let text = format!(
+                "the reload panicked (a bug in c4route; please report it): {msg}; \
+                 the last good table keeps serving"
+            );
+            state.last_error.store(Some(Arc::new(text)));
+        }
+    }
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::empty_state;
+
+    const ROUTES: &str = r#"
+[trunks.a]
+gateways = ["sip:192.0.2.1:5060"]
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#;
+
+    #[test]
+    fn a_panicking_reload_is_reported_and_the_next_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-routes.toml"), ROUTES).unwrap();
+        let state = empty_state(dir.path().to_owned(), Vec::new());
+        let m = &state.metrics;
+
+        reload_with(&state, |_| panic!("boom in compile"));
+        let err = state.last_error.load_full().expect("/health is degraded");
+        assert!(err.contains("reload panicked"), "{err}");
+        assert!(err.contains("boom in compile"), "{err}");
+        assert_eq!(m.reloads_failed.get(), 1);
+        assert_eq!(m.last_reload_success.get(), 0);
+        assert_eq!(state.current.load().generation, 1, "the old table serves");
+
+        // A String payload (panic! with arguments) is reported too.
+        reload_with(&state, |s| panic!("boom with {}", s.digest().len()));
+        let err = state.last_error.load_full().unwrap();
+        assert!(err.contains("boom with 32"), "{err}");
+        assert_eq!(m.reloads_failed.get(), 2);
+
+        // The next change reloads as usual.
+        reload(&state);
+        assert!(state.last_error.load().is_none());
+        assert_eq!(state.current.load().generation, 2);
+        assert_eq!(state.current.load().table.rule_count(), 1);
+        assert_eq!(m.reloads_ok.get(), 1);
+        assert_eq!(m.last_reload_success.get(), 1);
+    }
+
+    #[test]
+    fn a_failed_reload_with_many_errors_gives_a_bounded_last_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from(ROUTES);
+        for i in 0..2000 {
+            text += &format!("[[rules]]\nname = \"r{i}\"\nthen.trunks = [\"nope{i}\"]\n");
+        }
+        text += "[[rules]]\nname = \"bad-code\"\nthen.reject = { code = 700, reason = \"x\" }\n";
+        std::fs::write(dir.path().join("10-routes.toml"), text).unwrap();
+        let state = empty_state(dir.path().to_owned(), Vec::new());
+        reload(&state);
+        let err = state.last_error.load_full().expect("/health is degraded");
+        assert!(err.len() < 8_000, "{} bytes:\n{err}", err.len());
+        let lines: Vec<&str> = err.lines().collect();
+        let shown = lines.iter().filter(|l| l.contains("error: unknown trunk"));
+        assert_eq!(shown.count(), 20, "{err}");
+        assert!(
+            lines.contains(&"... and 1980 more like this: unknown trunk `…`; defined trunks: a"),
+            "{err}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("10-routes.toml:") && l.contains("700")),
+            "{err}"
+        );
+        assert_eq!(*lines.last().unwrap(), "2001 error(s) in all, 21 shown");
     }
 }

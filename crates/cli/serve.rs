@@ -13,13 +13,12 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
-use c4route_core::{MAX_BODY, Query, RouteTable, RuleId, Sources, Wrap};
+use c4route_core::{MAX_BODY, Query, Sources, Wrap};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -29,13 +28,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
-use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
-use crate::metrics::Metrics;
 use crate::reload;
+use crate::report;
+use crate::state::{AppState, Limits};
 
 /// `c4route serve`: answer Kamailio's routing queries over HTTP.
 #[derive(clap::Args, Debug, Clone)]
@@ -74,98 +73,6 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
 }
 
-/// Connection and request limits of the HTTP server.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Most open connections.
-    pub max_connections: usize,
-    /// Header read timeout, which hyper also applies to idle keep-alive connections.
-    pub idle_timeout: Duration,
-    /// Body read timeout.
-    pub body_timeout: Duration,
-    /// Grace period for in-flight requests at shutdown.
-    pub shutdown_timeout: Duration,
-}
-
-/// One loaded routing table and what the service knows about it.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The compiled table.
-    pub table: RouteTable,
-    /// 1 for the startup table, +1 per swap.
-    pub generation: u64,
-    /// When it was loaded.
-    pub loaded_at: jiff::Timestamp,
-    /// Per-rule hit counters, indexed by `RuleId`, filled on a rule's first
-    /// hit so the request path never hashes a rule name.
-    hits: Box<[OnceLock<Counter>]>,
-}
-
-impl Loaded {
-    /// Wraps a freshly built table.
-    pub fn new(table: RouteTable, generation: u64) -> Self {
-        let hits = (0..table.rule_count()).map(|_| OnceLock::new()).collect();
-        Loaded {
-            table,
-            generation,
-            loaded_at: jiff::Timestamp::now(),
-            hits,
-        }
-    }
-
-    fn hit(&self, id: RuleId, metrics: &Metrics) {
-        if let Some(slot) = self.hits.get(id.0 as usize) {
-            slot.get_or_init(|| metrics.rule_counter(self.table.rule_name(id)))
-                .inc();
-        }
-    }
-}
-
-/// Everything the connections, the reloader and `/health` share.
-#[derive(Debug)]
-pub struct AppState {
-    /// The serving table; a reload swaps it whole, so a request sees one table.
-    pub current: ArcSwap<Loaded>,
-    /// The diagnostics of the last reload if it failed (`/health` degraded).
-    pub last_error: ArcSwapOption<String>,
-    /// Metrics rendered at `/metrics`.
-    pub metrics: Metrics,
-    /// Networks allowed to query; empty means everyone.
-    pub allow: Vec<IpNet>,
-    /// HTTP limits.
-    pub limits: Limits,
-    /// The routes.d directory.
-    pub routes_dir: PathBuf,
-}
-
-impl AppState {
-    /// State serving `table` (generation 1).
-    pub fn new(table: RouteTable, routes_dir: PathBuf, allow: Vec<IpNet>, limits: Limits) -> Self {
-        let metrics = Metrics::new();
-        let loaded = Loaded::new(table, 1);
-        metrics.table_rules.set(loaded.table.rule_count() as i64);
-        metrics.table_trunks.set(loaded.table.trunk_count() as i64);
-        metrics.table_generation.set(1);
-        metrics.last_reload_success.set(1);
-        metrics
-            .last_reload_success_timestamp
-            .set(loaded.loaded_at.as_millisecond() as f64 / 1000.0);
-        AppState {
-            current: ArcSwap::from_pointee(loaded),
-            last_error: ArcSwapOption::empty(),
-            metrics,
-            allow,
-            limits,
-            routes_dir,
-        }
-    }
-
-    fn allows(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
-    }
-}
-
 /// Runs `c4route serve` to completion: exit 0 after a graceful shutdown, 1
 /// when routes.d is invalid at startup.
 ///
@@ -178,15 +85,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(c4route_core::Error::Config(diags)) => {
             // The same lines as `c4route check`.
-            for d in &diags {
-                eprintln!(
-                    "{}:{}:{}: {}: {}",
-                    d.path, d.line, d.col, d.severity, d.message
-                );
-                if let Some(n) = &d.note {
-                    eprintln!("    note: {n}");
-                }
-            }
+            report::print_diagnostics(&diags);
             eprintln!(
                 "c4route: {} is invalid ({} errors); not starting",
                 args.routes.display(),
@@ -561,24 +460,18 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("expected a CIDR such as 10.0.0.0/8 or an address, got {s:?}"))
 }
 
-/// `300s`, `5m`, `250ms`, `1h`, or a plain number of seconds.
+/// A duration flag: anything `humantime` reads (`300s`, `5m`, `250ms`,
+/// `1h`, `1m 30s`, `1.5s`), or a bare number of seconds, as docs/SERVE.md
+/// promises (humantime alone wants a unit).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration such as 300s, 5m or 250ms, got {s:?}"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown duration unit {u:?}; use ms, s, m or h")),
+    let bare = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if bare {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    parsed.map_err(|e| format!("expected a duration such as 300s, 5m or 250ms ({e})"))
 }
 
 #[cfg(test)]
@@ -587,33 +480,34 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+        let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        // The forms docs/SERVE.md and the tests use, and the defaults.
+        assert_eq!(ok("300s"), Duration::from_secs(300));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("2ms"), Duration::from_millis(2));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("5min"), Duration::from_secs(300));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("1m 30s"), Duration::from_secs(90));
+        assert_eq!(ok(" 10s "), Duration::from_secs(10));
+        // A bare number is seconds.
+        assert_eq!(ok("1.5"), Duration::from_millis(1500));
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        for bad in ["", "5 parsecs", "s", "-1s", "1.2.3", "."] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(
+                e.starts_with("expected a duration such as 300s"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
-    fn allow_list() {
-        let mk = |allow: &[&str]| {
-            let table = c4route_core::RouteTableBuilder::new().build().unwrap();
-            let limits = Limits {
-                max_connections: 1,
-                idle_timeout: Duration::from_secs(1),
-                body_timeout: Duration::from_secs(1),
-                shutdown_timeout: Duration::from_secs(1),
-            };
-            let nets = allow.iter().map(|s| parse_net(s).unwrap()).collect();
-            AppState::new(table, PathBuf::new(), nets, limits)
-        };
-        let open = mk(&[]);
-        assert!(open.allows("192.0.2.1".parse().unwrap()));
-        let some = mk(&["10.0.0.0/8", "::1"]);
-        assert!(some.allows("10.1.2.3".parse().unwrap()));
-        assert!(some.allows("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(some.allows("::1".parse().unwrap()));
-        assert!(!some.allows("127.0.0.1".parse().unwrap()));
+    fn allow_takes_a_network_or_an_address() {
+        assert_eq!(parse_net("10.0.0.0/8"), Ok("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(parse_net("::1"), Ok("::1/128".parse().unwrap()));
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("example.com").is_err());
     }
 }

@@ -1,0 +1,167 @@
+//! What `c4route serve` shares between its connections, the reloader and
+//! `/health`: the serving table, the last reload error, the metrics and the
+//! limits.
+//!
+//! It sits below both [`crate::serve`] (which reads it per request) and
+//! [`crate::reload`] (which swaps tables into it), so neither of those needs
+//! the other's internals and the dependencies flow one way: `serve` →
+//! `reload` → `state` → `metrics`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use c4route_core::{RouteTable, RuleId};
+use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::Metrics;
+
+/// Connection and request limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Header read timeout, which hyper also applies to idle keep-alive connections.
+    pub idle_timeout: Duration,
+    /// Body read timeout.
+    pub body_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// One loaded routing table and what the service knows about it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The compiled table.
+    pub table: RouteTable,
+    /// 1 for the startup table, +1 per swap.
+    pub generation: u64,
+    /// When it was loaded.
+    pub loaded_at: jiff::Timestamp,
+    /// Per-rule hit counters, indexed by `RuleId`, filled on a rule's first
+    /// hit so the request path never hashes a rule name.
+    hits: Box<[OnceLock<Counter>]>,
+    /// Set when a reload replaces this table; see [`Loaded::retire`].
+    retired: AtomicBool,
+}
+
+impl Loaded {
+    /// Wraps a freshly built table.
+    pub fn new(table: RouteTable, generation: u64) -> Self {
+        let hits = (0..table.rule_count()).map(|_| OnceLock::new()).collect();
+        Loaded {
+            table,
+            generation,
+            loaded_at: jiff::Timestamp::now(),
+            hits,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// The names of the table's rules.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        (0..self.table.rule_count()).map(|i| self.table.rule_name(RuleId(i as u32)))
+    }
+
+    /// Called by the reload just before `next` replaces this table: drops
+    /// the hit series of the rules that `next` no longer has. Rules in both
+    /// keep their series, and so their counts.
+    pub fn retire(&self, next: &Loaded, metrics: &Metrics) {
+        let keep: std::collections::HashSet<&str> = next.rule_names().collect();
+        let gone = self.rule_names().filter(|n| !keep.contains(n));
+        metrics.rule_hits.retire(&self.retired, gone);
+    }
+
+    /// Counts one query decided by rule `id`.
+    pub fn hit(&self, id: RuleId, metrics: &Metrics) {
+        if let Some(slot) = self.hits.get(id.0 as usize) {
+            slot.get_or_init(|| {
+                let name = self.table.rule_name(id);
+                metrics.rule_hits.counter(name, &self.retired)
+            })
+            .inc();
+        }
+    }
+}
+
+/// Everything the connections, the reloader and `/health` share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The serving table; a reload swaps it whole, so a request sees one table.
+    pub current: ArcSwap<Loaded>,
+    /// The diagnostics of the last reload if it failed (`/health` degraded).
+    pub last_error: ArcSwapOption<String>,
+    /// Metrics rendered at `/metrics`.
+    pub metrics: Metrics,
+    /// Networks allowed to query; empty means everyone.
+    pub allow: Vec<IpNet>,
+    /// HTTP limits.
+    pub limits: Limits,
+    /// The routes.d directory.
+    pub routes_dir: PathBuf,
+}
+
+impl AppState {
+    /// State serving `table` (generation 1).
+    pub fn new(table: RouteTable, routes_dir: PathBuf, allow: Vec<IpNet>, limits: Limits) -> Self {
+        let metrics = Metrics::new();
+        let loaded = Loaded::new(table, 1);
+        metrics.table_rules.set(loaded.table.rule_count() as i64);
+        metrics.table_trunks.set(loaded.table.trunk_count() as i64);
+        metrics.table_generation.set(1);
+        metrics.last_reload_success.set(1);
+        metrics
+            .last_reload_success_timestamp
+            .set(loaded.loaded_at.as_millisecond() as f64 / 1000.0);
+        AppState {
+            current: ArcSwap::from_pointee(loaded),
+            last_error: ArcSwapOption::empty(),
+            metrics,
+            allow,
+            limits,
+            routes_dir,
+        }
+    }
+
+    /// Whether a client at `ip` may send routing queries (`--allow`).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// State serving an empty table, for unit tests.
+    pub(crate) fn empty_state(routes_dir: PathBuf, allow: Vec<IpNet>) -> AppState {
+        let table = c4route_core::RouteTableBuilder::new().build().unwrap();
+        let limits = Limits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        AppState::new(table, routes_dir, allow, limits)
+    }
+
+    #[test]
+    fn allow_list() {
+        let mk = |allow: &[&str]| {
+            let nets = allow.iter().map(|s| s.parse().unwrap()).collect();
+            empty_state(PathBuf::new(), nets)
+        };
+        let open = mk(&[]);
+        assert!(open.allows("192.0.2.1".parse().unwrap()));
+        let some = mk(&["10.0.0.0/8", "::1/128"]);
+        assert!(some.allows("10.1.2.3".parse().unwrap()));
+        assert!(some.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(some.allows("::1".parse().unwrap()));
+        assert!(!some.allows("127.0.0.1".parse().unwrap()));
+    }
+}
