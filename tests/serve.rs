@@ -85,7 +85,11 @@ fn endpoints_answer_and_errors_are_json() {
     assert_eq!(h["trunks"], 1);
     assert_eq!(h["generation"], 1);
     assert!(h["last_error"].is_null());
-    assert_eq!(h["version"].as_str().map(str::len), Some(32));
+    assert_eq!(
+        h["version"].as_str().map(str::len),
+        Some(64),
+        "a BLAKE3 digest in hex"
+    );
     assert!(h["loaded_at"].as_str().is_some_and(|t| t.ends_with('Z')));
 
     // Client errors.

@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use c4route_core::{
-    Decision, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity, Wrap,
-};
+use c4route_core::{Decision, Error, Outcome, Query, RouteTable, Severity, Sources, Wrap};
 use clap::{Parser, Subcommand};
 
 mod metrics;
@@ -241,35 +239,6 @@ fn eval(
     })
 }
 
-/// Why `a` ranks before `b`, in words.
-fn why(a: &Specificity, b: &Specificity) -> String {
-    let level = |v: u32| match v {
-        0 => "no user condition".to_string(),
-        1 => "a length condition".to_string(),
-        2 => "a regex".to_string(),
-        u32::MAX => "an exact match".to_string(),
-        n => format!("a {}-character prefix", n - 3),
-    };
-    if a.priority != b.priority {
-        format!("priority {} < {}", a.priority, b.priority)
-    } else if a.to != b.to {
-        format!("to/ruri user: {} beats {}", level(a.to), level(b.to))
-    } else if a.from != b.from {
-        format!("from user: {} beats {}", level(a.from), level(b.from))
-    } else if a.source != b.source {
-        let s = |v: u8| {
-            if v == 0 {
-                "no source condition".to_string()
-            } else {
-                format!("a /{} source", v - 1)
-            }
-        };
-        format!("{} beats {}", s(a.source), s(b.source))
-    } else {
-        "declared earlier (a tie broken only by declaration order)".to_string()
-    }
-}
-
 fn explain_to_stderr(
     table: &RouteTable,
     q: &Query<'_>,
@@ -290,7 +259,9 @@ fn explain_to_stderr(
             let _ = writeln!(
                 e,
                 "  winner: `{}` ({}), priority {}",
-                m.name, m.location, s.priority
+                m.name,
+                m.location,
+                s.priority()
             );
         } else {
             let _ = writeln!(
@@ -299,7 +270,7 @@ fn explain_to_stderr(
                 m.name,
                 m.location,
                 winner.name,
-                why(&winner.specificity, s)
+                winner.specificity.why_before(s)
             );
         }
     }

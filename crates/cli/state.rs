@@ -64,7 +64,7 @@ impl Loaded {
 
     /// The names of the table's rules.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
-        (0..self.table.rule_count()).map(|i| self.table.rule_name(RuleId(i as u32)))
+        self.table.rule_names()
     }
 
     /// Called by the reload just before `next` replaces this table: drops
@@ -78,7 +78,7 @@ impl Loaded {
 
     /// Counts one query decided by rule `id`.
     pub fn hit(&self, id: RuleId, metrics: &Metrics) {
-        if let Some(slot) = self.hits.get(id.0 as usize) {
+        if let Some(slot) = self.hits.get(id.index()) {
             slot.get_or_init(|| {
                 let name = self.table.rule_name(id);
                 metrics.rule_hits.counter(name, &self.retired)
@@ -140,7 +140,7 @@ pub(crate) mod tests {
 
     /// State serving an empty table, for unit tests.
     pub(crate) fn empty_state(routes_dir: PathBuf, allow: Vec<IpNet>) -> AppState {
-        let table = c4route_core::RouteTableBuilder::new().build().unwrap();
+        let table = c4route_core::Sources::new().build().unwrap();
         let limits = Limits {
             max_connections: 1,
             idle_timeout: Duration::from_secs(1),

@@ -137,9 +137,9 @@ fn run() -> Result<(), String> {
         resident / rules
     );
     println!(
-        "index_bytes()     {:.1} MB = {} bytes per rule",
-        mb(table.index_bytes() as u64),
-        table.index_bytes() as u64 / rules
+        "heap_bytes()      {:.1} MB = {} bytes per rule",
+        mb(table.heap_bytes() as u64),
+        table.heap_bytes() as u64 / rules
     );
 
     if with_queries {

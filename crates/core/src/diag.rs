@@ -105,14 +105,18 @@ impl Diagnostics {
         })
     }
 
-    /// The report of [`Diagnostics::shown`] as text, one diagnostic per
-    /// line (`file:line:col: level: message (note)`), each cut kind
-    /// followed by a line `… and N more like the line above`, and a last
-    /// line with the exact totals.
-    pub fn bounded(&self, per_kind: usize) -> String {
+    /// The report of [`Diagnostics::shown`] as text, for diagnostics of
+    /// severity `least` or worse: one per line
+    /// (`file:line:col: level: message (note)`), each cut kind followed by
+    /// a line `... and N more like the line above`, and a last line with
+    /// the exact totals.
+    pub fn bounded(&self, per_kind: usize, least: Severity) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
         for (d, hidden) in self.shown(per_kind) {
+            if d.severity < least {
+                continue;
+            }
             let _ = writeln!(out, "{d}");
             if hidden > 0 {
                 let _ = writeln!(out, "... and {hidden} more like the line above");

@@ -9,10 +9,11 @@
 //!
 //! ```
 //! use std::time::SystemTime;
-//! use c4route_core::{Query, RouteTableBuilder, Wrap};
+//! use c4route_core::{Query, Sources, Wrap};
 //!
-//! let mut builder = RouteTableBuilder::new();
-//! builder.add_source("routes.d/10-uk.toml", r#"
+//! // Sources::read_dir("routes.d") reads a directory; here, one file in memory.
+//! let mut sources = Sources::new();
+//! sources.add("routes.d/10-uk.toml", r#"
 //!     [trunks.acme]
 //!     gateways = ["sip:198.51.100.10:5060"]
 //!     headers = ["X-Carrier: acme"]
@@ -23,7 +24,7 @@
 //!     then.trunks = ["acme"]
 //!     then.rewrite.ruri.user = { strip = 1, prefix = "+44" }
 //! "#);
-//! let table = builder.build()?;
+//! let table = sources.build()?;
 //!
 //! let query = Query::from_json(br#"{"to_uri":"sip:07700900123@example.com","call_id":"abc"}"#)
 //!     .expect("a valid query");
@@ -80,8 +81,8 @@ pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rtjson::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use rule::{Routing, Specificity};
-pub use sources::{RouteTableBuilder, Sources, is_route_file};
-pub use table::{Expect, RouteTable, RuleId, RuleMatch, TestCase, TestOutcome};
+pub use sources::Sources;
+pub use table::{Expect, RouteTable, RuleId, RuleMatch, TestCase, TestResult};
 
 pub use compile::TimeError;
 

@@ -261,19 +261,21 @@ impl Conds {
     }
 }
 
-/// The precedence of a matching rule; the *smallest* wins.
+/// The precedence of a matching rule; the *smallest* wins (SPEC §4.3):
+/// priority, then the `to`/`ruri` user condition, then the `from` user
+/// condition, then the source prefix, then declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Specificity {
     /// The rule's `priority` (lower is considered first).
-    pub priority: i64,
-    /// The `to`/`ruri` user condition: higher is more specific.
-    pub to: u32,
+    priority: i64,
+    /// The `to`/`ruri` user condition: higher is more specific (see `user_spec`).
+    to: u32,
     /// The `from` user condition: higher is more specific.
-    pub from: u32,
+    from: u32,
     /// Matched source prefix length + 1, or 0 without a source condition.
-    pub source: u8,
+    source: u8,
     /// Declaration order (file name order, then position in the file).
-    pub decl: u32,
+    decl: u32,
 }
 
 impl Specificity {
@@ -284,6 +286,43 @@ impl Specificity {
             from: parts.from,
             source: parts.source,
             decl,
+        }
+    }
+
+    /// The rule's `priority`.
+    pub fn priority(&self) -> i64 {
+        self.priority
+    }
+
+    /// Which step of the order puts `self` before `other`, in words, for
+    /// `c4route eval --explain`: "priority 10 < 100", "to/ruri user: an
+    /// exact match beats a 3-character prefix", … or "declared earlier".
+    pub fn why_before(&self, other: &Specificity) -> String {
+        let level = |v: u32| match v {
+            user_spec::NONE => "no user condition".to_string(),
+            user_spec::LENGTH => "a length condition".to_string(),
+            user_spec::REGEX => "a regex".to_string(),
+            user_spec::EXACT => "an exact match".to_string(),
+            n => format!("a {}-character prefix", n - user_spec::prefix(0)),
+        };
+        let (a, b) = (self, other);
+        if a.priority != b.priority {
+            format!("priority {} < {}", a.priority, b.priority)
+        } else if a.to != b.to {
+            format!("to/ruri user: {} beats {}", level(a.to), level(b.to))
+        } else if a.from != b.from {
+            format!("from user: {} beats {}", level(a.from), level(b.from))
+        } else if a.source != b.source {
+            let s = |v: u8| {
+                if v == 0 {
+                    "no source condition".to_string()
+                } else {
+                    format!("a /{} source", v - 1)
+                }
+            };
+            format!("{} beats {}", s(a.source), s(b.source))
+        } else {
+            "declared earlier (a tie broken only by declaration order)".to_string()
         }
     }
 }

@@ -22,9 +22,17 @@ use crate::rule::{
 };
 use crate::schedule::Schedule;
 
-/// The index of a rule in declaration order.
+/// A rule of one table, by its place in declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleId(pub u32);
+pub struct RuleId(pub(crate) u32);
+
+impl RuleId {
+    /// Its index in `0..table.rule_count()`, for per-rule arrays (such as
+    /// hit counters) kept beside a table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// `[defaults]`, resolved.
 #[derive(Debug, Clone)]
@@ -82,7 +90,7 @@ pub struct TestCase {
 
 /// A test's result: empty `failures` means it passed.
 #[derive(Debug, Clone)]
-pub struct TestOutcome {
+pub struct TestResult {
     /// The test's name.
     pub name: String,
     /// `file:line` of the test.
@@ -203,6 +211,13 @@ impl RouteTable {
         &self.names[r.name_off as usize..(r.name_off + r.name_len) as usize]
     }
 
+    /// Every rule's name, in declaration order (the order of [`RuleId`]s).
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .map(|r| &self.names[r.name_off as usize..(r.name_off + r.name_len) as usize])
+    }
+
     /// `file:line:col` where a rule is declared.
     ///
     /// # Panics
@@ -321,12 +336,12 @@ impl RouteTable {
     }
 
     /// Runs every `[[tests]]` entry.
-    pub fn run_tests(&self) -> Vec<TestOutcome> {
+    pub fn run_tests(&self) -> Vec<TestResult> {
         self.tests
             .iter()
             .map(|t| {
                 let d = self.route(&t.query, t.at.unwrap_or_else(SystemTime::now));
-                TestOutcome {
+                TestResult {
                     name: t.name.clone(),
                     location: t.location.clone(),
                     failures: check_expect(&t.expect, &d),
@@ -335,8 +350,9 @@ impl RouteTable {
             .collect()
     }
 
-    /// Rough resident bytes of the indexes and rules (for benchmarks).
-    pub fn index_bytes(&self) -> usize {
+    /// Approximate heap bytes of the rules and their indexes (the bulk of
+    /// a large table), for a memory metric or a benchmark.
+    pub fn heap_bytes(&self) -> usize {
         let strs: usize = self
             .idx
             .exact
@@ -378,7 +394,7 @@ impl Search<'_, '_> {
         let r = &self.t.rules[id as usize];
         if self.all.is_none()
             && let Some((_, b)) = &self.best
-            && r.priority > b.priority
+            && r.priority > b.priority()
         {
             return;
         }

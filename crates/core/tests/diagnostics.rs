@@ -73,7 +73,10 @@ fn many_errors_of_one_kind_are_counted_exactly_and_shown_bounded() {
     );
     let hidden: usize = shown.iter().map(|(_, h)| h).sum();
     assert_eq!(hidden, N - 20);
-    let report = d.bounded(c4route_core::SHOWN_PER_KIND);
+    let report = d.bounded(
+        c4route_core::SHOWN_PER_KIND,
+        c4route_core::Severity::Warning,
+    );
     assert_eq!(report.lines().count(), 23, "{report}");
     assert!(report.contains(&format!("... and {} more like the line above", N - 20)));
     assert!(report.contains("invalid source \"10.0.0.300\""), "{report}");

@@ -4,15 +4,15 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use c4route_core::{Query, RouteTable, RouteTableBuilder, Wrap};
+use c4route_core::{Query, RouteTable, Sources, Wrap};
 use proptest::prelude::*;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 fn table(toml: &str) -> RouteTable {
-    let mut b = RouteTableBuilder::new();
-    b.add_source("t.toml", toml);
-    b.build().unwrap_or_else(|e| panic!("{e}"))
+    let mut s = Sources::new();
+    s.add("t.toml", toml);
+    s.build().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One trunk `a` and one rule `r` routing to it, plus `extra` lines for the rule.
