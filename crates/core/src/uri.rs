@@ -20,7 +20,7 @@ pub(crate) struct NameAddr<'a> {
 /// Splits `"Alice" <sip:alice@example.com>;tag=1` into display and bare URI.
 pub(crate) fn split_name_addr(s: &str) -> NameAddr<'_> {
     let s = s.trim();
-    if let Some(lt) = s.find('<') {
+    if let Some(lt) = find_unquoted_lt(s) {
         let rest = &s[lt + 1..];
         let uri = rest.find('>').map_or(rest, |gt| &rest[..gt]).trim();
         let display = s[..lt].trim();
@@ -36,6 +36,39 @@ pub(crate) fn split_name_addr(s: &str) -> NameAddr<'_> {
             uri: s,
         }
     }
+}
+
+/// The first `<` that is not inside a quoted display name (RFC 3261
+/// `quoted-string`, where `\` escapes the next character): in
+/// `"A <b>" <sip:a@h>` the URI starts at the second `<`. When a quote is
+/// never closed, the first `<` after it (as tolerant as before quotes were
+/// looked at); `None` when there is no `<`.
+fn find_unquoted_lt(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut lt_in_quote = None;
+    for (i, b) in s.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                b'<' if lt_in_quote.is_none() => lt_in_quote = Some(i),
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => {
+                    quoted = true;
+                    lt_in_quote = None;
+                }
+                b'<' => return Some(i),
+                _ => {}
+            }
+        }
+    }
+    if quoted { lt_in_quote } else { None }
 }
 
 /// Removes the SIP quotes around a display name and undoes `\"` and `\\`.
@@ -410,6 +443,15 @@ mod tests {
         );
         assert_eq!(split_name_addr("Bob <sip:a@b>").display.unwrap(), "Bob");
         assert_eq!(split_name_addr("<sip:a@b>").display, None);
+        let na = split_name_addr("\"A <b>\" <sip:alice@pbx.example>;tag=1");
+        assert_eq!(na.uri, "sip:alice@pbx.example");
+        assert_eq!(na.display.unwrap(), "A <b>");
+        let na = split_name_addr("\"A \\\" <b> \\\\\" <sip:a@h>");
+        assert_eq!(na.uri, "sip:a@h");
+        assert_eq!(na.display.unwrap(), "A \" <b> \\");
+        // An unclosed quote: read as before quotes were looked at.
+        assert_eq!(split_name_addr("\"Al <sip:a@h>").uri, "sip:a@h");
+        assert_eq!(split_name_addr("sip:a@h").uri, "sip:a@h");
         assert_eq!(unquote("\"Alice\""), "Alice");
         assert_eq!(unquote("Alice"), "Alice");
         assert_eq!(unquote("\""), "\"");

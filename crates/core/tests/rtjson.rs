@@ -476,3 +476,24 @@ fn an_empty_rewritten_display_keeps_the_callers() {
     let v = strict(&answer_bytes(&t, r#"{"from_name":"Alice"}"#, Wrap::Bare));
     assert_eq!(v["routes"][0]["headers"]["from"]["display"], "");
 }
+
+/// The route's `headers` object of the first route.
+fn first_headers(t: &RouteTable, query: &str) -> Value {
+    let v = strict(&answer_bytes(t, query, Wrap::Bare));
+    header_values_ok(&v);
+    v["routes"][0]["headers"].clone()
+}
+
+#[test]
+fn a_quoted_display_name_may_hold_angle_brackets() {
+    let t = one_rule(
+        r#"then.rewrite.from.user = "bob"
+then.headers = ["X-Caller: {from.display} {from.uri}"]"#,
+    );
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"\"A <b>\" <sip:alice@pbx.example>;tag=1"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "sip:bob@pbx.example");
+    assert_eq!(h["extra"], "X-Caller: A <b> sip:alice@pbx.example\r\n");
+}
