@@ -308,20 +308,22 @@ pub(crate) fn srv_order(gws: &[Gateway], seed: u64, out: &mut Vec<usize>) {
 }
 
 fn party_header(p: &Party<'_>, rw: &PartyRewrite, c: &Candidate<'_>, rule: &str) -> PartyHeader {
+    // A rewrite that does not apply (a regex without a match) leaves its
+    // part `""` (keep), so the caller's value reaches the callee untouched.
     let display = rw
         .display
         .as_ref()
-        .map(|r| quote_display(&r.apply(&p.display, c, rule)))
+        .and_then(|r| r.try_apply(&p.display, c, rule))
+        .map(|d| quote_display(&d))
         .unwrap_or_default();
     let base = rw
         .uri
         .as_ref()
-        .map(|r| strip_ctl(&r.apply(p.uri, c, rule)).trim().to_owned());
-    let uri = match &rw.user {
-        Some(r) => {
-            let u = r.apply(&p.user, c, rule);
-            replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default()
-        }
+        .and_then(|r| r.try_apply(p.uri, c, rule))
+        .map(|u| strip_ctl(&u).trim().to_owned());
+    let user = rw.user.as_ref().and_then(|r| r.try_apply(&p.user, c, rule));
+    let uri = match user {
+        Some(u) => replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default(),
         None => base.unwrap_or_default(),
     };
     PartyHeader { display, uri }

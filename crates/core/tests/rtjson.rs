@@ -497,3 +497,25 @@ then.headers = ["X-Caller: {from.display} {from.uri}"]"#,
     assert_eq!(h["from"]["uri"], "sip:bob@pbx.example");
     assert_eq!(h["extra"], "X-Caller: A <b> sip:alice@pbx.example\r\n");
 }
+
+#[test]
+fn a_regex_rewrite_that_does_not_match_keeps_the_header() {
+    let t = one_rule(
+        r#"then.rewrite.from.user = { regex = '^0(\d+)$', replace = '+44$1' }
+then.rewrite.to.display = { regex = '^x$', replace = 'y' }
+then.rewrite.to.uri = { regex = '^tel:', replace = 'sip:' }"#,
+    );
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"sip:alice:secret@pbx.example","to_name":"Bob","to_uri":"sip:b@x"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "", "no match: keep the caller's From");
+    assert_eq!(h["to"]["display"], "");
+    assert_eq!(h["to"]["uri"], "");
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"<sip:0123@pbx.example;user=phone>","to_name":"x"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "sip:+44123@pbx.example;user=phone");
+    assert_eq!(h["to"]["display"], "y");
+}
