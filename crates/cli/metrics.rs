@@ -48,6 +48,8 @@ pub struct Metrics {
     pub bad_request: Counter,
     /// Routing queries refused with 403 (`--allow`).
     pub forbidden: Counter,
+    /// From/To URI rewrites left out of answers (`Decision::skipped_rewrites`).
+    pub rewrites_skipped: Counter,
     /// Hits per deciding rule, by rule name.
     pub rule_hits: Family<RuleLabel, Counter>,
     /// Parse + decide + serialise time of one query, in seconds.
@@ -89,6 +91,12 @@ impl Metrics {
             "requests",
             "Routing queries by outcome (routed, rejected, no_match, bad_request, forbidden)",
             requests,
+        );
+        let rewrites_skipped = Counter::default();
+        registry.register(
+            "rewrites_skipped",
+            "From/To URI rewrites left out of an answer (From/To kept) because the result was not a valid SIP URI",
+            rewrites_skipped.clone(),
         );
         let rule_hits = Family::<RuleLabel, Counter>::default();
         registry.register(
@@ -153,6 +161,7 @@ impl Metrics {
             no_match,
             bad_request,
             forbidden,
+            rewrites_skipped,
             rule_hits,
             decision_seconds,
             reloads_ok,
@@ -209,6 +218,7 @@ mod tests {
             "c4route_requests_total{outcome=\"routed\"} 1",
             "c4route_requests_total{outcome=\"bad_request\"} 0",
             "c4route_rule_hits_total{rule=\"uk-mobile\"} 1",
+            "c4route_rewrites_skipped_total 0",
             "c4route_decision_seconds_bucket",
             "c4route_reloads_total{result=\"failed\"} 0",
             "c4route_table_rules 0",

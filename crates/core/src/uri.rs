@@ -330,6 +330,16 @@ pub(crate) fn replace_user(uri: &str, user: &str) -> Option<String> {
     Some(out)
 }
 
+/// Whether a rewritten From/To URI may be sent: a `sip:`, `sips:` or `tel:`
+/// URI with its scheme written out, as [`parse_uri`] reads it, and without a
+/// control character, white space, `<`, `>` or `"`. None of those may appear
+/// unescaped in a URI (RFC 3261 §25.1), and each would break the header the
+/// URI is written into (SPEC §3: no CR, LF or NUL inside a header value).
+pub(crate) fn is_sendable_uri(uri: &str) -> bool {
+    !uri.contains(|c: char| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+        && parse_uri(uri).is_some_and(|p| !p.scheme_text.is_empty())
+}
+
 /// Whether `s` is a SIP `token` (RFC 3261 §25.1).
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -482,5 +492,34 @@ mod tests {
         );
         assert_eq!(replace_user("tel:123;npdi", "456").unwrap(), "tel:456;npdi");
         assert!(replace_user("mailto:x", "y").is_none());
+    }
+
+    #[test]
+    fn sendable_uris() {
+        for ok in [
+            "sip:alice@example.com",
+            "SIPS:bob@example.com:5061;transport=tls",
+            "tel:+442079460000;phone-context=example.com",
+            "sip:[2001:db8::1]:5060",
+            "sip:x%0D%0A@h",
+        ] {
+            assert!(is_sendable_uri(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "sip:alice@x;tag=1\r\nX-Evil: 1",
+            "sip:alice@x\0",
+            "sip:a@h\t",
+            "sip:a b@h",
+            "sip:a@h>;tag=x",
+            "<sip:a@h>",
+            "sip:\"a\"@h",
+            "alice@example.com",
+            "mailto:a@h",
+            "sip:",
+            "sip:\u{85}@h",
+        ] {
+            assert!(!is_sendable_uri(bad), "{bad:?}");
+        }
     }
 }

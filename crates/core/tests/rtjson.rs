@@ -519,3 +519,33 @@ then.rewrite.to.uri = { regex = '^tel:', replace = 'sip:' }"#,
     assert_eq!(h["from"]["uri"], "sip:+44123@pbx.example;user=phone");
     assert_eq!(h["to"]["display"], "y");
 }
+
+#[test]
+fn a_crlf_in_the_from_never_reaches_a_rewritten_from() {
+    let q = r#"{"from_uri":"sip:alice@x;tag=1\r\nX-Evil: 1","to_uri":"sip:bob@example.com"}"#;
+    for rewrite in [
+        r#"then.rewrite.from.user = "{to.user}""#,
+        r#"then.rewrite.from.user = { strip = 1, prefix = "b" }"#,
+        r#"then.rewrite.from.uri = "{from.uri}""#,
+    ] {
+        let t = one_rule(rewrite);
+        let query = Query::from_json(q.as_bytes()).unwrap();
+        let d = t.route(&query, SystemTime::now());
+        assert_eq!(d.skipped_rewrites, 1, "{rewrite}");
+        let json = d.to_json(Wrap::Bare);
+        let v = strict(&json);
+        header_values_ok(&v);
+        assert_eq!(v["routes"][0]["headers"]["from"]["uri"], "", "{rewrite}");
+    }
+    // A clean From is rewritten and nothing is counted.
+    let t = one_rule(r#"then.rewrite.from.user = "{to.user}""#);
+    let query =
+        Query::from_json(br#"{"from_uri":"sip:alice@x;user=phone","to_uri":"sip:bob@y"}"#).unwrap();
+    let d = t.route(&query, SystemTime::now());
+    assert_eq!(d.skipped_rewrites, 0);
+    let v = strict(&d.to_json(Wrap::Bare));
+    assert_eq!(
+        v["routes"][0]["headers"]["from"]["uri"],
+        "sip:bob@x;user=phone"
+    );
+}
