@@ -295,8 +295,13 @@ pub(crate) fn push_escaped_user(out: &mut String, user: &str) {
     }
 }
 
-/// The URI with its user part replaced by `user` (escaped); scheme, host, port and
-/// URI parameters are kept. `None` when `uri` is not a sip/sips URI.
+/// The URI with its user part replaced by `user` (escaped); scheme, host, port,
+/// URI parameters and a password (`user:password@`, which belongs to the
+/// account, not to the number) are kept. User parameters of a sip/sips URI
+/// (`;npdi`, `;phone-context=…`) are dropped: they describe the old user.
+/// An empty `user` drops the whole user part, password included. The rest is
+/// copied from `uri` as is: a caller's URI must pass [`is_sendable_uri`]
+/// before it is sent. `None` when `uri` is not a sip/sips/tel URI.
 pub(crate) fn replace_user(uri: &str, user: &str) -> Option<String> {
     let parts = parse_uri(uri)?;
     let mut out = String::with_capacity(uri.len() + user.len());
@@ -322,6 +327,9 @@ pub(crate) fn replace_user(uri: &str, user: &str) -> Option<String> {
             out.push(':');
             if !user.is_empty() {
                 push_escaped_user(&mut out, user);
+                if let Some(i) = parts.user_raw.find(':') {
+                    out.push_str(&parts.user_raw[i..]);
+                }
                 out.push('@');
             }
             out.push_str(parts.host_rest);
@@ -492,6 +500,15 @@ mod tests {
         );
         assert_eq!(replace_user("tel:123;npdi", "456").unwrap(), "tel:456;npdi");
         assert!(replace_user("mailto:x", "y").is_none());
+        assert_eq!(
+            replace_user("sip:alice:secret@h;x", "bob").unwrap(),
+            "sip:bob:secret@h;x"
+        );
+        assert_eq!(
+            replace_user("sip:0770;npdi:pw@h", "+44770").unwrap(),
+            "sip:+44770:pw@h"
+        );
+        assert_eq!(replace_user("sip:alice:secret@h", "").unwrap(), "sip:h");
     }
 
     #[test]

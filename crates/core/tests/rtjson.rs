@@ -512,11 +512,12 @@ then.rewrite.to.uri = { regex = '^tel:', replace = 'sip:' }"#,
     assert_eq!(h["from"]["uri"], "", "no match: keep the caller's From");
     assert_eq!(h["to"]["display"], "");
     assert_eq!(h["to"]["uri"], "");
+    // When it matches, the password survives the new user.
     let h = first_headers(
         &t,
-        r#"{"from_uri":"<sip:0123@pbx.example;user=phone>","to_name":"x"}"#,
+        r#"{"from_uri":"<sip:0123:secret@pbx.example;user=phone>","to_name":"x"}"#,
     );
-    assert_eq!(h["from"]["uri"], "sip:+44123@pbx.example;user=phone");
+    assert_eq!(h["from"]["uri"], "sip:+44123:secret@pbx.example;user=phone");
     assert_eq!(h["to"]["display"], "y");
 }
 
