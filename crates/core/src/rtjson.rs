@@ -427,8 +427,17 @@ impl RouteTable {
             let mut lines = String::new();
             if serial {
                 for h in ra.headers.iter().chain(t.headers.iter()) {
+                    let start = lines.len();
                     h.render_into(&mut lines, c, rule, &t.name);
-                    lines.push_str("\r\n");
+                    // SPEC §4.3: a header whose value renders empty is left
+                    // out, not sent empty. The name is a literal SIP token
+                    // (checked at load), so the first `:` ends it.
+                    let value = lines[start..].split_once(':').map_or("", |(_, v)| v);
+                    if value.trim_matches([' ', '\t']).is_empty() {
+                        lines.truncate(start);
+                    } else {
+                        lines.push_str("\r\n");
+                    }
                 }
             }
             let extra: Arc<str> = if lines.is_empty() {

@@ -550,3 +550,30 @@ fn a_crlf_in_the_from_never_reaches_a_rewritten_from() {
         "sip:bob@x;user=phone"
     );
 }
+
+#[test]
+fn a_header_that_renders_empty_is_left_out() {
+    let t = table(
+        r#"
+        [trunks.a]
+        gateways = ["sip:192.0.2.1"]
+        headers = ["X-Trunk-Caller: {from.display}", "X-Carrier: a", "X-Blank: {to.user}	 "]
+        [[rules]]
+        name = "r"
+        then.trunks = ["a"]
+        then.headers = ["X-Orig-Caller: {from.user}", "X-Route: {rule}"]
+    "#,
+    );
+    let h = first_headers(&t, r#"{"to_uri":"sip:07700@x"}"#);
+    assert_eq!(
+        h["extra"],
+        "X-Route: r\r\nX-Carrier: a\r\nX-Blank: 07700\t \r\n"
+    );
+    let h = first_headers(&t, r#"{"from_uri":"sip:alice@x","from_name":"Al"}"#);
+    assert_eq!(
+        h["extra"],
+        "X-Orig-Caller: alice\r\nX-Route: r\r\nX-Trunk-Caller: Al\r\nX-Carrier: a\r\n"
+    );
+    let only_empty = one_rule(r#"then.headers = ["X-Orig-Caller: {from.user}"]"#);
+    assert_eq!(first_headers(&only_empty, "{}")["extra"], "");
+}
