@@ -225,39 +225,10 @@ fn is_phone_number(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#') || is_visual_separator(c))
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as written, invalid UTF-8 replaced.
+/// Decodes `%XX` escapes; invalid escapes are kept as written, invalid UTF-8
+/// replaced. Borrows when there is nothing to decode.
 pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(s) => Cow::Owned(s),
-        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy()
 }
 
 /// Appends `user` to `out`, percent-encoding every byte that may not appear
@@ -445,6 +416,9 @@ mod tests {
             ("sip:%zz@h", "%zz", "h"),
             ("sip:%41@h", "A", "h"),
             ("sip:%ff@h", "\u{fffd}", "h"),
+            ("sip:%4@h", "%4", "h"),
+            ("sip:a%%41%@h", "a%A%", "h"),
+            ("sip:%e2%82%AC%c3@h", "\u{20ac}\u{fffd}", "h"),
         ];
         for (input, user, domain) in cases {
             assert_eq!(user_domain(input), (user.into(), domain.into()), "{input}");
