@@ -162,6 +162,24 @@ fn endpoints_answer_and_errors_are_json() {
 }
 
 #[test]
+fn skipped_from_rewrites_are_counted() {
+    let routes = "[trunks.t]\ngateways = [\"sip:192.0.2.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"t\"]\nthen.rewrite.from.user = \"{to.user}\"\n";
+    let s = Server::start(&[("10-routes.toml", routes)], &[]);
+    let mut c = s.conn();
+    let evil = r#"{"from_uri":"sip:alice@x;tag=1\r\nX-Evil: 1","to_uri":"sip:bob@y"}"#;
+    for query in [evil, QUERY] {
+        let r = c.post("/kamailio/rtjson", "application/json", query.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = c.post("/kamailio/rtjson", "application/json", evil.as_bytes());
+    assert_eq!(
+        r.json()["rtjson"]["routes"][0]["headers"]["from"]["uri"],
+        ""
+    );
+    assert_eq!(metric(&s.metrics(), "c4route_rewrites_skipped_total"), 2.0);
+}
+
+#[test]
 fn invalid_routes_at_startup_exit_1_with_diagnostics() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub bad_request: Counter,
     /// Routing queries refused with 403 (`--allow`).
     pub forbidden: Counter,
+    /// From/To URI rewrites left out of answers (`Decision::skipped_rewrites`).
+    pub rewrites_skipped: Counter,
     /// Hits per deciding rule, by rule name.
     pub rule_hits: RuleHits,
     /// Parse + decide + serialise time of one query, in seconds.
@@ -158,6 +160,12 @@ impl Metrics {
             "Routing queries by outcome (routed, rejected, no_match, bad_request, forbidden)",
             requests,
         );
+        let rewrites_skipped = Counter::default();
+        registry.register(
+            "rewrites_skipped",
+            "From/To URI rewrites left out of an answer (From/To kept) because the result was not a valid SIP URI",
+            rewrites_skipped.clone(),
+        );
         let rule_hits = RuleHits::default();
         registry.register(
             "rule_hits",
@@ -221,6 +229,7 @@ impl Metrics {
             no_match,
             bad_request,
             forbidden,
+            rewrites_skipped,
             rule_hits,
             decision_seconds,
             reloads_ok,
@@ -270,6 +279,7 @@ mod tests {
             "c4route_requests_total{outcome=\"routed\"} 1",
             "c4route_requests_total{outcome=\"bad_request\"} 0",
             "c4route_rule_hits_total{rule=\"uk-mobile\"} 1",
+            "c4route_rewrites_skipped_total 0",
             "c4route_decision_seconds_bucket",
             "c4route_reloads_total{result=\"failed\"} 0",
             "c4route_table_rules 0",

@@ -337,6 +337,10 @@ async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap:
         if let Some(id) = decision.rule_id {
             loaded.hit(id, &state.metrics);
         }
+        if decision.skipped_rewrites > 0 {
+            let n = u64::from(decision.skipped_rewrites);
+            state.metrics.rewrites_skipped.inc_by(n);
+        }
         debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
         decision.outcome_label()
     };

@@ -202,13 +202,11 @@ impl<'a> Query<'a> {
         let text =
             std::str::from_utf8(body).map_err(|e| QueryError::Form(format!("not UTF-8: {e}")))?;
         let mut q = Query::default();
-        for pair in text.trim_end_matches(['\r', '\n']).split('&') {
-            if pair.is_empty() {
-                continue;
-            }
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = form_decode(v);
-            let slot = match &*form_decode(k) {
+        // `+` is a space, `%XX` decoded, invalid UTF-8 replaced; a pair
+        // without `=` has an empty value; values borrow when not encoded.
+        let pairs = form_urlencoded::parse(text.trim_end_matches(['\r', '\n']).as_bytes());
+        for (k, v) in pairs {
+            let slot = match &*k {
                 "event" => &mut q.event,
                 "source_ip" => &mut q.source_ip,
                 "transport" => &mut q.transport,
@@ -280,15 +278,6 @@ impl<'a> Query<'a> {
             ruri: own(self.ruri),
             method: own(self.method),
         }
-    }
-}
-
-fn form_decode(s: &str) -> Cow<'_, str> {
-    if s.contains('+') {
-        let spaced = s.replace('+', " ");
-        Cow::Owned(crate::uri::percent_decode(&spaced).into_owned())
-    } else {
-        crate::uri::percent_decode(s)
     }
 }
 
@@ -469,5 +458,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.source_port, Some(5062));
+    }
+
+    #[test]
+    fn form_decoding_edge_cases() {
+        let q = Query::from_form(
+            b"from_uri=a%zz%2B+b%&to_uri=%ff%41&call_id=x=y&&method&from%5Fname=A+%22B%22&ruri=%e2%82%ac\r\n",
+        )
+        .unwrap();
+        assert_eq!(q.from_uri.as_deref(), Some("a%zz+ b%"));
+        assert_eq!(q.to_uri.as_deref(), Some("\u{fffd}A"));
+        assert_eq!(q.call_id.as_deref(), Some("x=y"));
+        assert_eq!(q.method, None);
+        assert_eq!(q.from_name.as_deref(), Some("A \"B\""));
+        assert_eq!(q.ruri.as_deref(), Some("\u{20ac}"));
+        assert!(matches!(
+            Query::from_form(b"call_id=plain").unwrap().call_id,
+            Some(Cow::Borrowed("plain"))
+        ));
+        assert!(Query::from_form(b"call_id=\xff").is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::candidate::{Candidate, Party};
 use crate::rule::{Action, Gateway, PartyRewrite, RouteAction, Routing};
 use crate::sip::MAX_URI;
 use crate::table::{RouteTable, RuleId};
-use crate::uri::{push_escaped_user, quote_display, replace_user, strip_ctl};
+use crate::uri::{is_sendable_uri, push_escaped_user, quote_display, replace_user, strip_ctl};
 
 /// The decision for one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,13 @@ pub struct Decision<'t> {
     pub rule: Option<&'t str>,
     /// Route or reject.
     pub outcome: Outcome<'t>,
+    /// How many From/To URI rewrites of a routed answer were left out (the
+    /// URI stays `""`, keep) because what came out was not a valid SIP URI:
+    /// a control character (a CR/LF from the query), white space, `<`, `>`
+    /// or `"`, no `sip:`/`sips:`/`tel:` scheme, or a query URI that could not
+    /// be rebuilt. A party the query does not have is not counted. At most 2;
+    /// `c4route serve` adds it to `c4route_rewrites_skipped_total`.
+    pub skipped_rewrites: u32,
 }
 
 /// What happens to the call.
@@ -307,23 +314,41 @@ pub(crate) fn srv_order(gws: &[Gateway], seed: u64, out: &mut Vec<usize>) {
     }
 }
 
-fn party_header(p: &Party<'_>, rw: &PartyRewrite, c: &Candidate<'_>, rule: &str) -> PartyHeader {
+/// The From or To of a routed answer; `skipped` counts a URI rewrite whose
+/// result may not be sent (see [`Decision::skipped_rewrites`]).
+fn party_header(
+    p: &Party<'_>,
+    rw: &PartyRewrite,
+    c: &Candidate<'_>,
+    rule: &str,
+    skipped: &mut u32,
+) -> PartyHeader {
+    // A rewrite that does not apply (a regex without a match) leaves its
+    // part `""` (keep), so the caller's value reaches the callee untouched.
     let display = rw
         .display
         .as_ref()
-        .map(|r| quote_display(&r.apply(&p.display, c, rule)))
+        .and_then(|r| r.try_apply(&p.display, c, rule))
+        .map(|d| quote_display(&d))
         .unwrap_or_default();
     let base = rw
         .uri
         .as_ref()
-        .map(|r| strip_ctl(&r.apply(p.uri, c, rule)).trim().to_owned());
-    let uri = match &rw.user {
-        Some(r) => {
-            let u = r.apply(&p.user, c, rule);
-            replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default()
-        }
+        .and_then(|r| r.try_apply(p.uri, c, rule))
+        .map(|u| strip_ctl(&u).trim().to_owned());
+    let user = rw.user.as_ref().and_then(|r| r.try_apply(&p.user, c, rule));
+    let applied = user.is_some() || base.is_some();
+    let mut uri = match user {
+        Some(u) => replace_user(base.as_deref().unwrap_or(p.uri), &u).unwrap_or_default(),
         None => base.unwrap_or_default(),
     };
+    // Only a rewrite that applied pays for the check.
+    if applied && !is_sendable_uri(&uri) {
+        if p.present || !uri.is_empty() {
+            *skipped += 1;
+        }
+        uri.clear();
+    }
     PartyHeader { display, uri }
 }
 
@@ -339,25 +364,39 @@ impl RouteTable {
                     reason: Cow::Borrowed(reason),
                     no_match: true,
                 },
+                skipped_rewrites: 0,
             };
         };
         let name = self.rule_name(id);
+        let mut skipped = 0;
         let outcome = match &self.actions[self.action_of(id) as usize] {
             Action::Reject { code, reason } => Outcome::Reject {
                 code: *code,
                 reason: Cow::Borrowed(reason),
                 no_match: false,
             },
-            Action::Route(ra) => self.routes(ra, name, c),
+            Action::Route(ra) => self.routes(ra, name, c, &mut skipped),
         };
         Decision {
             rule_id: Some(id),
             rule: Some(name),
+            // A reject (414, 503) sends no headers, so nothing was skipped.
+            skipped_rewrites: if matches!(outcome, Outcome::Route { .. }) {
+                skipped
+            } else {
+                0
+            },
             outcome,
         }
     }
 
-    fn routes<'t>(&'t self, ra: &'t RouteAction, rule: &str, c: &Candidate<'_>) -> Outcome<'t> {
+    fn routes<'t>(
+        &'t self,
+        ra: &'t RouteAction,
+        rule: &str,
+        c: &Candidate<'_>,
+        skipped: &mut u32,
+    ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
         let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
             Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
@@ -365,8 +404,8 @@ impl RouteTable {
         };
         let (from, to) = match rw {
             Some(r) => (
-                Arc::new(party_header(c.from(), &r.from, c, rule)),
-                Arc::new(party_header(c.to(), &r.to, c, rule)),
+                Arc::new(party_header(c.from(), &r.from, c, rule, skipped)),
+                Arc::new(party_header(c.to(), &r.to, c, rule, skipped)),
             ),
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };
@@ -388,8 +427,17 @@ impl RouteTable {
             let mut lines = String::new();
             if serial {
                 for h in ra.headers.iter().chain(t.headers.iter()) {
+                    let start = lines.len();
                     h.render_into(&mut lines, c, rule, &t.name);
-                    lines.push_str("\r\n");
+                    // SPEC §4.3: a header whose value renders empty is left
+                    // out, not sent empty. The name is a literal SIP token
+                    // (checked at load), so the first `:` ends it.
+                    let value = lines[start..].split_once(':').map_or("", |(_, v)| v);
+                    if value.trim_matches([' ', '\t']).is_empty() {
+                        lines.truncate(start);
+                    } else {
+                        lines.push_str("\r\n");
+                    }
                 }
             }
             let extra: Arc<str> = if lines.is_empty() {

@@ -379,8 +379,17 @@ pub(crate) enum Rewrite {
 }
 
 impl Rewrite {
+    /// The rewritten value; a regex that does not match leaves `current` as is.
     pub(crate) fn apply(&self, current: &str, c: &Candidate<'_>, rule: &str) -> String {
-        match self {
+        self.try_apply(current, c, rule)
+            .unwrap_or_else(|| current.to_owned())
+    }
+
+    /// The rewritten value, or `None` when the rewrite does not apply (a regex
+    /// that does not match, SPEC §4.3): From/To then stay `""` (keep) rather
+    /// than being rebuilt from an unchanged value.
+    pub(crate) fn try_apply(&self, current: &str, c: &Candidate<'_>, rule: &str) -> Option<String> {
+        Some(match self {
             Rewrite::Template(t) => t.render(c, rule, ""),
             Rewrite::Edit {
                 strip,
@@ -397,8 +406,18 @@ impl Rewrite {
                 s.push_str(suffix);
                 s
             }
-            Rewrite::Regex { re, replace } => re.replace(current, &**replace).into_owned(),
-        }
+            Rewrite::Regex { re, replace } => {
+                // What `Regex::replace` does, without searching twice to learn
+                // whether it matched.
+                let caps = re.captures(current)?;
+                let m = caps.get(0)?;
+                let mut s = String::with_capacity(current.len() + replace.len());
+                s.push_str(&current[..m.start()]);
+                caps.expand(replace, &mut s);
+                s.push_str(&current[m.end()..]);
+                s
+            }
+        })
     }
 }
 
@@ -531,5 +550,16 @@ mod tests {
         };
         assert_eq!(r.apply("0123", &c, "r"), "+44123");
         assert_eq!(r.apply("x123", &c, "r"), "x123");
+        assert_eq!(r.try_apply("x123", &c, "r"), None);
+        let re = regex::Regex::new(r"(?<d>\d)").unwrap();
+        let replaced = |s: &str| re.replace(s, "<${d}$$>").into_owned();
+        let r = Rewrite::Regex {
+            re: re.clone(),
+            replace: "<${d}$$>".into(),
+        };
+        for s in ["a1b2", "1", "ab"] {
+            assert_eq!(r.apply(s, &c, "r"), replaced(s), "{s}");
+        }
+        assert_eq!(r.try_apply("", &c, "r"), None);
     }
 }

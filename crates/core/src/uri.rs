@@ -20,7 +20,7 @@ pub(crate) struct NameAddr<'a> {
 /// Splits `"Alice" <sip:alice@example.com>;tag=1` into display and bare URI.
 pub(crate) fn split_name_addr(s: &str) -> NameAddr<'_> {
     let s = s.trim();
-    if let Some(lt) = s.find('<') {
+    if let Some(lt) = find_unquoted_lt(s) {
         let rest = &s[lt + 1..];
         let uri = rest.find('>').map_or(rest, |gt| &rest[..gt]).trim();
         let display = s[..lt].trim();
@@ -36,6 +36,39 @@ pub(crate) fn split_name_addr(s: &str) -> NameAddr<'_> {
             uri: s,
         }
     }
+}
+
+/// The first `<` that is not inside a quoted display name (RFC 3261
+/// `quoted-string`, where `\` escapes the next character): in
+/// `"A <b>" <sip:a@h>` the URI starts at the second `<`. When a quote is
+/// never closed, the first `<` after it (as tolerant as before quotes were
+/// looked at); `None` when there is no `<`.
+fn find_unquoted_lt(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut lt_in_quote = None;
+    for (i, b) in s.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                b'<' if lt_in_quote.is_none() => lt_in_quote = Some(i),
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => {
+                    quoted = true;
+                    lt_in_quote = None;
+                }
+                b'<' => return Some(i),
+                _ => {}
+            }
+        }
+    }
+    if quoted { lt_in_quote } else { None }
 }
 
 /// Removes the SIP quotes around a display name and undoes `\"` and `\\`.
@@ -192,39 +225,10 @@ fn is_phone_number(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#') || is_visual_separator(c))
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as written, invalid UTF-8 replaced.
+/// Decodes `%XX` escapes; invalid escapes are kept as written, invalid UTF-8
+/// replaced. Borrows when there is nothing to decode.
 pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(s) => Cow::Owned(s),
-        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy()
 }
 
 /// Appends `user` to `out`, percent-encoding every byte that may not appear
@@ -262,8 +266,13 @@ pub(crate) fn push_escaped_user(out: &mut String, user: &str) {
     }
 }
 
-/// The URI with its user part replaced by `user` (escaped); scheme, host, port and
-/// URI parameters are kept. `None` when `uri` is not a sip/sips URI.
+/// The URI with its user part replaced by `user` (escaped); scheme, host, port,
+/// URI parameters and a password (`user:password@`, which belongs to the
+/// account, not to the number) are kept. User parameters of a sip/sips URI
+/// (`;npdi`, `;phone-context=…`) are dropped: they describe the old user.
+/// An empty `user` drops the whole user part, password included. The rest is
+/// copied from `uri` as is: a caller's URI must pass [`is_sendable_uri`]
+/// before it is sent. `None` when `uri` is not a sip/sips/tel URI.
 pub(crate) fn replace_user(uri: &str, user: &str) -> Option<String> {
     let parts = parse_uri(uri)?;
     let mut out = String::with_capacity(uri.len() + user.len());
@@ -289,12 +298,25 @@ pub(crate) fn replace_user(uri: &str, user: &str) -> Option<String> {
             out.push(':');
             if !user.is_empty() {
                 push_escaped_user(&mut out, user);
+                if let Some(i) = parts.user_raw.find(':') {
+                    out.push_str(&parts.user_raw[i..]);
+                }
                 out.push('@');
             }
             out.push_str(parts.host_rest);
         }
     }
     Some(out)
+}
+
+/// Whether a rewritten From/To URI may be sent: a `sip:`, `sips:` or `tel:`
+/// URI with its scheme written out, as [`parse_uri`] reads it, and without a
+/// control character, white space, `<`, `>` or `"`. None of those may appear
+/// unescaped in a URI (RFC 3261 §25.1), and each would break the header the
+/// URI is written into (SPEC §3: no CR, LF or NUL inside a header value).
+pub(crate) fn is_sendable_uri(uri: &str) -> bool {
+    !uri.contains(|c: char| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+        && parse_uri(uri).is_some_and(|p| !p.scheme_text.is_empty())
 }
 
 /// Whether `s` is a SIP `token` (RFC 3261 §25.1).
@@ -394,6 +416,9 @@ mod tests {
             ("sip:%zz@h", "%zz", "h"),
             ("sip:%41@h", "A", "h"),
             ("sip:%ff@h", "\u{fffd}", "h"),
+            ("sip:%4@h", "%4", "h"),
+            ("sip:a%%41%@h", "a%A%", "h"),
+            ("sip:%e2%82%AC%c3@h", "\u{20ac}\u{fffd}", "h"),
         ];
         for (input, user, domain) in cases {
             assert_eq!(user_domain(input), (user.into(), domain.into()), "{input}");
@@ -410,6 +435,15 @@ mod tests {
         );
         assert_eq!(split_name_addr("Bob <sip:a@b>").display.unwrap(), "Bob");
         assert_eq!(split_name_addr("<sip:a@b>").display, None);
+        let na = split_name_addr("\"A <b>\" <sip:alice@pbx.example>;tag=1");
+        assert_eq!(na.uri, "sip:alice@pbx.example");
+        assert_eq!(na.display.unwrap(), "A <b>");
+        let na = split_name_addr("\"A \\\" <b> \\\\\" <sip:a@h>");
+        assert_eq!(na.uri, "sip:a@h");
+        assert_eq!(na.display.unwrap(), "A \" <b> \\");
+        // An unclosed quote: read as before quotes were looked at.
+        assert_eq!(split_name_addr("\"Al <sip:a@h>").uri, "sip:a@h");
+        assert_eq!(split_name_addr("sip:a@h").uri, "sip:a@h");
         assert_eq!(unquote("\"Alice\""), "Alice");
         assert_eq!(unquote("Alice"), "Alice");
         assert_eq!(unquote("\""), "\"");
@@ -440,5 +474,43 @@ mod tests {
         );
         assert_eq!(replace_user("tel:123;npdi", "456").unwrap(), "tel:456;npdi");
         assert!(replace_user("mailto:x", "y").is_none());
+        assert_eq!(
+            replace_user("sip:alice:secret@h;x", "bob").unwrap(),
+            "sip:bob:secret@h;x"
+        );
+        assert_eq!(
+            replace_user("sip:0770;npdi:pw@h", "+44770").unwrap(),
+            "sip:+44770:pw@h"
+        );
+        assert_eq!(replace_user("sip:alice:secret@h", "").unwrap(), "sip:h");
+    }
+
+    #[test]
+    fn sendable_uris() {
+        for ok in [
+            "sip:alice@example.com",
+            "SIPS:bob@example.com:5061;transport=tls",
+            "tel:+442079460000;phone-context=example.com",
+            "sip:[2001:db8::1]:5060",
+            "sip:x%0D%0A@h",
+        ] {
+            assert!(is_sendable_uri(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "sip:alice@x;tag=1\r\nX-Evil: 1",
+            "sip:alice@x\0",
+            "sip:a@h\t",
+            "sip:a b@h",
+            "sip:a@h>;tag=x",
+            "<sip:a@h>",
+            "sip:\"a\"@h",
+            "alice@example.com",
+            "mailto:a@h",
+            "sip:",
+            "sip:\u{85}@h",
+        ] {
+            assert!(!is_sendable_uri(bad), "{bad:?}");
+        }
     }
 }

@@ -476,3 +476,104 @@ fn an_empty_rewritten_display_keeps_the_callers() {
     let v = strict(&answer_bytes(&t, r#"{"from_name":"Alice"}"#, Wrap::Bare));
     assert_eq!(v["routes"][0]["headers"]["from"]["display"], "");
 }
+
+/// The route's `headers` object of the first route.
+fn first_headers(t: &RouteTable, query: &str) -> Value {
+    let v = strict(&answer_bytes(t, query, Wrap::Bare));
+    header_values_ok(&v);
+    v["routes"][0]["headers"].clone()
+}
+
+#[test]
+fn a_quoted_display_name_may_hold_angle_brackets() {
+    let t = one_rule(
+        r#"then.rewrite.from.user = "bob"
+then.headers = ["X-Caller: {from.display} {from.uri}"]"#,
+    );
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"\"A <b>\" <sip:alice@pbx.example>;tag=1"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "sip:bob@pbx.example");
+    assert_eq!(h["extra"], "X-Caller: A <b> sip:alice@pbx.example\r\n");
+}
+
+#[test]
+fn a_regex_rewrite_that_does_not_match_keeps_the_header() {
+    let t = one_rule(
+        r#"then.rewrite.from.user = { regex = '^0(\d+)$', replace = '+44$1' }
+then.rewrite.to.display = { regex = '^x$', replace = 'y' }
+then.rewrite.to.uri = { regex = '^tel:', replace = 'sip:' }"#,
+    );
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"sip:alice:secret@pbx.example","to_name":"Bob","to_uri":"sip:b@x"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "", "no match: keep the caller's From");
+    assert_eq!(h["to"]["display"], "");
+    assert_eq!(h["to"]["uri"], "");
+    // When it matches, the password survives the new user.
+    let h = first_headers(
+        &t,
+        r#"{"from_uri":"<sip:0123:secret@pbx.example;user=phone>","to_name":"x"}"#,
+    );
+    assert_eq!(h["from"]["uri"], "sip:+44123:secret@pbx.example;user=phone");
+    assert_eq!(h["to"]["display"], "y");
+}
+
+#[test]
+fn a_crlf_in_the_from_never_reaches_a_rewritten_from() {
+    let q = r#"{"from_uri":"sip:alice@x;tag=1\r\nX-Evil: 1","to_uri":"sip:bob@example.com"}"#;
+    for rewrite in [
+        r#"then.rewrite.from.user = "{to.user}""#,
+        r#"then.rewrite.from.user = { strip = 1, prefix = "b" }"#,
+        r#"then.rewrite.from.uri = "{from.uri}""#,
+    ] {
+        let t = one_rule(rewrite);
+        let query = Query::from_json(q.as_bytes()).unwrap();
+        let d = t.route(&query, SystemTime::now());
+        assert_eq!(d.skipped_rewrites, 1, "{rewrite}");
+        let json = d.to_json(Wrap::Bare);
+        let v = strict(&json);
+        header_values_ok(&v);
+        assert_eq!(v["routes"][0]["headers"]["from"]["uri"], "", "{rewrite}");
+    }
+    // A clean From is rewritten and nothing is counted.
+    let t = one_rule(r#"then.rewrite.from.user = "{to.user}""#);
+    let query =
+        Query::from_json(br#"{"from_uri":"sip:alice@x;user=phone","to_uri":"sip:bob@y"}"#).unwrap();
+    let d = t.route(&query, SystemTime::now());
+    assert_eq!(d.skipped_rewrites, 0);
+    let v = strict(&d.to_json(Wrap::Bare));
+    assert_eq!(
+        v["routes"][0]["headers"]["from"]["uri"],
+        "sip:bob@x;user=phone"
+    );
+}
+
+#[test]
+fn a_header_that_renders_empty_is_left_out() {
+    let t = table(
+        r#"
+        [trunks.a]
+        gateways = ["sip:192.0.2.1"]
+        headers = ["X-Trunk-Caller: {from.display}", "X-Carrier: a", "X-Blank: {to.user}	 "]
+        [[rules]]
+        name = "r"
+        then.trunks = ["a"]
+        then.headers = ["X-Orig-Caller: {from.user}", "X-Route: {rule}"]
+    "#,
+    );
+    let h = first_headers(&t, r#"{"to_uri":"sip:07700@x"}"#);
+    assert_eq!(
+        h["extra"],
+        "X-Route: r\r\nX-Carrier: a\r\nX-Blank: 07700\t \r\n"
+    );
+    let h = first_headers(&t, r#"{"from_uri":"sip:alice@x","from_name":"Al"}"#);
+    assert_eq!(
+        h["extra"],
+        "X-Orig-Caller: alice\r\nX-Route: r\r\nX-Trunk-Caller: Al\r\nX-Carrier: a\r\n"
+    );
+    let only_empty = one_rule(r#"then.headers = ["X-Orig-Caller: {from.user}"]"#);
+    assert_eq!(first_headers(&only_empty, "{}")["extra"], "");
+}
