@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod answer;
 mod candidate;
 mod compile;
 mod config;
@@ -68,7 +69,6 @@ mod matcher;
 mod query;
 #[cfg(test)]
 mod reference;
-mod rtjson;
 mod rule;
 mod schedule;
 mod sip;
@@ -77,12 +77,13 @@ mod table;
 mod template;
 mod uri;
 
+pub use answer::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use query::{MAX_BODY, Query, QueryError};
-pub use rtjson::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
+pub use rule::RuleId;
 pub use rule::{Routing, Specificity};
 pub use sources::Sources;
-pub use table::{Expect, RouteTable, RuleId, RuleMatch, TestCase, TestResult};
+pub use table::{Expect, RouteTable, RuleMatch, TestCase, TestResult};
 
 pub use compile::TimeError;
 

@@ -505,6 +505,44 @@ pub(crate) struct Loc {
     pub col: u32,
 }
 
+/// A rule of one table, by its place in declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub(crate) u32);
+
+impl RuleId {
+    /// Its index in `0..table.rule_count()`, for per-rule arrays (such as
+    /// hit counters) kept beside a table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// `[defaults]`, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Defaults {
+    pub routing: Routing,
+    pub fr_timer: u32,
+    pub fr_inv_timer: u32,
+    pub branch_flags: u32,
+    pub max_routes: u32,
+    pub no_match: (u16, Box<str>),
+    pub timezone: jiff::tz::TimeZone,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            routing: Routing::Serial,
+            fr_timer: 0,
+            fr_inv_timer: 0,
+            branch_flags: 0,
+            max_routes: 10,
+            no_match: (404, "Not Found".into()),
+            timezone: jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,52 +13,13 @@ use std::time::SystemTime;
 use regex::{RegexSet, SetMatches};
 
 use crate::Query;
+use crate::answer::Plan;
 use crate::candidate::Candidate;
 use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::StrIndex;
-use crate::rule::{
-    Action, Conds, Env, Field, Loc, RegexEval, Routing, SpecParts, Specificity, Trunk, user_spec,
-};
+use crate::rule::{Conds, Env, Field, Loc, RegexEval, RuleId, SpecParts, Specificity, user_spec};
 use crate::schedule::Schedule;
-
-/// A rule of one table, by its place in declaration order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleId(pub(crate) u32);
-
-impl RuleId {
-    /// Its index in `0..table.rule_count()`, for per-rule arrays (such as
-    /// hit counters) kept beside a table.
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-/// `[defaults]`, resolved.
-#[derive(Debug, Clone)]
-pub(crate) struct Defaults {
-    pub routing: Routing,
-    pub fr_timer: u32,
-    pub fr_inv_timer: u32,
-    pub branch_flags: u32,
-    pub max_routes: u32,
-    pub no_match: (u16, Box<str>),
-    pub timezone: jiff::tz::TimeZone,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Defaults {
-            routing: Routing::Serial,
-            fr_timer: 0,
-            fr_inv_timer: 0,
-            branch_flags: 0,
-            max_routes: 10,
-            no_match: (404, "Not Found".into()),
-            timezone: jiff::tz::TimeZone::UTC,
-        }
-    }
-}
 
 /// What a `[[tests]]` entry expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,20 +114,15 @@ pub struct RouteTable {
     /// Every rule's name, concatenated (a million small boxes cost more).
     pub(crate) names: Box<str>,
     pub(crate) locs: Box<[Loc]>,
-    pub(crate) actions: Box<[Action]>,
-    pub(crate) trunks: Box<[Trunk]>,
+    /// The actions, trunks and defaults that turn a winner into an answer.
+    pub(crate) plan: Plan,
     pub(crate) schedules: Box<[Schedule]>,
     pub(crate) regexes: Regexes,
     pub(crate) idx: Indexes,
-    pub(crate) defaults: Defaults,
     pub(crate) files: Box<[Arc<str>]>,
     pub(crate) tests: Box<[TestCase]>,
     pub(crate) warnings: Diagnostics,
     pub(crate) version: Box<str>,
-    /// Shared "keep as is" From/To and empty `extra`, so answers without
-    /// rewrites or headers allocate nothing for them.
-    pub(crate) no_rewrite: Arc<crate::PartyHeader>,
-    pub(crate) no_extra: Arc<str>,
 }
 
 const _: fn() = || {
@@ -199,7 +155,7 @@ impl RouteTable {
 
     /// Number of trunks.
     pub fn trunk_count(&self) -> usize {
-        self.trunks.len()
+        self.plan.trunks.len()
     }
 
     /// The name of a rule.
@@ -247,7 +203,11 @@ impl RouteTable {
     pub fn route<'t>(&'t self, query: &Query<'_>, now: SystemTime) -> crate::Decision<'t> {
         let c = Candidate::new(query);
         let best = self.search(&c, now, None);
-        self.answer(best.map(|(id, _)| RuleId(id)), &c)
+        let winner = best.map(|(id, _)| {
+            let r = &self.rules[id as usize];
+            (RuleId(id), self.rule_name(RuleId(id)), r.action)
+        });
+        self.plan.decide(winner, &c)
     }
 
     /// Every rule that matches `query`, best first (the first one decides).
@@ -461,10 +421,4 @@ fn check_expect(e: &Expect, d: &crate::Decision<'_>) -> Vec<String> {
         }
     }
     out
-}
-
-impl RouteTable {
-    pub(crate) fn action_of(&self, id: RuleId) -> u32 {
-        self.rules[id.0 as usize].action
-    }
 }

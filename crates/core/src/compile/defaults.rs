@@ -5,9 +5,9 @@ use toml::Spanned;
 use super::{Compiler, Parsed};
 use crate::config::DefaultsDef;
 use crate::diag::Severity;
+use crate::rule::Defaults;
 use crate::rule::Routing;
 use crate::schedule;
-use crate::table::Defaults;
 
 impl Compiler<'_> {
     /// `[defaults]`, which may appear once across all files.

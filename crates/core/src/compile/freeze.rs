@@ -6,11 +6,10 @@
 //! conditions that index does not prove stay on the rule for the final
 //! check. [`RouteTable::route`] then only looks at rules an index returned.
 
-use std::sync::Arc;
-
 use regex::RegexSetBuilder;
 
 use super::Validated;
+use crate::answer::Plan;
 use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::StrIndexBuilder;
@@ -153,17 +152,13 @@ pub(super) fn freeze(
         rules: rules.into(),
         names: names.into(),
         locs: locs.into(),
-        actions: v.actions.into(),
-        trunks: v.trunks.into(),
+        plan: Plan::new(v.actions, v.trunks, v.defaults),
         schedules: v.schedules.into(),
         regexes,
         idx,
-        defaults: v.defaults,
         files: v.files.into(),
         tests: v.tests.into(),
         warnings: Diagnostics::default(),
         version: version.into(),
-        no_rewrite: Arc::default(),
-        no_extra: Arc::from(""),
     })
 }

@@ -45,9 +45,10 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::config::RouteFile;
+use crate::rule::Defaults;
 use crate::rule::{Action, RuleSpec, Trunk};
 use crate::schedule::Schedule;
-use crate::table::{Defaults, RouteTable, TestCase};
+use crate::table::{RouteTable, TestCase};
 
 pub use values::TimeError;
 pub(crate) use values::parse_time;

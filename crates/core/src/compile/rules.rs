@@ -9,8 +9,8 @@ use super::values::{parse_net, parse_range, regex_error};
 use super::{At, Compiler, Parsed};
 use crate::config::{RuleDef, UserMatchDef};
 use crate::diag::Severity;
+use crate::rule::Defaults;
 use crate::rule::{Action, Conds, DomainPat, Field, RuleSpec, Trunk, UserConds};
-use crate::table::Defaults;
 
 impl<'s> Compiler<'s> {
     /// Every enabled, valid rule with its location, and the names of all.

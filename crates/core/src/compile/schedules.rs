@@ -6,8 +6,8 @@ use super::names::Registry;
 use super::{Compiler, Parsed};
 use crate::config::ScheduleDef;
 use crate::diag::Severity;
+use crate::rule::Defaults;
 use crate::schedule::{self, Schedule};
-use crate::table::Defaults;
 
 impl<'s> Compiler<'s> {
     /// Every schedule, by index (a failed one is `None`), and their names.

@@ -7,9 +7,9 @@ use super::values::check_socket;
 use super::{At, Compiler, Parsed};
 use crate::config::{GatewayDef, TrunkDef};
 use crate::diag::Severity;
+use crate::rule::Defaults;
 use crate::rule::{Gateway, Trunk};
 use crate::sip::MAX_URI;
-use crate::table::Defaults;
 use crate::uri::{Scheme, parse_uri};
 
 impl<'s> Compiler<'s> {
