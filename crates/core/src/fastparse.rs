@@ -594,7 +594,6 @@ mod tests {
         }
         assert!(blocks > 10, "{blocks} rule blocks");
         assert!(taken > 0, "no shipped rule takes the fast path");
-        assert!(taken < blocks, "every shipped rule takes the fast path");
     }
 
     /// A key line, with the key's number so a rule can hold each key once
@@ -696,7 +695,11 @@ mod tests {
 
         #[test]
         fn agrees_with_toml_on_generated_decks(text in deck()) {
-            agree(&text);
+            // Every generated line is in the fast subset: the fast path must
+            // take every generated deck that toml reads (else this compares
+            // nothing), and agree with it.
+            let valid = toml::from_str::<RouteFile>(&text).is_ok();
+            prop_assert!(agree(&text) || !valid, "the fast path declined a valid deck:\n{}", text);
         }
 
         #[test]
@@ -712,6 +715,8 @@ mod tests {
             for (at, ch, delete) in edits {
                 text = mutate(&text, at, ch, delete);
             }
+            // A mutated deck may leave the fast subset (then toml reads it);
+            // when the fast path takes it, `agree` fails on any difference.
             agree(&text);
         }
     }

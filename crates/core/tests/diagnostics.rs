@@ -46,7 +46,7 @@ fn example_requests_against_shipped_routes() {
 /// exact), but a report shows 20 of that kind and one line counting the
 /// rest. Compiling it used to take quadratic time (a rescan of every
 /// diagnostic per rule, a sort of every name per error); the benchmark
-/// `compile_broken` in benches/lookup.rs shows the time.
+/// `compile::broken_100k` in benches/lookup.rs shows the time.
 #[test]
 fn many_errors_of_one_kind_are_counted_exactly_and_shown_bounded() {
     const N: usize = 50_000;
