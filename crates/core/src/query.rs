@@ -220,11 +220,12 @@ impl<'a> Query<'a> {
                 "ruri" => &mut q.ruri,
                 "method" => &mut q.method,
                 "source_port" => {
-                    q.source_port = parse_port_str(&v).map_err(QueryError::Form)?;
+                    q.source_port =
+                        parse_port_str(&v).map_err(|e| QueryError::Form(e.to_string()))?;
                     continue;
                 }
                 "auth" => {
-                    q.auth = parse_flag_str(&v).map_err(QueryError::Form)?;
+                    q.auth = parse_flag_str(&v).map_err(|e| QueryError::Form(e.to_string()))?;
                     continue;
                 }
                 _ => continue,
@@ -281,24 +282,35 @@ impl<'a> Query<'a> {
     }
 }
 
-fn parse_port_str(s: &str) -> Result<Option<u16>, String> {
+/// A query field of the wrong shape.
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    #[error("source_port: expected a port number 0..=65535, found {0:?}")]
+    Port(String),
+    #[error("source_port {0} is out of range 0..=65535")]
+    PortRange(i128),
+    #[error("auth: expected 0, 1, true or false, found {0:?}")]
+    Auth(String),
+    #[error("auth: expected 0 or 1, found {0}")]
+    AuthInt(i128),
+}
+
+fn parse_port_str(s: &str) -> Result<Option<u16>, FieldError> {
     let s = s.trim();
     if s.is_empty() || s == "<null>" {
         return Ok(None);
     }
     s.parse::<u16>()
         .map(Some)
-        .map_err(|_| format!("source_port: expected a port number 0..=65535, found {s:?}"))
+        .map_err(|_| FieldError::Port(s.to_owned()))
 }
 
-fn parse_flag_str(s: &str) -> Result<Option<bool>, String> {
+fn parse_flag_str(s: &str) -> Result<Option<bool>, FieldError> {
     match s.trim() {
         "" | "<null>" => Ok(None),
         "1" | "true" => Ok(Some(true)),
         "0" | "false" => Ok(Some(false)),
-        other => Err(format!(
-            "auth: expected 0, 1, true or false, found {other:?}"
-        )),
+        other => Err(FieldError::Auth(other.to_owned())),
     }
 }
 
@@ -337,8 +349,8 @@ fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str
 /// `auth`) a boolean; `null` means absent.
 struct Lenient<T> {
     expecting: &'static str,
-    from_int: fn(i128) -> Result<Option<T>, String>,
-    from_str: fn(&str) -> Result<Option<T>, String>,
+    from_int: fn(i128) -> Result<Option<T>, FieldError>,
+    from_str: fn(&str) -> Result<Option<T>, FieldError>,
     from_bool: Option<fn(bool) -> T>,
 }
 
@@ -379,7 +391,7 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
         from_int: |v| {
             u16::try_from(v)
                 .map(Some)
-                .map_err(|_| format!("source_port {v} is out of range 0..=65535"))
+                .map_err(|_| FieldError::PortRange(v))
         },
         from_str: parse_port_str,
         from_bool: None,
@@ -392,7 +404,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         from_int: |v| match v {
             0 => Ok(Some(false)),
             1 => Ok(Some(true)),
-            _ => Err(format!("auth: expected 0 or 1, found {v}")),
+            _ => Err(FieldError::AuthInt(v)),
         },
         from_str: parse_flag_str,
         from_bool: Some(|b| b),

@@ -42,10 +42,26 @@ fn full_name(d: &str) -> &'static str {
     }
 }
 
+/// A schedule value that cannot be read; the message says what was expected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScheduleError {
+    #[error("invalid day {0:?}; expected a day like \"mon\" or a range like \"mon-fri\"")]
+    Day(String),
+    #[error(
+        "invalid hours {0:?}; expected \"HH:MM-HH:MM\" in 24-hour local time, such as \"08:00-18:00\" or \"22:00-06:00\""
+    )]
+    Hours(String),
+    #[error("hours {0:?} is an empty interval")]
+    EmptyHours(String),
+    #[error("invalid date {0:?}; expected YYYY-MM-DD")]
+    Date(String),
+    #[error("unknown time zone {0:?}; expected an IANA name like \"Europe/London\" or \"UTC\"")]
+    TimeZone(String),
+}
+
 /// Parses `"mon-fri"` or `"sun"` into a day bit mask (ranges may wrap: `"fri-mon"`).
-pub(crate) fn parse_days(s: &str) -> Result<u8, String> {
-    let err =
-        || format!("invalid day {s:?}; expected a day like \"mon\" or a range like \"mon-fri\"");
+pub(crate) fn parse_days(s: &str) -> Result<u8, ScheduleError> {
+    let err = || ScheduleError::Day(s.to_owned());
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (day_index(a).ok_or_else(err)?, day_index(b).ok_or_else(err)?);
@@ -78,37 +94,29 @@ fn parse_hhmm(s: &str) -> Option<u16> {
 }
 
 /// Parses `"08:00-12:30"` into minutes `[start, end)`.
-pub(crate) fn parse_hours(s: &str) -> Result<(u16, u16), String> {
-    let err = || {
-        format!(
-            "invalid hours {s:?}; expected \"HH:MM-HH:MM\" in 24-hour local time, such as \"08:00-18:00\" or \"22:00-06:00\""
-        )
-    };
+pub(crate) fn parse_hours(s: &str) -> Result<(u16, u16), ScheduleError> {
+    let err = || ScheduleError::Hours(s.to_owned());
     let (a, b) = s.split_once('-').ok_or_else(err)?;
     let (a, b) = (
         parse_hhmm(a).ok_or_else(err)?,
         parse_hhmm(b).ok_or_else(err)?,
     );
     if a == b || a == 24 * 60 {
-        return Err(format!("hours {s:?} is an empty interval"));
+        return Err(ScheduleError::EmptyHours(s.to_owned()));
     }
     Ok((a, b))
 }
 
 /// Parses `"2026-12-25"`.
-pub(crate) fn parse_date(s: &str) -> Result<Date, String> {
+pub(crate) fn parse_date(s: &str) -> Result<Date, ScheduleError> {
     s.trim()
         .parse::<Date>()
-        .map_err(|_| format!("invalid date {s:?}; expected YYYY-MM-DD"))
+        .map_err(|_| ScheduleError::Date(s.to_owned()))
 }
 
 /// Looks up an IANA time zone name (the database is built in).
-pub(crate) fn time_zone(name: &str) -> Result<TimeZone, String> {
-    TimeZone::get(name).map_err(|_| {
-        format!(
-            "unknown time zone {name:?}; expected an IANA name like \"Europe/London\" or \"UTC\""
-        )
-    })
+pub(crate) fn time_zone(name: &str) -> Result<TimeZone, ScheduleError> {
+    TimeZone::get(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))
 }
 
 fn weekday_index(w: Weekday) -> u8 {

@@ -70,11 +70,11 @@ impl<'s> Compiler<'s> {
 
     /// Parses every string of an optional list; each bad one is an error at its
     /// own position. `None` if any failed.
-    pub(super) fn parse_each<T>(
+    pub(super) fn parse_each<T, E: std::fmt::Display>(
         &mut self,
         i: usize,
         list: &Option<Vec<Spanned<String>>>,
-        parse: impl Fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, E>,
     ) -> Option<Vec<T>> {
         let mut out = Vec::new();
         let mut ok = true;
