@@ -13,7 +13,11 @@ use std::hash::BuildHasher as _;
 use hashbrown::{HashMap, HashTable};
 use toml::Spanned;
 
-use super::{At, Compiler};
+use std::collections::BTreeMap;
+
+use super::{At, Compiler, Parsed};
+use crate::config::RouteFile;
+use crate::diag::Severity;
 
 /// The rule names seen so far, for duplicates and for tests' `expect.rule`.
 /// The hash table holds 4-byte indexes into `names`: with a million rules,
@@ -110,6 +114,40 @@ impl<'a> Registry<'a> {
 }
 
 impl Compiler<'_> {
+    /// Defines every `[KIND.NAME]` table across the files, in file order: a
+    /// name defined twice is an error that names the first place, and
+    /// `make` validates each definition (`None` when it failed, keeping its
+    /// index so later names resolve to the right one).
+    pub(super) fn define<'p, D: 'p, T>(
+        &mut self,
+        parsed: &'p Parsed,
+        kind: &'static str,
+        tables: impl Fn(&'p RouteFile) -> &'p BTreeMap<Spanned<String>, Spanned<D>>,
+        mut make: impl FnMut(&mut Self, usize, &'p str, &'p Spanned<D>) -> Option<T>,
+    ) -> (Vec<Option<T>>, Registry<'p>) {
+        let mut names = Registry::new(kind);
+        let mut items = Vec::new();
+        for (i, f) in parsed {
+            for (name, def) in tables(f) {
+                let at = (*i, name.span());
+                if let Some((_, first)) = names.get(name.get_ref()) {
+                    let note = format!("first defined at {}", self.loc_text(first));
+                    self.push(
+                        Severity::Error,
+                        &at,
+                        format!("{kind} `{}` is defined twice", name.get_ref()),
+                        Some(note),
+                    );
+                    continue;
+                }
+                let item = make(self, *i, name.get_ref(), def);
+                names.insert(name.get_ref(), items.len() as u32, at);
+                items.push(item);
+            }
+        }
+        (items, names)
+    }
+
     /// Resolves a trunk or schedule name; an unknown one is an error listing
     /// the defined names (unless a file failed to parse, which may define it).
     pub(super) fn lookup(

@@ -5,7 +5,6 @@ use toml::Spanned;
 use super::names::Registry;
 use super::{Compiler, Parsed};
 use crate::config::ScheduleDef;
-use crate::diag::Severity;
 use crate::rule::Defaults;
 use crate::schedule::{self, Schedule};
 
@@ -16,27 +15,12 @@ impl<'s> Compiler<'s> {
         parsed: &'p Parsed,
         defaults: &Defaults,
     ) -> (Vec<Option<Schedule>>, Registry<'p>) {
-        let mut names = Registry::new("schedule");
-        let mut schedules = Vec::new();
-        for (i, f) in parsed {
-            for (name, def) in &f.schedules {
-                let at = (*i, name.span());
-                if let Some((_, first)) = names.get(name.get_ref()) {
-                    let note = format!("first defined at {}", self.loc_text(first));
-                    self.push(
-                        Severity::Error,
-                        &at,
-                        format!("schedule `{}` is defined twice", name.get_ref()),
-                        Some(note),
-                    );
-                    continue;
-                }
-                let s = self.schedule(*i, def, defaults);
-                names.insert(name.get_ref(), schedules.len() as u32, at);
-                schedules.push(s);
-            }
-        }
-        (schedules, names)
+        self.define(
+            parsed,
+            "schedule",
+            |f| &f.schedules,
+            |c, i, _, def| c.schedule(i, def, defaults),
+        )
     }
 
     fn schedule(

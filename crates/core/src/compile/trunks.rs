@@ -6,7 +6,6 @@ use super::names::Registry;
 use super::values::check_socket;
 use super::{At, Compiler, Parsed};
 use crate::config::{GatewayDef, TrunkDef};
-use crate::diag::Severity;
 use crate::rule::Defaults;
 use crate::rule::{Gateway, Trunk};
 use crate::sip::MAX_URI;
@@ -19,27 +18,12 @@ impl<'s> Compiler<'s> {
         parsed: &'p Parsed,
         defaults: &Defaults,
     ) -> (Vec<Option<Trunk>>, Registry<'p>) {
-        let mut names = Registry::new("trunk");
-        let mut trunks = Vec::new();
-        for (i, f) in parsed {
-            for (name, def) in &f.trunks {
-                let at = (*i, name.span());
-                if let Some((_, first)) = names.get(name.get_ref()) {
-                    let note = format!("first defined at {}", self.loc_text(first));
-                    self.push(
-                        Severity::Error,
-                        &at,
-                        format!("trunk `{}` is defined twice", name.get_ref()),
-                        Some(note),
-                    );
-                    continue;
-                }
-                let t = self.trunk(*i, name.get_ref(), def, defaults);
-                names.insert(name.get_ref(), trunks.len() as u32, at);
-                trunks.push(t);
-            }
-        }
-        (trunks, names)
+        self.define(
+            parsed,
+            "trunk",
+            |f| &f.trunks,
+            |c, i, name, def| c.trunk(i, name, def, defaults),
+        )
     }
 
     fn sip_uri(&mut self, at: &At, uri: &str, what: &str) -> Option<(Box<str>, Box<str>)> {
