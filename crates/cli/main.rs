@@ -13,10 +13,14 @@ use c4route_core::{
     Decision, Diagnostics, Error, Outcome, Query, RouteTable, Severity, Sources, Specificity, Wrap,
 };
 use clap::{Parser, Subcommand};
+use tikv_jemallocator::Jemalloc;
 
 mod metrics;
 mod reload;
 mod serve;
+
+#[global_allocator]
+static GLOBAL: Jemalloc = Jemalloc;
 
 /// c4route: the SIP routing brain behind Kamailio.
 #[derive(Parser, Debug)]
