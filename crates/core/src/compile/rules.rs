@@ -192,9 +192,14 @@ impl<'s> Compiler<'s> {
             );
         }
         conds.auth = m.auth.as_ref().map(|a| *a.get_ref());
-        conds.users[Field::To as usize] = self.user_conds(i, Field::To, m.to.as_deref(), ctx);
-        conds.users[Field::From as usize] = self.user_conds(i, Field::From, m.from.as_deref(), ctx);
-        conds.users[Field::Ruri as usize] = self.user_conds(i, Field::Ruri, m.ruri.as_deref(), ctx);
+        for (f, def) in [
+            (Field::To, &m.to),
+            (Field::From, &m.from),
+            (Field::Ruri, &m.ruri),
+        ] {
+            let u = self.user_conds(i, f, def.as_deref(), ctx);
+            conds.set_user(f, u);
+        }
         if let Some(s) = &m.schedule
             && let Some(id) = self.lookup(i, ctx.schedule_ids, s, ctx.parse_failed)
         {
