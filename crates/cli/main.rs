@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use c4route_core::{Decision, Error, Outcome, Query, RouteTable, Severity, Sources, Wrap};
 use clap::{Parser, Subcommand};
+use tikv_jemallocator::Jemalloc;
 
 mod metrics;
 mod reload;
@@ -19,6 +20,9 @@ mod serve;
 mod state;
 
 use report::print_diagnostics;
+
+#[global_allocator]
+static GLOBAL: Jemalloc = Jemalloc;
 
 /// c4route: the SIP routing brain behind Kamailio.
 #[derive(Parser, Debug)]

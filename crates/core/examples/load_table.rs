@@ -19,6 +19,11 @@ use std::time::{Instant, SystemTime};
 
 use c4route_core::{Query, Sources, Wrap};
 
+// The allocator `c4route` ships with (crates/cli/main.rs), so that the
+// resident figures are the binary's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use crate::answer::Plan;
 use crate::diag::Diagnostics;
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::StrIndexBuilder;
-use crate::rule::{Conds, Field, RuleSpec};
+use crate::rule::{Conds, Field, RuleSpec, UserConds};
 use crate::table::{Indexes, Regexes, RouteTable, Rule};
 
 /// Why a valid configuration still could not be frozen.
@@ -67,7 +67,7 @@ pub(super) fn freeze(
     for (id, spec) in specs.iter().enumerate() {
         let id = id as u32;
         let c = &spec.conds;
-        let u = &c.users;
+        let u = Field::ALL.map(|f| c.user(f));
         // File the rule under its most selective indexable condition,
         // and keep the rest of its conditions for the final check.
         let mut rest = Conds {
@@ -113,19 +113,16 @@ pub(super) fn freeze(
             rest.source.clone_from(&c.source);
         }
         for f in Field::ALL {
-            let (src, dst) = (&u[f as usize], &mut rest.users[f as usize]);
+            let src = u[f as usize];
             let skipped = |kind| skip == Some((f, kind));
-            if !skipped(0) {
-                dst.exact.clone_from(&src.exact);
-            }
-            if !skipped(1) {
-                dst.prefix.clone_from(&src.prefix);
-            }
-            if !skipped(2) {
-                dst.regex = src.regex;
-            }
-            dst.length = src.length;
-            dst.domain.clone_from(&src.domain);
+            let dst = UserConds {
+                exact: if skipped(0) { None } else { src.exact.clone() },
+                prefix: if skipped(1) { None } else { src.prefix.clone() },
+                regex: if skipped(2) { None } else { src.regex },
+                length: src.length,
+                domain: src.domain.clone(),
+            };
+            rest.set_user(f, dst);
         }
         let name_off = names.len() as u32;
         names.push_str(&spec.name);

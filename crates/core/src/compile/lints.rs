@@ -131,16 +131,11 @@ impl Compiler<'_> {
             source: Option<&'a [IpNet]>,
         }
         fn rank_key(r: &RuleSpec) -> RankKey<'_> {
-            let u = &r.conds.users;
             RankKey {
                 priority: r.priority,
-                users: [0, 1, 2].map(|f| {
-                    (
-                        u[f].prefix.as_deref(),
-                        u[f].exact.as_deref(),
-                        u[f].regex,
-                        u[f].length,
-                    )
+                users: Field::ALL.map(|f| {
+                    let u = r.conds.user(f);
+                    (u.prefix.as_deref(), u.exact.as_deref(), u.regex, u.length)
                 }),
                 source: r.conds.source.as_deref(),
             }
@@ -180,14 +175,14 @@ impl Compiler<'_> {
     fn covered(rules: &[RuleSpec], ats: &[At], loc: &LocFn<'_>) -> Found {
         let mut out = Vec::new();
         let only_to_prefix = |c: &Conds| {
-            let to = &c.users[Field::To as usize];
+            let to = c.user(Field::To);
             to.prefix.is_some()
                 && to.exact.is_none()
                 && to.regex.is_none()
                 && to.length.is_none()
                 && to.domain.is_none()
-                && c.users[Field::From as usize].is_empty()
-                && c.users[Field::Ruri as usize].is_empty()
+                && c.users[Field::From as usize].is_none()
+                && c.users[Field::Ruri as usize].is_none()
                 && c.source.is_none()
                 && c.ports.is_none()
                 && c.transports == 0
@@ -208,7 +203,7 @@ impl Compiler<'_> {
                 break;
             }
             if only_to_prefix(&r.conds) {
-                for p in r.conds.users[Field::To as usize].prefix.iter().flatten() {
+                for p in r.conds.user(Field::To).prefix.iter().flatten() {
                     let e = cover.entry(&**p).or_insert((r.priority, k));
                     *e = (*e).min((r.priority, k));
                 }
@@ -220,7 +215,7 @@ impl Compiler<'_> {
             if r.priority <= lowest {
                 continue;
             }
-            let to = &r.conds.users[Field::To as usize];
+            let to = r.conds.user(Field::To);
             let values: Vec<&str> = to
                 .prefix
                 .iter()

@@ -54,6 +54,7 @@ pub use values::TimeError;
 pub(crate) use values::parse_time;
 
 use report::Reporter;
+use rules::Lowered;
 use units::{File, SPLIT_MIN, Unit};
 
 /// A value's location: unit index and byte span within the unit.
@@ -107,6 +108,9 @@ pub(crate) struct Compiler<'s> {
     units: Vec<Unit<'s>>,
     threads: usize,
     rep: Reporter,
+    /// Set while rules are lowered and some files are still being parsed:
+    /// an unknown name is then a provisional error ([`Reporter::mark_provisional`]).
+    names_unsure: bool,
 }
 
 impl<'s> Compiler<'s> {
@@ -128,12 +132,23 @@ impl<'s> Compiler<'s> {
             units,
             threads,
             rep: Reporter::default(),
+            names_unsure: false,
         }
     }
 
     /// Whether steps over `rules` rules run on two threads.
     fn parallel(&self, rules: usize) -> bool {
         self.threads > 1 && rules >= PARALLEL_MIN
+    }
+
+    /// About the number of rules: the `[[rules]]` headers in the text (a
+    /// few too many if some are commented out; too few for rules written
+    /// as an inline array, which then grow the vectors as usual).
+    fn rule_estimate(&self) -> usize {
+        self.units
+            .iter()
+            .map(|u| u.text.matches("[[rules]]").count())
+            .sum()
     }
 
     /// Parses, validates and compiles; `Err` carries every diagnostic.
@@ -212,7 +227,24 @@ impl<'s> Compiler<'s> {
     /// Everything but the shadow check, which [`Compiler::run`] overlaps
     /// with freezing the table.
     fn validate(&mut self) -> Checked {
-        let (parsed, parse_failed) = self.parse_all();
+        // First the units that may define defaults, trunks, schedules or
+        // tests: the rules need them. Then the units of nothing but rules,
+        // lowered in order as they are parsed and freed at once (units.rs).
+        let (early, late): (Vec<usize>, Vec<usize>) =
+            (0..self.units.len()).partition(|&i| !units::rules_only(self.units[i].text));
+        let mut parsed: Parsed = Vec::with_capacity(early.len());
+        let mut early_rules = Vec::with_capacity(early.len());
+        let mut parse_failed = false;
+        self.parse_stream(&early, |c, i, r| match r {
+            Ok(mut f) => {
+                early_rules.push((i, std::mem::take(&mut f.rules)));
+                parsed.push((i, f));
+            }
+            Err(e) => {
+                parse_failed = true;
+                c.parse_error(i, &e);
+            }
+        });
         let defaults = self.defaults(&parsed);
         let (schedules, schedule_ids) = self.schedules(&parsed, &defaults);
         let (trunks, trunk_ids) = self.trunks(&parsed, &defaults);
@@ -227,7 +259,38 @@ impl<'s> Compiler<'s> {
             schedules.len(),
             parse_failed,
         );
-        let (rules, rule_ats, rule_names) = self.rules(&parsed, &mut ctx);
+        let mut out: Option<Lowered> = None;
+        let mut late_failed = false;
+        let mut early_rules = early_rules.into_iter().peekable();
+        self.names_unsure = !parse_failed && !late.is_empty();
+        self.parse_stream(&late, |c, i, r| {
+            // Sized once, on the first unit (while the parsers run on):
+            // growing a vector of a million rules by doubling copies it
+            // into fresh memory again and again.
+            let out = out.get_or_insert_with(|| Lowered::with_capacity(c.rule_estimate()));
+            while let Some((j, defs)) = early_rules.next_if(|(j, _)| *j < i) {
+                c.unit_rules(j, defs, out, &mut ctx);
+            }
+            match r {
+                Ok(f) => c.unit_rules(i, f.rules, out, &mut ctx),
+                Err(e) => {
+                    late_failed = true;
+                    c.parse_error(i, &e);
+                }
+            }
+        });
+        let mut out = out.unwrap_or_else(|| Lowered::with_capacity(self.rule_estimate()));
+        for (j, defs) in early_rules {
+            self.unit_rules(j, defs, &mut out, &mut ctx);
+        }
+        self.names_unsure = false;
+        self.rep.settle(late_failed);
+        let parse_failed = parse_failed || late_failed;
+        let Lowered {
+            rules,
+            ats: rule_ats,
+            names: rule_names,
+        } = out;
         let tests = self.test_cases(&parsed, &rule_names);
         if !parse_failed {
             self.unused(&ctx, &trunks, &trunk_ids, &schedule_ids);
@@ -245,7 +308,7 @@ impl<'s> Compiler<'s> {
         }
         let (actions, regex_patterns) = ctx.finish();
         // What borrows the parsed files goes first (see drop_later below).
-        drop((rule_names, trunk_ids, schedule_ids));
+        drop((trunk_ids, schedule_ids));
         let check_shadow = !parse_failed;
         if !trunks_ok {
             return Checked {
@@ -335,6 +398,53 @@ mod tests {
         };
         assert_eq!(a.to_string(), b.to_string());
         assert!(a.to_string().contains("big.toml:"), "{a}");
+    }
+
+    #[test]
+    fn only_units_of_nothing_but_rules_are_streamed() {
+        use units::rules_only;
+        assert!(rules_only(
+            "# c\n\n[[rules]]\nname = \"a\"\n  [[rules]] # x\nname = \"b\"\n"
+        ));
+        assert!(rules_only(
+            "[[rules]]\nmatch = { to = { prefix = [\"1\"] } }\n"
+        ));
+        for text in [
+            "",
+            "# only a comment\n",
+            "name = \"top\"\n[[rules]]\n",
+            "[trunks.a]\n[[rules]]\n",
+            "[[rules]]\n[rules.match]\n",
+            "[[ rules ]]\nname = \"a\"\n",
+            "[[rules]]\nx = [\n[\"nested\"]]\n",
+            "[[rules]]\nname = \"\"\"\n[trunks.a]\n\"\"\"\n",
+            "[[rules]]\nname = '''\n[defaults]\n'''\n",
+            "[[rules]]x\n",
+        ] {
+            assert!(!rules_only(text), "{text:?}");
+        }
+    }
+
+    /// A unit that fails to parse may define any name, so unknown trunks are
+    /// not reported then, even when the failing unit is parsed (streamed)
+    /// after the rules that name them were lowered.
+    #[test]
+    fn a_late_syntax_error_withdraws_unknown_name_errors() {
+        let mut text = deck(300, false);
+        text = text.replacen("then.trunks = [\"a\"]", "then.trunks = [\"nope\"]", 1);
+        let Err(Error::Config(d)) = build(&text, 1, 4) else {
+            panic!("an unknown trunk must not compile");
+        };
+        assert!(d.to_string().contains("unknown trunk `nope`"), "{d}");
+        text += "[[rules]]\nname = \"x\"\nthen.trunks = [\"a\"\n";
+        let (Err(Error::Config(a)), Err(Error::Config(b))) =
+            (build(&text, usize::MAX, 1), build(&text, 1, 4))
+        else {
+            panic!("the broken deck must not compile");
+        };
+        assert_eq!(a.to_string(), b.to_string());
+        assert!(!b.to_string().contains("unknown trunk"), "{b}");
+        assert_eq!(b.errors().count(), 1, "{b}");
     }
 
     #[test]

@@ -23,15 +23,24 @@ use crate::diag::Severity;
 /// The hash table holds 4-byte indexes into `names`: with a million rules,
 /// a table of (name, location) pairs was 46 MB of random writes, and this
 /// one stays mostly in cache.
-pub(super) struct RuleNames<'a> {
-    names: Vec<(&'a str, At)>,
+///
+/// The names are copied into one arena: the parsed rules they come from are
+/// freed as soon as they are lowered (see [`Compiler::validate`]), and a
+/// million small strings would cost more than the text.
+pub(super) struct RuleNames {
+    /// Every name, concatenated.
+    arena: String,
+    /// Each name's end in `arena` (its start is the previous end) and where
+    /// it is defined.
+    names: Vec<(usize, At)>,
     table: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
-impl<'a> RuleNames<'a> {
+impl RuleNames {
     pub(super) fn with_capacity(n: usize) -> Self {
         RuleNames {
+            arena: String::new(),
             names: Vec::with_capacity(n),
             table: HashTable::with_capacity(n),
             hasher: Default::default(),
@@ -39,18 +48,20 @@ impl<'a> RuleNames<'a> {
     }
 
     /// Adds `name`, or returns where it was first defined.
-    pub(super) fn insert(&mut self, name: &'a str, at: At) -> Result<(), At> {
-        let names = &self.names;
+    pub(super) fn insert(&mut self, name: &str, at: At) -> Result<(), At> {
+        let (arena, names) = (&self.arena, &self.names);
+        let get = |j: u32| name_at(arena, names, j);
         let hasher = &self.hasher;
         match self.table.entry(
             hasher.hash_one(name),
-            |&j| names[j as usize].0 == name,
-            |&j| hasher.hash_one(names[j as usize].0),
+            |&j| get(j) == name,
+            |&j| hasher.hash_one(get(j)),
         ) {
             hashbrown::hash_table::Entry::Occupied(o) => Err(names[*o.get() as usize].1.clone()),
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(names.len() as u32);
-                self.names.push((name, at));
+                self.arena.push_str(name);
+                self.names.push((self.arena.len(), at));
                 Ok(())
             }
         }
@@ -59,10 +70,17 @@ impl<'a> RuleNames<'a> {
     pub(super) fn contains(&self, name: &str) -> bool {
         self.table
             .find(self.hasher.hash_one(name), |&j| {
-                self.names[j as usize].0 == name
+                name_at(&self.arena, &self.names, j) == name
             })
             .is_some()
     }
+}
+
+/// Name `j` of a [`RuleNames`] arena.
+fn name_at<'a>(arena: &'a str, names: &[(usize, At)], j: u32) -> &'a str {
+    let j = j as usize;
+    let start = if j == 0 { 0 } else { names[j - 1].0 };
+    &arena[start..names[j].0]
 }
 
 /// Trunk or schedule names: each one's index in its list and where it is
@@ -170,6 +188,9 @@ impl Compiler<'_> {
                     names.listing()
                 ),
             );
+            if self.names_unsure {
+                self.rep.mark_provisional();
+            }
         }
         None
     }

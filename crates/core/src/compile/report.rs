@@ -21,6 +21,9 @@ use crate::rule::Loc;
 pub(super) struct Reporter {
     diags: Vec<Diagnostic>,
     errors: usize,
+    /// Errors that stand only if every file parses (see
+    /// [`Reporter::mark_provisional`]), by index in `diags`.
+    provisional: Vec<usize>,
 }
 
 impl Reporter {
@@ -34,6 +37,37 @@ impl Reporter {
     /// The number of errors so far (constant time).
     pub(super) fn errors(&self) -> usize {
         self.errors
+    }
+
+    /// Marks the last diagnostic as provisional: an "unknown trunk" or
+    /// "unknown schedule" error raised while some files are still being
+    /// parsed. A file that fails to parse may define the name, so such
+    /// errors are not reported then ([`Reporter::settle`]).
+    pub(super) fn mark_provisional(&mut self) {
+        if let Some(last) = self.diags.len().checked_sub(1) {
+            self.provisional.push(last);
+        }
+    }
+
+    /// Keeps the provisional diagnostics if every file parsed, else drops
+    /// them, leaving the others in order.
+    pub(super) fn settle(&mut self, parse_failed: bool) {
+        let provisional = std::mem::take(&mut self.provisional);
+        if !parse_failed || provisional.is_empty() {
+            return;
+        }
+        let mut drop = vec![false; self.diags.len()];
+        for i in provisional {
+            drop[i] = true;
+            if self.diags[i].severity == Severity::Error {
+                self.errors -= 1;
+            }
+        }
+        let mut k = 0;
+        self.diags.retain(|_| {
+            k += 1;
+            !drop[k - 1]
+        });
     }
 
     /// A diagnostic about the directory as a whole (it may have no files).

@@ -6,44 +6,58 @@ use toml::Spanned;
 
 use super::names::{Registry, RuleNames};
 use super::values::{parse_net, parse_range, regex_error};
-use super::{At, Compiler, Parsed};
+use super::{At, Compiler};
 use crate::config::{RuleDef, UserMatchDef};
 use crate::diag::Severity;
 use crate::rule::Defaults;
 use crate::rule::{Action, Conds, DomainPat, Field, RuleSpec, Trunk, UserConds};
 
+/// The rules lowered so far: every enabled, valid rule with the location of
+/// its `[[rules]]` table, and the names of all rules.
+pub(super) struct Lowered {
+    pub(super) rules: Vec<RuleSpec>,
+    pub(super) ats: Vec<At>,
+    pub(super) names: RuleNames,
+}
+
+impl Lowered {
+    pub(super) fn with_capacity(n: usize) -> Self {
+        Lowered {
+            rules: Vec::with_capacity(n),
+            ats: Vec::with_capacity(n),
+            names: RuleNames::with_capacity(n),
+        }
+    }
+}
+
 impl<'s> Compiler<'s> {
-    /// Every enabled, valid rule with its location, and the names of all.
-    pub(super) fn rules<'p>(
+    /// Lowers the `[[rules]]` of unit `i` into `out`, in order; each parsed
+    /// rule is freed as soon as it is lowered.
+    pub(super) fn unit_rules(
         &mut self,
-        parsed: &'p Parsed,
+        i: usize,
+        defs: Vec<Spanned<RuleDef>>,
+        out: &mut Lowered,
         ctx: &mut RuleCtx<'_>,
-    ) -> (Vec<RuleSpec>, Vec<At>, RuleNames<'p>) {
-        let n_rules = parsed.iter().map(|(_, f)| f.rules.len()).sum();
-        let mut rules = Vec::with_capacity(n_rules);
-        let mut rule_ats: Vec<At> = Vec::with_capacity(n_rules);
-        let mut rule_names = RuleNames::with_capacity(n_rules);
-        for (i, f) in parsed {
-            for r in &f.rules {
-                let name = r.get_ref().name.get_ref();
-                let at = (*i, r.get_ref().name.span());
-                if let Err(first) = rule_names.insert(name, at.clone()) {
-                    let note = format!("first defined at {}", self.loc_text(&first));
-                    self.push(
-                        Severity::Error,
-                        &at,
-                        format!("rule `{name}` is defined twice"),
-                        Some(note),
-                    );
-                    continue;
-                }
-                if let Some(spec) = self.rule(*i, r, ctx) {
-                    rules.push(spec);
-                    rule_ats.push((*i, r.span()));
-                }
+    ) {
+        for r in defs {
+            let name = r.get_ref().name.get_ref();
+            let at = (i, r.get_ref().name.span());
+            if let Err(first) = out.names.insert(name, at.clone()) {
+                let note = format!("first defined at {}", self.loc_text(&first));
+                self.push(
+                    Severity::Error,
+                    &at,
+                    format!("rule `{name}` is defined twice"),
+                    Some(note),
+                );
+                continue;
+            }
+            if let Some(spec) = self.rule(i, &r, ctx) {
+                out.rules.push(spec);
+                out.ats.push((i, r.span()));
             }
         }
-        (rules, rule_ats, rule_names)
     }
 
     fn user_conds(
@@ -178,9 +192,14 @@ impl<'s> Compiler<'s> {
             );
         }
         conds.auth = m.auth.as_ref().map(|a| *a.get_ref());
-        conds.users[Field::To as usize] = self.user_conds(i, Field::To, m.to.as_deref(), ctx);
-        conds.users[Field::From as usize] = self.user_conds(i, Field::From, m.from.as_deref(), ctx);
-        conds.users[Field::Ruri as usize] = self.user_conds(i, Field::Ruri, m.ruri.as_deref(), ctx);
+        for (f, def) in [
+            (Field::To, &m.to),
+            (Field::From, &m.from),
+            (Field::Ruri, &m.ruri),
+        ] {
+            let u = self.user_conds(i, f, def.as_deref(), ctx);
+            conds.set_user(f, u);
+        }
         if let Some(s) = &m.schedule
             && let Some(id) = self.lookup(i, ctx.schedule_ids, s, ctx.parse_failed)
         {

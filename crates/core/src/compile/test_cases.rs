@@ -12,11 +12,7 @@ use crate::table::{Expect, TestCase};
 
 impl Compiler<'_> {
     /// Every valid test, in file order.
-    pub(super) fn test_cases(
-        &mut self,
-        parsed: &Parsed,
-        rule_names: &RuleNames<'_>,
-    ) -> Vec<TestCase> {
+    pub(super) fn test_cases(&mut self, parsed: &Parsed, rule_names: &RuleNames) -> Vec<TestCase> {
         let mut tests = Vec::new();
         for (i, f) in parsed {
             for t in &f.tests {
@@ -28,12 +24,7 @@ impl Compiler<'_> {
         tests
     }
 
-    fn test(
-        &mut self,
-        i: usize,
-        t: &Spanned<TestDef>,
-        rule_names: &RuleNames<'_>,
-    ) -> Option<TestCase> {
+    fn test(&mut self, i: usize, t: &Spanned<TestDef>, rule_names: &RuleNames) -> Option<TestCase> {
         let def = t.get_ref();
         let errors_before = self.error_count();
         let json = match serde_json::to_vec(def.query.get_ref()) {

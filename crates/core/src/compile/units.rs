@@ -4,13 +4,24 @@
 //! parsing is most of compiling a large rate deck, and pieces that start at a
 //! `[[rules]]` line are valid documents on their own. Spans inside a unit are
 //! relative to its `base`; [`Compiler::resolve`] maps them back.
+//!
+//! Units that can hold nothing but `[[rules]]` ([`rules_only`]) are parsed
+//! last and *streamed*: parser threads run a few units ahead of the rule
+//! lowering, which takes each parsed unit in order and frees it. A parsed
+//! rule is several times the size of its text, so holding a million of them
+//! at once was most of a large deck's peak memory (docs/PERFORMANCE.md,
+//! "Compile memory").
 
 use std::ops::Range;
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, OnceLock};
 
-use super::{At, Compiler, Parsed};
+use super::{At, Compiler};
 use crate::config::RouteFile;
 use crate::diag::LineIndex;
+
+/// What parsing one unit gives.
+pub(super) type ParseResult = Result<RouteFile, toml::de::Error>;
 
 pub(super) struct File<'s> {
     pub(super) path: Arc<str>,
@@ -31,12 +42,16 @@ impl<'s> File<'s> {
 pub(super) struct Unit<'s> {
     file: usize,
     base: usize,
-    text: &'s str,
+    pub(super) text: &'s str,
 }
 
 /// Files at least this large are split at `[[rules]]` lines and the pieces
 /// parsed on all cores: TOML parsing is most of compiling a large rate deck.
 pub(super) const SPLIT_MIN: usize = 256 * 1024;
+
+/// About the size of a piece of a split file: small enough that the few
+/// pieces parsed ahead of the rule lowering stay a few megabytes.
+const PIECE: usize = 1 << 20;
 
 /// Splits `text` into about `pieces` runs, each starting at a line that is
 /// exactly `[[rules]]` (so every piece is a valid document on its own).
@@ -62,6 +77,39 @@ pub(super) fn split_points(text: &str, pieces: usize) -> Vec<usize> {
     out
 }
 
+/// Whether a unit can define nothing but `[[rules]]` entries, judged from
+/// its text alone and conservatively: its first line that is not blank or a
+/// comment is a `[[rules]]` header, every line starting with `[` is one, and
+/// it has no multi-line string (whose lines could look like anything).
+/// Every key of such a document belongs to some `[[rules]]` table, so
+/// parsing it yields rules or an error, never defaults, trunks, schedules or
+/// tests, which the rules need before they can be lowered.
+pub(super) fn rules_only(text: &str) -> bool {
+    if text.contains("\"\"\"") || text.contains("'''") {
+        return false;
+    }
+    let mut seen_header = false;
+    for line in text.lines() {
+        let body = line.trim_start_matches([' ', '\t']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if body.starts_with('[') {
+            let Some(rest) = body.strip_prefix("[[rules]]") else {
+                return false;
+            };
+            let rest = rest.trim_start_matches([' ', '\t']);
+            if !(rest.is_empty() || rest.starts_with('#')) {
+                return false;
+            }
+            seen_header = true;
+        } else if !seen_header {
+            return false;
+        }
+    }
+    seen_header
+}
+
 /// The files and their units: a file of at least `split_min` bytes is cut
 /// into about `threads` pieces.
 pub(super) fn units<'s>(
@@ -71,7 +119,11 @@ pub(super) fn units<'s>(
 ) -> (Vec<File<'s>>, Vec<Unit<'s>>) {
     let mut units = Vec::new();
     for (file, (_, text)) in sources.iter().enumerate() {
-        let pieces = if text.len() >= split_min { threads } else { 1 };
+        let pieces = if text.len() >= split_min {
+            threads.max(text.len() / PIECE)
+        } else {
+            1
+        };
         let points = split_points(text, pieces);
         for (k, &base) in points.iter().enumerate() {
             let end = points.get(k + 1).copied().unwrap_or(text.len());
@@ -103,77 +155,72 @@ impl<'s> Compiler<'s> {
         (f, u.file, span, line, col)
     }
 
-    /// Parses every unit, on up to `threads` threads, in unit order.
-    fn parse_units(&self) -> Vec<Result<RouteFile, toml::de::Error>> {
-        // Rate-deck pieces take the fast path; anything else (and every
-        // error) comes from toml.
-        let parse = |u: &Unit<'_>| match crate::fastparse::parse(u.text) {
-            Some(f) => Ok(f),
-            None => toml::from_str::<RouteFile>(u.text),
-        };
-        if self.threads <= 1 || self.units.len() <= 1 {
-            return self.units.iter().map(parse).collect();
-        }
-        // Hand out units to threads by size, largest first.
-        let mut order: Vec<usize> = (0..self.units.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(self.units[i].text.len()));
-        let mut loads = vec![(0usize, Vec::new()); self.threads.min(self.units.len())];
-        for i in order {
-            if let Some(l) = loads.iter_mut().min_by_key(|l| l.0) {
-                l.0 += self.units[i].text.len();
-                l.1.push(i);
+    /// Parses the units `ids` on up to `threads` threads and hands each
+    /// result to `each` in the order of `ids`, as soon as it and those
+    /// before it are parsed. Each thread parses at most two units ahead of
+    /// `each`, so only a few parsed units exist at any time.
+    pub(super) fn parse_stream(
+        &mut self,
+        ids: &[usize],
+        mut each: impl FnMut(&mut Self, usize, ParseResult),
+    ) {
+        let texts: Vec<&'s str> = ids.iter().map(|&i| self.units[i].text).collect();
+        let threads = self.threads.min(ids.len());
+        if threads <= 1 {
+            for (k, &i) in ids.iter().enumerate() {
+                each(self, i, parse(texts[k]));
             }
+            return;
         }
-        let mut out: Vec<Option<Result<RouteFile, toml::de::Error>>> =
-            (0..self.units.len()).map(|_| None).collect();
-        let units = &self.units;
+        let texts = &texts;
         std::thread::scope(|s| {
-            let handles: Vec<_> = loads
-                .into_iter()
-                .map(|(_, ids)| {
-                    s.spawn(move || {
-                        ids.into_iter()
-                            .map(|i| (i, parse(&units[i])))
-                            .collect::<Vec<_>>()
-                    })
+            // Thread `w` parses units w, w + threads, …; the consumer takes
+            // them round-robin from one bounded channel per thread.
+            let (rxs, handles): (Vec<_>, Vec<_>) = (0..threads)
+                .map(|w| {
+                    let (tx, rx) = sync_channel::<ParseResult>(1);
+                    let h = s.spawn(move || {
+                        for text in texts.iter().skip(w).step_by(threads) {
+                            if tx.send(parse(text)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    (rx, h)
                 })
-                .collect();
+                .unzip();
             // Meanwhile, index the lines every rule's location needs.
             for f in &self.files {
                 f.lines();
             }
+            for (k, &i) in ids.iter().enumerate() {
+                // A parser thread cannot panic on any input (toml returns
+                // errors), so a closed channel means it ran out of memory:
+                // parse here instead.
+                let r = rxs[k % threads].recv().unwrap_or_else(|_| parse(texts[k]));
+                each(self, i, r);
+            }
+            drop(rxs);
             for h in handles {
-                // A parser thread cannot panic on any input (toml returns errors),
-                // so a join error is only possible if it ran out of memory.
-                if let Ok(results) = h.join() {
-                    for (i, r) in results {
-                        out[i] = Some(r);
-                    }
-                }
+                // Any result was replaced above; a panic is not ours to raise.
+                let _ = h.join();
             }
         });
-        out.into_iter()
-            .enumerate()
-            .map(|(i, r)| r.unwrap_or_else(|| parse(&self.units[i])))
-            .collect()
     }
 
-    /// Parses every unit; a unit that fails is an error at its position.
-    /// Returns the parsed units and whether any failed.
-    pub(super) fn parse_all(&mut self) -> (Parsed, bool) {
-        let mut parsed = Vec::new();
-        let mut failed = false;
-        for (i, result) in self.parse_units().into_iter().enumerate() {
-            match result {
-                Ok(f) => parsed.push((i, f)),
-                Err(e) => {
-                    failed = true;
-                    let span = e.span().unwrap_or(0..0);
-                    let msg = e.message().trim().replace('\n', " ");
-                    self.err(&(i, span), msg);
-                }
-            }
-        }
-        (parsed, failed)
+    /// Reports a unit that failed to parse, at its position.
+    pub(super) fn parse_error(&mut self, i: usize, e: &toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message().trim().replace('\n', " ");
+        self.err(&(i, span), msg);
+    }
+}
+
+/// Parses one unit: rate-deck pieces take the fast path; anything else (and
+/// every error) comes from toml.
+fn parse(text: &str) -> ParseResult {
+    match crate::fastparse::parse(text) {
+        Some(f) => Ok(f),
+        None => toml::from_str::<RouteFile>(text),
     }
 }
