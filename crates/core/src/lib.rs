@@ -65,6 +65,7 @@ mod compile;
 mod config;
 mod diag;
 mod fastparse;
+mod health;
 mod matcher;
 mod query;
 #[cfg(test)]
@@ -79,6 +80,10 @@ mod uri;
 
 pub use answer::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
+pub use health::{
+    GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,
+    ProbeTransport, gateway_key,
+};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};

@@ -468,6 +468,9 @@ pub(crate) struct Gateway {
     pub host_rest: Box<str>,
     pub priority: u16,
     pub weight: u32,
+    /// The normalised URI ([`crate::health::gateway_key`]): its key in a
+    /// [`crate::GatewayState`].
+    pub key: Box<str>,
 }
 
 /// A compiled trunk; timers are already resolved against `[defaults]`.
@@ -484,6 +487,8 @@ pub(crate) struct Trunk {
     pub fr_inv_timer: u32,
     pub branch_flags: u32,
     pub headers: Box<[Template]>,
+    /// `[trunks.NAME.health]` over `[defaults.health]` (SPEC §8).
+    pub health: crate::health::HealthSettings,
 }
 
 /// A rule as validated, with every condition (the reference evaluator's input,
@@ -527,6 +532,8 @@ pub(crate) struct Defaults {
     pub max_routes: u32,
     pub no_match: (u16, Box<str>),
     pub timezone: jiff::tz::TimeZone,
+    /// `[defaults.health]` (SPEC §8).
+    pub health: crate::health::HealthSettings,
 }
 
 impl Default for Defaults {
@@ -539,6 +546,7 @@ impl Default for Defaults {
             max_routes: 10,
             no_match: (404, "Not Found".into()),
             timezone: jiff::tz::TimeZone::UTC,
+            health: crate::health::HealthSettings::default(),
         }
     }
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use super::Plan;
 use super::decision::{Decision, Outcome, PartyHeader, RouteAnswer};
+use super::health::reorder;
 use super::order::{fnv1a, srv_order};
 use crate::candidate::{Candidate, Party};
+use crate::health::{GatewayState, GatewayStatus};
 use crate::rule::{Action, PartyRewrite, RouteAction, Routing, RuleId};
 use crate::sip::MAX_URI;
 use crate::uri::{is_sendable_uri, push_escaped_user, quote_display, replace_user, strip_ctl};
@@ -58,6 +60,7 @@ impl Plan {
         &'t self,
         winner: Option<(RuleId, &'t str, u32)>,
         c: &Candidate<'_>,
+        state: &GatewayState,
     ) -> Decision<'t> {
         let Some((id, name, action)) = winner else {
             let (code, reason) = &self.defaults.no_match;
@@ -79,7 +82,7 @@ impl Plan {
                 reason: Cow::Borrowed(reason),
                 no_match: false,
             },
-            Action::Route(ra) => self.routes(ra, name, c, &mut skipped),
+            Action::Route(ra) => self.routes(ra, name, c, state, &mut skipped),
         };
         Decision {
             rule_id: Some(id),
@@ -99,6 +102,7 @@ impl Plan {
         ra: &'t RouteAction,
         rule: &str,
         c: &Candidate<'_>,
+        state: &GatewayState,
         skipped: &mut u32,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
@@ -114,7 +118,15 @@ impl Plan {
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };
         let serial = ra.routing == Routing::Serial;
-        let max = self.defaults.max_routes as usize;
+        // With live state, every route is built and `max_routes` cuts the
+        // reordered list (see `health::reorder`).
+        let live = !state.is_empty();
+        let max = if live {
+            usize::MAX
+        } else {
+            self.defaults.max_routes as usize
+        };
+        let mut down = Vec::new();
         let seed = fnv1a(c.call_id.as_bytes());
         let mut routes = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
@@ -158,6 +170,12 @@ impl Plan {
                     break 'trunks;
                 }
                 let gw = &t.gateways[g];
+                if live {
+                    match state.status_of_key(&gw.key) {
+                        GatewayStatus::Disabled => continue,
+                        s => down.push(s == GatewayStatus::Down),
+                    }
+                }
                 let mut uri =
                     String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
                 uri.push_str(&gw.scheme);
@@ -187,6 +205,9 @@ impl Plan {
                     fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
                 });
             }
+        }
+        if live {
+            reorder(&mut routes, &down, self.defaults.max_routes as usize);
         }
         if routes.is_empty() {
             return Outcome::Reject {

@@ -158,6 +158,7 @@ pub(super) fn freeze(
         idx,
         files: v.files.into(),
         tests: v.tests.into(),
+        gateways: v.gateways.into(),
         warnings: Diagnostics::default(),
         version: version.into(),
     })
