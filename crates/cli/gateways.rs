@@ -375,7 +375,9 @@ fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, Stri
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         })
     });
-    if is_form {
+    // As for queries: libcurl labels every POST without a header as a
+    // form, so a body that is plainly a JSON object is read as JSON.
+    if is_form && !body.trim_ascii_start().starts_with(b"{") {
         return Ok(form_urlencoded::parse(body).into_owned().collect());
     }
     let v: Value =
@@ -397,7 +399,7 @@ fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, Stri
 fn known(state: &AppState, uri: &str) -> Result<String, Resp> {
     let key = gateway_key(uri).map_err(|e| json_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let cur = state.current.load();
-    if cur.table.gateways().iter().any(|g| g.key == key) {
+    if cur.table.gateway(&key).is_some() {
         Ok(key)
     } else {
         Err(json_error(
@@ -451,9 +453,7 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
     let cur = state.current.load();
     let failure = cur
         .table
-        .gateways()
-        .iter()
-        .find(|g| g.key == key)
+        .gateway(&key)
         .is_some_and(|g| g.health.is_failure(code));
     drop(cur);
     m.report(if failure { "failure" } else { "success" });

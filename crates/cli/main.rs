@@ -420,7 +420,7 @@ fn down_state(table: &RouteTable, down: &[String]) -> Result<GatewayState, ExitC
         let known = c4route_core::gateway_key(uri)
             .map_err(|e| e.to_string())
             .and_then(|k| {
-                if table.gateways().iter().any(|g| g.key == k) {
+                if table.gateway(&k).is_some() {
                     Ok(k)
                 } else {
                     Err(format!("no trunk lists the gateway {uri:?} ({k})"))

@@ -126,6 +126,8 @@ pub struct RouteTable {
     pub(crate) tests: Box<[TestCase]>,
     /// The distinct gateways (SPEC §8), for a server that probes them.
     pub(crate) gateways: Box<[GatewayInfo]>,
+    /// Indexes into `gateways`, sorted by key, for [`RouteTable::gateway`].
+    pub(crate) gateways_by_key: Box<[u32]>,
     pub(crate) warnings: Diagnostics,
     pub(crate) version: Box<str>,
 }
@@ -233,6 +235,15 @@ impl RouteTable {
     /// settings: what a server probes and reports about.
     pub fn gateways(&self) -> &[GatewayInfo] {
         &self.gateways
+    }
+
+    /// The gateway whose [`crate::gateway_key`] is `key`, if a trunk lists it
+    /// (a binary search: reports look gateways up one by one).
+    pub fn gateway(&self, key: &str) -> Option<&GatewayInfo> {
+        self.gateways_by_key
+            .binary_search_by(|&i| self.gateways[i as usize].key.as_str().cmp(key))
+            .ok()
+            .map(|n| &self.gateways[self.gateways_by_key[n] as usize])
     }
 
     /// Every rule that matches `query`, best first (the first one decides).
