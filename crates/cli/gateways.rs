@@ -56,6 +56,9 @@ enum Cmd {
         key: String,
         result: ProbeResult,
     },
+    /// Successes of gateways that were up: they cannot change a state, so
+    /// the prober hands them over in batches (fewer wake-ups).
+    Probes(Vec<(String, ProbeResult)>),
     Report {
         key: String,
         code: u16,
@@ -101,6 +104,13 @@ impl Gateways {
     /// prober is bounded by its in-flight limit anyway).
     pub async fn probed(&self, key: String, result: ProbeResult) {
         let _ = self.tx.send(Cmd::Probe { key, result }).await;
+    }
+
+    /// Hands over a batch of successes of gateways that were up.
+    pub async fn probed_batch(&self, batch: Vec<(String, ProbeResult)>) {
+        if !batch.is_empty() {
+            let _ = self.tx.send(Cmd::Probes(batch)).await;
+        }
     }
 }
 
@@ -204,6 +214,11 @@ impl Task {
     fn handle(&mut self, cmd: Cmd) {
         let now = Instant::now();
         match cmd {
+            Cmd::Probes(batch) => {
+                for (key, result) in batch {
+                    self.handle(Cmd::Probe { key, result });
+                }
+            }
             Cmd::Probe { key, result } => {
                 let Some(e) = self.entries.get_mut(&key) else {
                     return;

@@ -138,7 +138,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bind: args.probe_bind,
             max_in_flight: args.probe_max_in_flight,
         };
-        let probe_from = crate::probe::start(state.clone(), probe).await?;
+        let probe_from = crate::probe::start(state.clone(), probe)?;
         info!("SIP OPTIONS probes leave from {probe_from}");
         let shutdown = shutdown_signal()?;
         {
