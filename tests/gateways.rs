@@ -617,3 +617,57 @@ then.trunks = ["a"]
         "{err}"
     );
 }
+
+/// A SIP TCP responder answering every OPTIONS on its connections with `code`.
+fn tcp_responder(code: u16) -> (SocketAddr, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !s.load(Ordering::Relaxed) && Instant::now() < end {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 2048];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&buf).into_owned();
+            let _ = c.write_all(reply(&req, code).as_bytes());
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn tcp_gateways_are_probed_over_tcp() {
+    let (addr, stop) = tcp_responder(503);
+    let routes = format!(
+        r#"
+[trunks.a]
+gateways = ["sip:{addr};transport=tcp"]
+health = {{ probe = "always", interval = 0.2, timeout = 1, down_after = 2 }}
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#
+    );
+    let s = Server::start(&[("10.toml", &routes)], &[]);
+    let key = format!("sip:{addr};transport=tcp");
+    wait_gateways(&s, "the TCP gateway down", 5, |g| state_of(g, &key) == "down");
+    let g = gateway(&s, &key);
+    assert_eq!(g["last_probe"]["code"], 503, "{g}");
+    stop.store(true, Ordering::Relaxed);
+}

@@ -360,7 +360,12 @@ for i in $(seq 40); do
     if awk -v a="$fails1" -v b="$fails0" 'BEGIN {exit !(a > b)}'; then reported=1; break; fi
     sleep 0.05
 done
-# turn probing on for the silent gateway (an edit of routes.d, picked up by the reload)
+# turn probing on for the silent gateway (an edit of routes.d, picked up by the reload), and
+# probe a SIPp that answers OPTIONS (the prober reads a real SIPp 200)
+OPTIONS_GW=25076
+start_gw options uas_options $OPTIONS_GW
+printf '[trunks.options]\ngateways = ["sip:%s:%s"]\nhealth = { probe = "always", interval = 0.3, timeout = 0.3 }\n' \
+    "$IP" "$OPTIONS_GW" >"$routes/60-health.toml"
 sed 's/^\[trunks\.silent\]$/[trunks.silent]\nhealth = { probe = "always", interval = 0.3, timeout = 0.3, down_after = 2 }/' \
     "$routes/00-defaults.toml" >"$routes/.00-defaults.toml.new"
 mv -f "$routes/.00-defaults.toml.new" "$routes/00-defaults.toml"
@@ -369,6 +374,20 @@ for i in $(seq 100); do
     [[ "$(silent_state)" == "down" ]] && { detected=1; break; }
     sleep 0.1
 done
+sipp_probe=""
+for i in $(seq 30); do
+    sipp_probe=$(http_get "http://$IP:$HTTP_PORT/gateways" | python3 -c 'import json, sys
+for g in json.load(sys.stdin)["gateways"]:
+    if g["key"] == "sip:127.0.0.1:25076;transport=udp" and g["last_probe"]: print(g["state"], g["last_probe"]["code"])' 2>/dev/null)
+    [[ "$sipp_probe" == "up 200" ]] && break
+    sleep 0.1
+done
+if [[ "$sipp_probe" == "up 200" ]] && grep -q '^OPTIONS sip:127.0.0.1:25076 SIP/2.0' "$OUT/gw-options.msg" \
+    && grep -q '^User-Agent: c4route/' "$OUT/gw-options.msg"; then
+    pass "c4route probes a SIPp gateway with OPTIONS and reads its 200 (/gateways: $sipp_probe)"
+else
+    fail "OPTIONS probe answered by SIPp" "/gateways says '${sipp_probe}'; see gw-options.msg, c4route.log"
+fi
 call health-after 3001 uac_ok
 after_ms=$ELAPSED
 if [[ $before_ok -eq 1 && $reported -eq 1 && $detected -eq 1 && $RC -eq 0 ]] \
