@@ -666,7 +666,9 @@ then.trunks = ["a"]
     );
     let s = Server::start(&[("10.toml", &routes)], &[]);
     let key = format!("sip:{addr};transport=tcp");
-    wait_gateways(&s, "the TCP gateway down", 5, |g| state_of(g, &key) == "down");
+    wait_gateways(&s, "the TCP gateway down", 5, |g| {
+        state_of(g, &key) == "down"
+    });
     let g = gateway(&s, &key);
     assert_eq!(g["last_probe"]["code"], 503, "{g}");
     stop.store(true, Ordering::Relaxed);

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 
 use crate::uri::{Scheme, parse_uri};
 
@@ -113,7 +113,22 @@ pub fn gateway_key(uri: &str) -> Result<String, GatewayUriError> {
 /// on each change and the decision reads it without locks.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayState {
-    not_up: HashMap<Box<str>, GatewayStatus>,
+    /// `(hash, key, status)`, found by [`key_hash`]: the table keeps each
+    /// gateway's hash, so a decision hashes nothing.
+    not_up: HashTable<(u64, Box<str>, GatewayStatus)>,
+}
+
+/// FNV-1a of a gateway key: stable, so the table computes it once per
+/// gateway at load and a snapshot built later agrees with it.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    // FNV-1a, as `answer/order.rs` seeds gateway orders (not imported from
+    // there: the answer reads this module, not the other way round).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl GatewayState {
@@ -139,10 +154,17 @@ impl GatewayState {
 
     /// Records a status under a key that is already [`gateway_key`]'s output.
     pub fn set_key(&mut self, key: String, status: GatewayStatus) {
-        if status == GatewayStatus::Up {
-            self.not_up.remove(key.as_str());
-        } else {
-            self.not_up.insert(key.into(), status);
+        let h = key_hash(&key);
+        let found = self.not_up.find_entry(h, |e| *e.1 == *key);
+        match (found, status) {
+            (Ok(e), GatewayStatus::Up) => {
+                e.remove();
+            }
+            (Ok(mut e), s) => e.get_mut().2 = s,
+            (Err(_), GatewayStatus::Up) => {}
+            (Err(_), s) => {
+                self.not_up.insert_unique(h, (h, key.into(), s), |e| e.0);
+            }
         }
     }
 
@@ -162,7 +184,14 @@ impl GatewayState {
 
     /// The status of a gateway by its normalised key.
     pub fn status_of_key(&self, key: &str) -> GatewayStatus {
-        self.not_up.get(key).copied().unwrap_or(GatewayStatus::Up)
+        self.status_of_gateway(key_hash(key), key)
+    }
+
+    /// [`GatewayState::status_of_key`] with the key's hash already known.
+    pub(crate) fn status_of_gateway(&self, hash: u64, key: &str) -> GatewayStatus {
+        self.not_up
+            .find(hash, |e| *e.1 == *key)
+            .map_or(GatewayStatus::Up, |e| e.2)
     }
 
     /// The status of a gateway by any spelling of its URI (`Up` for a URI

@@ -471,6 +471,8 @@ pub(crate) struct Gateway {
     /// The normalised URI ([`crate::health::gateway_key`]): its key in a
     /// [`crate::GatewayState`].
     pub key: Box<str>,
+    /// [`crate::health::key_hash`] of `key`.
+    pub key_hash: u64,
 }
 
 /// A compiled trunk; timers are already resolved against `[defaults]`.

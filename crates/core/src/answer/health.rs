@@ -6,29 +6,26 @@
 //! when a rule lists more gateways than `max_routes`, the up gateways that
 //! the static order would have cut move in, and the down ones are the first
 //! to fall off the end: a cut never keeps a down gateway while it drops an
-//! up one. (Disabled gateways never reach this point: `routes.rs` leaves
-//! them out while it builds the routes.)
+//! up one. Disabled gateways are left out as `enabled = false` does.
+//!
+//! `routes.rs` builds the routes of up gateways into the answer and those
+//! of down gateways aside, and stops once `max_routes` up routes are built
+//! (no down route could survive the cut then); [`last`] joins the two.
+//! With every gateway up nothing here runs: one branch per route.
 
 use super::decision::RouteAnswer;
 
-/// Stable partition of `routes` (up first, then down, as `down[i]` says),
-/// then the `max_routes` cut.
-pub(crate) fn reorder(routes: &mut Vec<RouteAnswer<'_>>, down: &[bool], max: usize) {
-    debug_assert_eq!(routes.len(), down.len());
-    if down.iter().any(|&d| d) {
-        let mut up = Vec::with_capacity(routes.len());
-        let mut late = Vec::new();
-        for (r, &d) in routes.drain(..).zip(down) {
-            if d {
-                late.push(r);
-            } else {
-                up.push(r);
-            }
-        }
-        up.append(&mut late);
-        *routes = up;
+/// Appends the routes of down gateways (`late`, in static order) after
+/// the others, as far as `max` allows.
+pub(crate) fn last<'t>(
+    routes: &mut Vec<RouteAnswer<'t>>,
+    mut late: Vec<RouteAnswer<'t>>,
+    max: usize,
+) {
+    if !late.is_empty() {
+        late.truncate(max.saturating_sub(routes.len()));
+        routes.append(&mut late);
     }
-    routes.truncate(max);
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Plan;
 use super::decision::{Decision, Outcome, PartyHeader, RouteAnswer};
-use super::health::reorder;
+use super::health::last;
 use super::order::{fnv1a, srv_order};
 use crate::candidate::{Candidate, Party};
 use crate::health::{GatewayState, GatewayStatus};
@@ -118,15 +118,10 @@ impl Plan {
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };
         let serial = ra.routing == Routing::Serial;
-        // With live state, every route is built and `max_routes` cuts the
-        // reordered list (see `health::reorder`).
+        let max = self.defaults.max_routes as usize;
+        // Routes of down gateways wait here and go last (see `health.rs`).
         let live = !state.is_empty();
-        let max = if live {
-            usize::MAX
-        } else {
-            self.defaults.max_routes as usize
-        };
-        let mut down = Vec::new();
+        let mut late = Vec::new();
         let seed = fnv1a(c.call_id.as_bytes());
         let mut routes = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
@@ -170,12 +165,11 @@ impl Plan {
                     break 'trunks;
                 }
                 let gw = &t.gateways[g];
-                if live {
-                    match state.status_of_key(&gw.key) {
+                let down = live
+                    && match state.status_of_gateway(gw.key_hash, &gw.key) {
                         GatewayStatus::Disabled => continue,
-                        s => down.push(s == GatewayStatus::Down),
-                    }
-                }
+                        s => s == GatewayStatus::Down,
+                    };
                 let mut uri =
                     String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
                 uri.push_str(&gw.scheme);
@@ -192,7 +186,7 @@ impl Plan {
                         no_match: false,
                     };
                 }
-                routes.push(RouteAnswer {
+                let r = RouteAnswer {
                     uri,
                     dst_uri: t.proxy.as_deref().unwrap_or(&gw.uri),
                     socket: &t.socket,
@@ -203,12 +197,15 @@ impl Plan {
                     branch_flags: t.branch_flags,
                     fr_timer: if serial { t.fr_timer } else { 0 },
                     fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
-                });
+                };
+                if down {
+                    late.push(r);
+                } else {
+                    routes.push(r);
+                }
             }
         }
-        if live {
-            reorder(&mut routes, &down, self.defaults.max_routes as usize);
-        }
+        last(&mut routes, late, max);
         if routes.is_empty() {
             return Outcome::Reject {
                 code: 503,

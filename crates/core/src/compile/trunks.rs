@@ -111,6 +111,7 @@ impl<'s> Compiler<'s> {
                 // port falls back to the URI itself (it then matches nothing).
                 let key = crate::health::gateway_key(uri).unwrap_or_else(|_| uri.clone());
                 gateways.push(Gateway {
+                    key_hash: crate::health::key_hash(&key),
                     key: key.into(),
                     uri: uri.as_str().into(),
                     scheme,
