@@ -410,16 +410,17 @@ fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, Stri
         .collect())
 }
 
-/// The key of a URI if the serving table lists that gateway.
-fn known(state: &AppState, uri: &str) -> Result<String, Resp> {
-    let key = gateway_key(uri).map_err(|e| json_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+/// The key of a URI if the serving table lists that gateway; else the
+/// status (400 or 404) and message of the error.
+fn known(state: &AppState, uri: &str) -> Result<String, (StatusCode, String)> {
+    let key = gateway_key(uri).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let cur = state.current.load();
     if cur.table.gateway(&key).is_some() {
         Ok(key)
     } else {
-        Err(json_error(
+        Err((
             StatusCode::NOT_FOUND,
-            &format!("no trunk lists the gateway {uri:?} ({key})"),
+            format!("no trunk lists the gateway {uri:?} ({key})"),
         ))
     }
 }
@@ -456,13 +457,13 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
     };
     let key = match known(state, uri) {
         Ok(k) => k,
-        Err(r) => {
-            if r.status() == StatusCode::NOT_FOUND {
+        Err((status, msg)) => {
+            if status == StatusCode::NOT_FOUND {
                 m.report("unknown_gateway");
             } else {
                 m.report("bad_request");
             }
-            return r;
+            return json_error(status, &msg);
         }
     };
     let cur = state.current.load();
@@ -522,7 +523,7 @@ pub async fn mark(req: hyper::Request<Incoming>, state: &AppState, disable: bool
     };
     let key = match known(state, uri) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, msg)) => return json_error(status, &msg),
     };
     let (tx, rx) = oneshot::channel();
     let cmd = Cmd::Mark {

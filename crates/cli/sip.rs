@@ -125,12 +125,10 @@ pub fn parse_response(buf: &[u8]) -> Result<Response<'_>, ParseError> {
         .position(|b| *b != b'\r' && *b != b'\n')
         .ok_or(ParseError::Incomplete)?;
     let rest = &buf[start..];
-    let head_end = find(rest, b"\r\n\r\n").ok_or_else(|| {
-        if rest.len() > 65_535 {
-            ParseError::Invalid("no end of headers")
-        } else {
-            ParseError::Incomplete
-        }
+    let head_end = find(rest, b"\r\n\r\n").ok_or(if rest.len() > 65_535 {
+        ParseError::Invalid("no end of headers")
+    } else {
+        ParseError::Incomplete
     })?;
     let head =
         std::str::from_utf8(&rest[..head_end]).map_err(|_| ParseError::Invalid("not UTF-8"))?;

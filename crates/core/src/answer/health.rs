@@ -82,7 +82,8 @@ mod tests {
             "sip:192.0.2.3",
             "sip:192.0.2.4:5060;transport=udp",
         );
-        let cases: &[(&[(&str, GatewayStatus)], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, GatewayStatus)], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             (&[], &[g1, g2, g3]),
             // Another spelling of gateway 1 is the same gateway.
             (&[("sip:192.0.2.1:5060", Down)], &[g2, g3, g4]),
@@ -191,7 +192,7 @@ mod tests {
         s.add("routes.d/10.toml", ROUTES);
         s.add(
             "routes.d/20.toml",
-            &tests.replace("sip:192.0.2.1:5060\"]", "sip:192.0.2.9\", \"tel:1\"]"),
+            tests.replace("sip:192.0.2.1:5060\"]", "sip:192.0.2.9\", \"tel:1\"]"),
         );
         let Err(crate::Error::Config(d)) = s.build() else {
             panic!("an unknown down gateway must not compile");
