@@ -14,6 +14,11 @@
 //!   failed call takes it straight back down, the next good one clears it.
 //!   This is a circuit breaker's half-open step, and why a gateway cannot
 //!   stay down for ever on reports alone (OpenSIPS#1731).
+//! - Stale failures: a failure more than `retry_after` after the previous
+//!   one starts a new run. Kamailio reports failed branches only (a call
+//!   that succeeds costs nothing, so it says nothing), and without this a
+//!   gateway that carries thousands of good calls would still go down on its
+//!   third sporadic 503 of the day.
 //! - `disabled` is an operator's mark over the health state: outcomes keep
 //!   being counted while it is disabled, and `enable` returns to whatever
 //!   health state they led to.
@@ -37,6 +42,8 @@ pub struct Tracker {
     pub since: Instant,
     /// When the gateway last went down by health.
     down_at: Instant,
+    /// When the last failure came in.
+    last_failure: Option<Instant>,
 }
 
 /// A change of the effective status, with what tipped it.
@@ -60,6 +67,7 @@ impl Tracker {
             successes: 0,
             since: now,
             down_at: now,
+            last_failure: None,
         }
     }
 
@@ -113,6 +121,13 @@ impl Tracker {
                 );
             }
         } else {
+            if self
+                .last_failure
+                .is_some_and(|t| now.saturating_duration_since(t) > h.retry_after)
+            {
+                self.failures = 0;
+            }
+            self.last_failure = Some(now);
             self.failures = self.failures.saturating_add(1);
             self.successes = 0;
             if !self.down && self.failures >= h.down_after {
@@ -138,6 +153,9 @@ impl Tracker {
         self.down = false;
         self.successes = 0;
         self.failures = h.down_after.saturating_sub(1);
+        // The half-open window: a failure within retry_after from now
+        // takes it down again; after that, the count is stale.
+        self.last_failure = Some(now);
         self.changed(
             before,
             now,
@@ -253,6 +271,23 @@ mod tests {
         // One success clears the half-open state: failures start again at 0.
         t.observe(true, &h, t0, "report 200");
         assert_eq!(run(&mut t, "FF"), [Up, Up]);
+    }
+
+    #[test]
+    fn failures_further_apart_than_retry_after_do_not_add_up() {
+        let h = settings();
+        let t0 = Instant::now();
+        let mut t = Tracker::new(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Three failures, each 61 s after the last: never three in a run.
+        for s in [0, 61, 122, 183] {
+            assert_eq!(t.observe(false, &h, at(s), "report 503"), None, "{s}");
+            assert_eq!(t.failures, 1);
+        }
+        // Within 60 s of each other they do.
+        t.observe(false, &h, at(200), "report 503");
+        let c = t.observe(false, &h, at(230), "report 503").unwrap();
+        assert_eq!((c.from, c.to), (Up, Down));
     }
 
     #[test]
