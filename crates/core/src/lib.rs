@@ -49,6 +49,16 @@
 //! 4. then the longest matching `source` prefix (any source condition beats none);
 //! 5. then declaration order: file name order, then position in the file.
 //!
+//! ## Live gateway state
+//!
+//! [`RouteTable::route_with`] also takes a [`GatewayState`], an immutable
+//! snapshot of the gateways that are down or disabled (SPEC §8), as it
+//! takes the clock: routes of down gateways go after all others, disabled
+//! ones are left out, and `max_routes` cuts after that. [`RouteTable::route`]
+//! is `route_with` an empty state. [`RouteTable::gateways`] lists the
+//! distinct gateways with their trunks and `health` settings, for a server
+//! that probes them; how they go up and down is the server's business.
+//!
 //! ## Phases
 //!
 //! Parse (serde mirror of the TOML, spans kept) → validate (every problem
