@@ -1,4 +1,5 @@
 mod cli;
+mod gateways;
 mod reload;
 mod serve;
 mod util;

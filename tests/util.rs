@@ -312,6 +312,8 @@ impl Conn {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse().ok())
+            // A 204 has no body and no Content-Length.
+            .or((status == 204).then_some(0))
             .ok_or_else(|| std::io::Error::other("no Content-Length"))?;
         let mut body = vec![0; len];
         self.r.read_exact(&mut body)?;

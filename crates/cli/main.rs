@@ -9,15 +9,23 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use c4route_core::{Decision, Error, Outcome, Query, RouteTable, Severity, Sources, Wrap};
+use c4route_core::{
+    Decision, Error, GatewayState, GatewayStatus, Outcome, Query, RouteTable, Severity, Sources,
+    Wrap,
+};
 use clap::{Parser, Subcommand};
 use tikv_jemallocator::Jemalloc;
 
+mod gateway_metrics;
+mod gateways;
 mod metrics;
+mod probe;
 mod reload;
 mod report;
 mod serve;
+mod sip;
 mod state;
+mod tracker;
 
 use report::print_diagnostics;
 
@@ -57,6 +65,9 @@ enum Command {
         /// Print the bare rtjson document (as POST /rtjson) instead of {"rtjson": …}.
         #[arg(long)]
         bare: bool,
+        /// Decide as if this gateway were down (repeatable; any spelling of its URI).
+        #[arg(long, value_name = "URI")]
+        down: Vec<String>,
     },
     /// Run every [[tests]] entry of routes.d.
     Test {
@@ -94,7 +105,8 @@ fn main() -> ExitCode {
             explain,
             at,
             bare,
-        } => eval(&dir, &input, explain, at, bare),
+            down,
+        } => eval(&dir, &input, explain, at, bare, &down),
         Command::Test { dir } => test(&dir),
         Command::Diff {
             old,
@@ -199,9 +211,14 @@ fn eval(
     explain: bool,
     at: Option<SystemTime>,
     bare: bool,
+    down: &[String],
 ) -> anyhow::Result<ExitCode> {
     let table = match load(dir)? {
         Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let state = match down_state(&table, down) {
+        Ok(s) => s,
         Err(code) => return Ok(code),
     };
     let text = read_input(input)?;
@@ -218,7 +235,7 @@ fn eval(
         });
         match parsed {
             Ok(q) => {
-                let d = table.route(&q, now);
+                let d = table.route_with(&q, &state, now);
                 buf.clear();
                 d.write_json(&mut buf, wrap);
                 buf.push(b'\n');
@@ -397,4 +414,29 @@ fn summary(d: &Decision<'_>) -> String {
         ),
         Outcome::Reject { code, reason, .. } => format!("{rule}: reject {code} {reason}"),
     }
+}
+
+/// The state `eval --down` decides with; a URI no trunk lists is an error
+/// (a typo must not silently change nothing).
+fn down_state(table: &RouteTable, down: &[String]) -> Result<GatewayState, ExitCode> {
+    let mut state = GatewayState::all_up();
+    for uri in down {
+        let known = c4route_core::gateway_key(uri)
+            .map_err(|e| e.to_string())
+            .and_then(|k| {
+                if table.gateway(&k).is_some() {
+                    Ok(k)
+                } else {
+                    Err(format!("no trunk lists the gateway {uri:?} ({k})"))
+                }
+            });
+        match known {
+            Ok(k) => state.set_key(k, GatewayStatus::Down),
+            Err(e) => {
+                eprintln!("c4route: --down: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(state)
 }

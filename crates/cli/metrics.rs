@@ -78,6 +78,8 @@ pub struct Metrics {
     pub last_reload_duration: Gauge<f64, AtomicU64>,
     /// Open HTTP connections.
     pub connections: Gauge,
+    /// Gateway state, probes and reports (SPEC §8).
+    pub gateways: crate::gateway_metrics::GatewayMetrics,
 }
 
 /// The `c4route_rule_hits_total` series, one per rule that decided a query.
@@ -222,7 +224,9 @@ impl Metrics {
             Unit::Seconds,
             last_reload_duration.clone(),
         );
+        let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
         Metrics {
+            gateways,
             registry,
             routed,
             rejected,

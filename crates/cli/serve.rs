@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// Tokio worker threads (default: the CPUs this process may run on).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Local address SIP OPTIONS probes leave from (SPEC §8); give it
+    /// Kamailio's address when carriers accept SIP only from there.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub probe_bind: SocketAddr,
+    /// Most probes open at once.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub probe_max_in_flight: usize,
 }
 
 /// Runs `c4route serve` to completion: exit 0 after a graceful shutdown, 1
@@ -126,6 +133,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding {}", args.listen))?;
         let local = listener.local_addr().context("reading the bound address")?;
         let _watcher = reload::spawn(state.clone(), args.reload_debounce, !args.no_watch)?;
+        crate::gateways::spawn(state.clone());
+        let probe = crate::probe::ProbeConfig {
+            bind: args.probe_bind,
+            max_in_flight: args.probe_max_in_flight,
+        };
+        let probe_from = crate::probe::start(state.clone(), probe)?;
+        info!("SIP OPTIONS probes leave from {probe_from}");
         let shutdown = shutdown_signal()?;
         {
             let cur = state.current.load();
@@ -240,7 +254,7 @@ pub async fn serve(
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 const QUERY_PATHS: &str = "POST /kamailio/rtjson, POST /1.0/kamailio/routing, POST /rtjson";
 
@@ -250,6 +264,30 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
         (&Method::POST, "/rtjson") => Wrap::Bare,
         (&Method::GET | &Method::HEAD, "/health") => return health(state),
         (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
+        // SPEC §8: live gateway state (gateways.rs).
+        (&Method::GET, "/gateways") => return crate::gateways::list(state).await,
+        (&Method::POST, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable")
+            if !allowed =>
+        {
+            state.metrics.forbidden.inc();
+            return json_error(
+                StatusCode::FORBIDDEN,
+                &format!("client {} is not allowed here", peer.ip()),
+            );
+        }
+        (&Method::POST, "/kamailio/feedback") => {
+            return crate::gateways::feedback(req, state).await;
+        }
+        (&Method::POST, "/gateways/disable") => {
+            return crate::gateways::mark(req, state, true).await;
+        }
+        (&Method::POST, "/gateways/enable") => {
+            return crate::gateways::mark(req, state, false).await;
+        }
+        (_, "/gateways") => return method_not_allowed("GET", req.method()),
+        (_, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable") => {
+            return method_not_allowed("POST", req.method());
+        }
         (_, "/kamailio/rtjson" | "/1.0/kamailio/routing" | "/rtjson") => {
             return method_not_allowed("POST", req.method());
         }
@@ -332,7 +370,10 @@ async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap:
     let outcome = {
         // The guard lives only in this synchronous block (no .await).
         let loaded = state.current.load();
-        let decision = loaded.table.route(&query, SystemTime::now());
+        let gateways = state.gateways.snapshot.load();
+        let decision = loaded
+            .table
+            .route_with(&query, &gateways, SystemTime::now());
         decision.write_json(&mut out, wrap);
         if let Some(id) = decision.rule_id {
             loaded.hit(id, &state.metrics);
@@ -445,12 +486,12 @@ async fn read_body(mut body: Incoming) -> BodyRead {
     }
 }
 
-fn json_error(status: StatusCode, msg: &str) -> Resp {
+pub(crate) fn json_error(status: StatusCode, msg: &str) -> Resp {
     let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
     json(status, body)
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Resp {
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()

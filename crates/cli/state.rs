@@ -103,6 +103,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The routes.d directory.
     pub routes_dir: PathBuf,
+    /// Live gateway state (SPEC §8): the snapshot answers are ordered with.
+    pub gateways: crate::gateways::Gateways,
 }
 
 impl AppState {
@@ -124,6 +126,7 @@ impl AppState {
             allow,
             limits,
             routes_dir,
+            gateways: crate::gateways::Gateways::default(),
         }
     }
 

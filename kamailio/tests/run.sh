@@ -166,6 +166,7 @@ start_kamailio() {
         -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
         -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
         -A "C4_CTL_SOCKET=\"$KCTL\"" \
+        -A "C4_FEEDBACK_URL=\"http://$IP:$HTTP_PORT/kamailio/feedback\"" \
         "$@") >"$OUT/kamailio-$name.log" 2>&1 &
     KPID=$!
     pids+=("$KPID")
@@ -335,6 +336,67 @@ if [[ $before_ok -eq 1 && $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE 
     pass "editing routes.d while running sends new calls to the new gateway (health version changed: $([[ $reloaded -eq 1 ]] && echo yes || echo no))"
 else
     fail "hot reload" "before: $before_ok, after: sipp rc=$RC; see caller-reload-*.msg, gw-gw2.msg, c4route.log"
+fi
+
+# 8b. live gateway state (SPEC section 8): the failure route reports each failed branch to
+# c4route; with probing turned on, the silent gateway is found down and calls to it go straight
+# to gateway 2 instead of waiting fr_timer. Asserts the order of the setup times, not the times.
+metric_of() { # metric_of SERIES -> value (0 when absent)
+    http_get "http://$IP:$HTTP_PORT/metrics" | awk -v s="$1" '$1 == s {v = $2} END {print (v == "" ? 0 : v)}'
+}
+silent_state() {
+    http_get "http://$IP:$HTTP_PORT/gateways" | python3 -c 'import json, sys
+for g in json.load(sys.stdin)["gateways"]:
+    if g["key"] == "sip:127.0.0.1:25074;transport=udp": print(g["state"])' 2>/dev/null
+}
+fails0=$(metric_of 'c4route_gateway_reports_total{result="failure"}')
+call health-before 3001 uac_ok
+before_ms=$ELAPSED before_ok=0
+[[ $RC -eq 0 ]] && has "$OUT/gw-silent.msg" "$CID" '^INVITE sip:3001@' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@' && before_ok=1
+reported=0
+for i in $(seq 40); do
+    fails1=$(metric_of 'c4route_gateway_reports_total{result="failure"}')
+    if awk -v a="$fails1" -v b="$fails0" 'BEGIN {exit !(a > b)}'; then reported=1; break; fi
+    sleep 0.05
+done
+# turn probing on for the silent gateway (an edit of routes.d, picked up by the reload), and
+# probe a SIPp that answers OPTIONS (the prober reads a real SIPp 200)
+OPTIONS_GW=25076
+start_gw options uas_options $OPTIONS_GW
+printf '[trunks.options]\ngateways = ["sip:%s:%s"]\nhealth = { probe = "always", interval = 0.3, timeout = 0.3 }\n' \
+    "$IP" "$OPTIONS_GW" >"$routes/60-health.toml"
+sed 's/^\[trunks\.silent\]$/[trunks.silent]\nhealth = { probe = "always", interval = 0.3, timeout = 0.3, down_after = 2 }/' \
+    "$routes/00-defaults.toml" >"$routes/.00-defaults.toml.new"
+mv -f "$routes/.00-defaults.toml.new" "$routes/00-defaults.toml"
+detected=0
+for i in $(seq 100); do
+    [[ "$(silent_state)" == "down" ]] && { detected=1; break; }
+    sleep 0.1
+done
+sipp_probe=""
+for i in $(seq 30); do
+    sipp_probe=$(http_get "http://$IP:$HTTP_PORT/gateways" | python3 -c 'import json, sys
+for g in json.load(sys.stdin)["gateways"]:
+    if g["key"] == "sip:127.0.0.1:25076;transport=udp" and g["last_probe"]: print(g["state"], g["last_probe"]["code"])' 2>/dev/null)
+    [[ "$sipp_probe" == "up 200" ]] && break
+    sleep 0.1
+done
+if [[ "$sipp_probe" == "up 200" ]] && grep -q '^OPTIONS sip:127.0.0.1:25076 SIP/2.0' "$OUT/gw-options.msg" \
+    && grep -q '^User-Agent: c4route/' "$OUT/gw-options.msg"; then
+    pass "c4route probes a SIPp gateway with OPTIONS and reads its 200 (/gateways: $sipp_probe)"
+else
+    fail "OPTIONS probe answered by SIPp" "/gateways says '${sipp_probe}'; see gw-options.msg, c4route.log"
+fi
+call health-after 3001 uac_ok
+after_ms=$ELAPSED
+if [[ $before_ok -eq 1 && $reported -eq 1 && $detected -eq 1 && $RC -eq 0 ]] \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:25072' \
+    && ! grep -q "Call-ID: $CID" "$OUT/gw-silent.msg" \
+    && [[ $after_ms -lt $before_ms ]]; then
+    pass "silent gateway probed down: call setup ${before_ms} ms before detection (fr_timer, then gateway 2), ${after_ms} ms after (gateway 2 directly); Kamailio reported the failed branch"
+else
+    fail "live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
 fi
 
 # 9. the other answer layout: POST /rtjson (bare document, C4_RTJSON_UNWRAPPED) on a second Kamailio

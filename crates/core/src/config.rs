@@ -37,6 +37,22 @@ pub(crate) struct DefaultsDef {
     pub max_routes: Option<Spanned<i64>>,
     pub no_match: Option<Spanned<RejectDef>>,
     pub timezone: Option<Spanned<String>>,
+    /// SPEC §8; checked in compile/health.rs.
+    pub health: Option<Spanned<HealthDef>>,
+}
+
+/// `[defaults.health]` or `[trunks.NAME.health]` (SPEC §8): every key optional,
+/// a trunk's keys override the defaults' one by one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthDef {
+    pub probe: Option<Spanned<String>>,
+    pub interval: Option<Spanned<f64>>,
+    pub timeout: Option<Spanned<f64>>,
+    pub down_after: Option<Spanned<i64>>,
+    pub up_after: Option<Spanned<i64>>,
+    pub fail_codes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub retry_after: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +74,8 @@ pub(crate) struct TrunkDef {
     pub fr_inv_timer: Option<Spanned<i64>>,
     pub branch_flags: Option<Spanned<i64>>,
     pub headers: Option<Vec<Spanned<String>>>,
+    /// SPEC §8; checked in compile/health.rs.
+    pub health: Option<Spanned<HealthDef>>,
 }
 
 /// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true }`.
@@ -277,6 +295,8 @@ pub(crate) struct TestDef {
     pub query: Spanned<toml::Table>,
     pub at: Option<Spanned<String>>,
     pub expect: Spanned<ExpectDef>,
+    /// Gateways decided as down (SPEC §8).
+    pub down: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,6 +49,16 @@
 //! 4. then the longest matching `source` prefix (any source condition beats none);
 //! 5. then declaration order: file name order, then position in the file.
 //!
+//! ## Live gateway state
+//!
+//! [`RouteTable::route_with`] also takes a [`GatewayState`], an immutable
+//! snapshot of the gateways that are down or disabled (SPEC §8), as it
+//! takes the clock: routes of down gateways go after all others, disabled
+//! ones are left out, and `max_routes` cuts after that. [`RouteTable::route`]
+//! is `route_with` an empty state. [`RouteTable::gateways`] lists the
+//! distinct gateways with their trunks and `health` settings, for a server
+//! that probes them; how they go up and down is the server's business.
+//!
 //! ## Phases
 //!
 //! Parse (serde mirror of the TOML, spans kept) → validate (every problem
@@ -65,6 +75,7 @@ mod compile;
 mod config;
 mod diag;
 mod fastparse;
+mod health;
 mod matcher;
 mod query;
 #[cfg(test)]
@@ -79,6 +90,10 @@ mod uri;
 
 pub use answer::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
+pub use health::{
+    GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,
+    ProbeTransport, gateway_key,
+};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};

@@ -490,6 +490,11 @@ pub(crate) struct Gateway {
     pub host_rest: Box<str>,
     pub priority: u16,
     pub weight: u32,
+    /// The normalised URI ([`crate::health::gateway_key`]): its key in a
+    /// [`crate::GatewayState`].
+    pub key: Box<str>,
+    /// [`crate::health::key_hash`] of `key`.
+    pub key_hash: u64,
 }
 
 /// A compiled trunk; timers are already resolved against `[defaults]`.
@@ -506,6 +511,8 @@ pub(crate) struct Trunk {
     pub fr_inv_timer: u32,
     pub branch_flags: u32,
     pub headers: Box<[Template]>,
+    /// `[trunks.NAME.health]` over `[defaults.health]` (SPEC §8).
+    pub health: crate::health::HealthSettings,
 }
 
 /// A rule as validated, with every condition (the reference evaluator's input,
@@ -549,6 +556,8 @@ pub(crate) struct Defaults {
     pub max_routes: u32,
     pub no_match: (u16, Box<str>),
     pub timezone: jiff::tz::TimeZone,
+    /// `[defaults.health]` (SPEC §8).
+    pub health: crate::health::HealthSettings,
 }
 
 impl Default for Defaults {
@@ -561,6 +570,7 @@ impl Default for Defaults {
             max_routes: 10,
             no_match: (404, "Not Found".into()),
             timezone: jiff::tz::TimeZone::UTC,
+            health: crate::health::HealthSettings::default(),
         }
     }
 }

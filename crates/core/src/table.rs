@@ -16,6 +16,7 @@ use crate::Query;
 use crate::answer::Plan;
 use crate::candidate::Candidate;
 use crate::diag::Diagnostics;
+use crate::health::{GatewayInfo, GatewayState, GatewayStatus};
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::StrIndex;
 use crate::rule::{Conds, Env, Field, Loc, RegexEval, RuleId, SpecParts, Specificity, user_spec};
@@ -45,6 +46,8 @@ pub struct TestCase {
     pub query: Query<'static>,
     /// The time to decide at (`None`: the current time).
     pub at: Option<SystemTime>,
+    /// The gateways to decide as down (SPEC §8), as [`crate::gateway_key`]s.
+    pub down: Vec<String>,
     /// What it expects.
     pub expect: Expect,
 }
@@ -121,6 +124,10 @@ pub struct RouteTable {
     pub(crate) idx: Indexes,
     pub(crate) files: Box<[Arc<str>]>,
     pub(crate) tests: Box<[TestCase]>,
+    /// The distinct gateways (SPEC §8), for a server that probes them.
+    pub(crate) gateways: Box<[GatewayInfo]>,
+    /// Indexes into `gateways`, sorted by key, for [`RouteTable::gateway`].
+    pub(crate) gateways_by_key: Box<[u32]>,
     pub(crate) warnings: Diagnostics,
     pub(crate) version: Box<str>,
 }
@@ -198,16 +205,45 @@ impl RouteTable {
         &self.tests
     }
 
-    /// Decides where a call goes. Pure: no I/O, no locks; `now` only matters
-    /// for schedules.
+    /// Decides where a call goes with every gateway up. Pure: no I/O, no
+    /// locks; `now` only matters for schedules.
     pub fn route<'t>(&'t self, query: &Query<'_>, now: SystemTime) -> crate::Decision<'t> {
+        self.route_with(query, &GatewayState::all_up(), now)
+    }
+
+    /// Decides where a call goes given the live gateway `state` (SPEC §8):
+    /// the routes of down gateways come after all others (in their own
+    /// order), disabled gateways are left out, and `max_routes` cuts the
+    /// reordered list, so down gateways are the first to fall off its end.
+    pub fn route_with<'t>(
+        &'t self,
+        query: &Query<'_>,
+        state: &GatewayState,
+        now: SystemTime,
+    ) -> crate::Decision<'t> {
         let c = Candidate::new(query);
         let best = self.search(&c, now, None);
         let winner = best.map(|(id, _)| {
             let r = &self.rules[id as usize];
             (RuleId(id), self.rule_name(RuleId(id)), r.action)
         });
-        self.plan.decide(winner, &c)
+        self.plan.decide(winner, &c, state)
+    }
+
+    /// The distinct gateways the trunks list (one per [`crate::gateway_key`],
+    /// however many trunks name it), with their trunks and effective health
+    /// settings: what a server probes and reports about.
+    pub fn gateways(&self) -> &[GatewayInfo] {
+        &self.gateways
+    }
+
+    /// The gateway whose [`crate::gateway_key`] is `key`, if a trunk lists it
+    /// (a binary search: reports look gateways up one by one).
+    pub fn gateway(&self, key: &str) -> Option<&GatewayInfo> {
+        self.gateways_by_key
+            .binary_search_by(|&i| self.gateways[i as usize].key.as_str().cmp(key))
+            .ok()
+            .map(|n| &self.gateways[self.gateways_by_key[n] as usize])
     }
 
     /// Every rule that matches `query`, best first (the first one decides).
@@ -300,7 +336,12 @@ impl RouteTable {
         self.tests
             .iter()
             .map(|t| {
-                let d = self.route(&t.query, t.at.unwrap_or_else(SystemTime::now));
+                let mut state = GatewayState::all_up();
+                for k in &t.down {
+                    state.set_key(k.clone(), GatewayStatus::Down);
+                }
+                let at = t.at.unwrap_or_else(SystemTime::now);
+                let d = self.route_with(&t.query, &state, at);
                 TestResult {
                     name: t.name.clone(),
                     location: t.location.clone(),

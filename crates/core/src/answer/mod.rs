@@ -6,6 +6,7 @@
 //! rule and its action, and the [`Plan`] holds what turns them into routes.
 
 mod decision;
+mod health;
 mod order;
 mod routes;
 mod rtjson;

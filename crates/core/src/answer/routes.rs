@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use super::Plan;
 use super::decision::{Decision, Outcome, PartyHeader, RouteAnswer};
+use super::health::last;
 use super::order::{fnv1a, srv_order};
 use crate::candidate::{Candidate, Party};
+use crate::health::{GatewayState, GatewayStatus};
 use crate::rule::{Action, PartyRewrite, RouteAction, Routing, RuleId};
 use crate::sip::MAX_URI;
 use crate::uri::{is_sendable_uri, push_escaped_user, quote_display, replace_user, strip_ctl};
@@ -58,6 +60,7 @@ impl Plan {
         &'t self,
         winner: Option<(RuleId, &'t str, u32)>,
         c: &Candidate<'_>,
+        state: &GatewayState,
     ) -> Decision<'t> {
         let Some((id, name, action)) = winner else {
             let (code, reason) = &self.defaults.no_match;
@@ -79,7 +82,7 @@ impl Plan {
                 reason: Cow::Borrowed(reason),
                 no_match: false,
             },
-            Action::Route(ra) => self.routes(ra, name, c, &mut skipped),
+            Action::Route(ra) => self.routes(ra, name, c, state, &mut skipped),
         };
         Decision {
             rule_id: Some(id),
@@ -99,6 +102,7 @@ impl Plan {
         ra: &'t RouteAction,
         rule: &str,
         c: &Candidate<'_>,
+        state: &GatewayState,
         skipped: &mut u32,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
@@ -115,6 +119,9 @@ impl Plan {
         };
         let serial = ra.routing == Routing::Serial;
         let max = self.defaults.max_routes as usize;
+        // Routes of down gateways wait here and go last (see `health.rs`).
+        let live = !state.is_empty();
+        let mut late = Vec::new();
         let seed = fnv1a(c.call_id.as_bytes());
         let mut routes = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
@@ -158,6 +165,11 @@ impl Plan {
                     break 'trunks;
                 }
                 let gw = &t.gateways[g];
+                let down = live
+                    && match state.status_of_gateway(gw.key_hash, &gw.key) {
+                        GatewayStatus::Disabled => continue,
+                        s => s == GatewayStatus::Down,
+                    };
                 let mut uri =
                     String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
                 uri.push_str(&gw.scheme);
@@ -174,7 +186,7 @@ impl Plan {
                         no_match: false,
                     };
                 }
-                routes.push(RouteAnswer {
+                let r = RouteAnswer {
                     uri,
                     dst_uri: t.proxy.as_deref().unwrap_or(&gw.uri),
                     socket: &t.socket,
@@ -185,9 +197,15 @@ impl Plan {
                     branch_flags: t.branch_flags,
                     fr_timer: if serial { t.fr_timer } else { 0 },
                     fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
-                });
+                };
+                if down {
+                    late.push(r);
+                } else {
+                    routes.push(r);
+                }
             }
         }
+        last(&mut routes, late, max);
         if routes.is_empty() {
             return Outcome::Reject {
                 code: 503,

@@ -70,6 +70,7 @@ impl Compiler<'_> {
         {
             d.no_match = r;
         }
+        d.health = self.health(i, def.health.as_ref(), &d.health);
         if let Some(tz) = &def.timezone {
             match schedule::time_zone(tz.get_ref()) {
                 Ok(z) => d.timezone = z,

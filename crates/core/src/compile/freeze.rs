@@ -155,6 +155,12 @@ pub(super) fn freeze(
         idx,
         files: v.files.into(),
         tests: v.tests.into(),
+        gateways_by_key: {
+            let mut ix: Vec<u32> = (0..v.gateways.len() as u32).collect();
+            ix.sort_by(|&a, &b| v.gateways[a as usize].key.cmp(&v.gateways[b as usize].key));
+            ix.into()
+        },
+        gateways: v.gateways.into(),
         warnings: Diagnostics::default(),
         version: version.into(),
     })

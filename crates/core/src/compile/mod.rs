@@ -15,6 +15,7 @@
 //! | `[defaults]` | `defaults.rs` |
 //! | `[schedules.NAME]` | `schedules.rs` |
 //! | `[trunks.NAME]` | `trunks.rs` |
+//! | `health` settings, the distinct gateways | `health.rs` |
 //! | `[[rules]]` conditions | `rules.rs` |
 //! | `then`: trunks, rejects, rewrites | `actions.rs` |
 //! | header and rewrite templates | `templates.rs` |
@@ -29,6 +30,7 @@
 mod actions;
 mod defaults;
 mod freeze;
+mod health;
 mod lints;
 mod names;
 mod report;
@@ -87,6 +89,8 @@ pub(crate) struct Validated {
     pub regex_patterns: [Vec<String>; 3],
     pub tests: Vec<TestCase>,
     pub files: Vec<Arc<str>>,
+    /// The distinct gateways, for a server that probes them (SPEC §8).
+    pub gateways: Vec<crate::health::GatewayInfo>,
 }
 
 /// What [`Compiler::validate`] leaves: the validated rest (`None` when a
@@ -250,6 +254,7 @@ impl<'s> Compiler<'s> {
         let (trunks, trunk_ids) = self.trunks(&parsed, &defaults);
         // Trunk ids index `trunks` with failed trunks still in place (`None`).
         let trunks_ok = trunks.iter().all(Option::is_some);
+        let gateways = self.gateways(&parsed, &trunks);
 
         let mut ctx = rules::RuleCtx::new(
             &trunk_ids,
@@ -291,7 +296,7 @@ impl<'s> Compiler<'s> {
             ats: rule_ats,
             names: rule_names,
         } = out;
-        let tests = self.test_cases(&parsed, &rule_names);
+        let tests = self.test_cases(&parsed, &rule_names, &gateways);
         if !parse_failed {
             self.unused(&ctx, &trunks, &trunk_ids, &schedule_ids);
             if rules.is_empty() && self.rep.errors() == 0 {
@@ -334,6 +339,7 @@ impl<'s> Compiler<'s> {
                 regex_patterns,
                 tests,
                 files,
+                gateways,
             }),
             rules,
             rule_ats,

@@ -8,15 +8,21 @@ use super::values::parse_time;
 use super::{Compiler, Parsed};
 use crate::Query;
 use crate::config::TestDef;
+use crate::health::{GatewayInfo, gateway_key};
 use crate::table::{Expect, TestCase};
 
 impl Compiler<'_> {
     /// Every valid test, in file order.
-    pub(super) fn test_cases(&mut self, parsed: &Parsed, rule_names: &RuleNames) -> Vec<TestCase> {
+    pub(super) fn test_cases(
+        &mut self,
+        parsed: &Parsed,
+        rule_names: &RuleNames,
+        gateways: &[GatewayInfo],
+    ) -> Vec<TestCase> {
         let mut tests = Vec::new();
         for (i, f) in parsed {
             for t in &f.tests {
-                if let Some(tc) = self.test(*i, t, rule_names) {
+                if let Some(tc) = self.test(*i, t, rule_names, gateways) {
                     tests.push(tc);
                 }
             }
@@ -24,7 +30,13 @@ impl Compiler<'_> {
         tests
     }
 
-    fn test(&mut self, i: usize, t: &Spanned<TestDef>, rule_names: &RuleNames) -> Option<TestCase> {
+    fn test(
+        &mut self,
+        i: usize,
+        t: &Spanned<TestDef>,
+        rule_names: &RuleNames,
+        gateways: &[GatewayInfo],
+    ) -> Option<TestCase> {
         let def = t.get_ref();
         let errors_before = self.error_count();
         let json = match serde_json::to_vec(def.query.get_ref()) {
@@ -93,6 +105,20 @@ impl Compiler<'_> {
                 "expect is empty; expected at least one of rule, routes, ruri, reject",
             );
         }
+        let mut down = Vec::new();
+        for u in def.down.iter().flatten() {
+            match gateway_key(u.get_ref()) {
+                Ok(k) if gateways.iter().any(|g| g.key == k) => down.push(k),
+                Ok(_) => self.err(
+                    &(i, u.span()),
+                    format!(
+                        "down names {:?}, which no trunk lists as a gateway",
+                        u.get_ref()
+                    ),
+                ),
+                Err(e) => self.err(&(i, u.span()), format!("down: {e}")),
+            }
+        }
         if self.error_count() != errors_before {
             return None;
         }
@@ -103,6 +129,7 @@ impl Compiler<'_> {
             location: format!("{path}:{line}"),
             query,
             at,
+            down,
             expect: Expect {
                 rule: e.rule.as_ref().map(|r| r.get_ref().clone()),
                 routes: e.routes.clone(),

@@ -91,7 +91,12 @@ impl<'s> Compiler<'s> {
             if let (Some((scheme, host_rest)), Ok(priority), Ok(weight)) = (parts, priority, weight)
                 && *enabled
             {
+                // A URI sip_uri accepted always has a key; an unparsable
+                // port falls back to the URI itself (it then matches nothing).
+                let key = crate::health::gateway_key(uri).unwrap_or_else(|_| uri.clone());
                 gateways.push(Gateway {
+                    key_hash: crate::health::key_hash(&key),
+                    key: key.into(),
                     uri: uri.as_str().into(),
                     scheme,
                     host_rest,
@@ -172,7 +177,9 @@ impl<'s> Compiler<'s> {
                 headers.push(t);
             }
         }
+        let health = self.health(i, d.health.as_ref(), &defaults.health);
         (self.error_count() == errors_before).then(|| Trunk {
+            health,
             name: name.into(),
             gateways: gateways.into(),
             strip,

@@ -188,7 +188,7 @@ pub(super) fn check_socket(s: &str) -> Result<(), ValueError> {
     Ok(())
 }
 
-/// A time that [`parse_time`] could not read.
+/// A time that [`crate::parse_time`] could not read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid time {text:?}: {reason}; expected RFC 3339 like \"2026-12-24T09:00:00Z\"")]
 pub struct TimeError {
