@@ -37,6 +37,8 @@ pub(crate) struct DefaultsDef {
     pub max_routes: Option<Spanned<i64>>,
     pub no_match: Option<Spanned<RejectDef>>,
     pub timezone: Option<Spanned<String>>,
+    /// Seconds of the call whose cost orders `then.lcr` (SPEC §7).
+    pub lcr_duration: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +60,8 @@ pub(crate) struct TrunkDef {
     pub fr_inv_timer: Option<Spanned<i64>>,
     pub branch_flags: Option<Spanned<i64>>,
     pub headers: Option<Vec<Spanned<String>>>,
+    /// The trunk's rate deck, relative to routes.d (SPEC §7).
+    pub rates: Option<Spanned<String>>,
 }
 
 /// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true }`.
@@ -199,6 +203,10 @@ pub(crate) struct ThenDef {
     pub routing: Option<Box<Spanned<String>>>,
     pub rewrite: Option<Box<Spanned<RewriteDef>>>,
     pub headers: Option<Box<Spanned<Vec<Spanned<String>>>>>,
+    /// Least-cost routing (SPEC §7): these trunks, ordered by price.
+    pub lcr: Option<Box<Spanned<Vec<Spanned<String>>>>>,
+    pub max_rate: Option<Box<Spanned<f64>>>,
+    pub no_rate: Option<Box<Spanned<RejectDef>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,7 @@ mod diag;
 mod fastparse;
 mod matcher;
 mod query;
+mod rates;
 #[cfg(test)]
 mod reference;
 mod rule;
@@ -77,7 +78,9 @@ mod table;
 mod template;
 mod uri;
 
-pub use answer::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
+pub use answer::{
+    Decision, LcrReport, LcrTrunk, Outcome, PartyHeader, RateLookup, RateRow, RouteAnswer, Wrap,
+};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rule::RuleId;

@@ -456,6 +456,17 @@ pub(crate) struct RouteAction {
     pub routing: crate::rule::Routing,
     pub rewrites: Option<Box<Rewrites>>,
     pub headers: Box<[Template]>,
+    /// `then.lcr`: `trunks` are ordered by price (SPEC §7).
+    pub lcr: Option<Box<LcrSpec>>,
+}
+
+/// What `then.lcr` adds to a routed action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LcrSpec {
+    /// `then.max_rate` per minute, in units of 10⁻⁹.
+    pub max_rate: Option<u64>,
+    /// `then.no_rate`; `None`: the `[defaults] no_match` answer.
+    pub no_rate: Option<(u16, Box<str>)>,
 }
 
 /// A gateway of a trunk.
@@ -527,6 +538,8 @@ pub(crate) struct Defaults {
     pub max_routes: u32,
     pub no_match: (u16, Box<str>),
     pub timezone: jiff::tz::TimeZone,
+    /// Seconds of the call whose cost orders `then.lcr`.
+    pub lcr_duration: u32,
 }
 
 impl Default for Defaults {
@@ -539,6 +552,7 @@ impl Default for Defaults {
             max_routes: 10,
             no_match: (404, "Not Found".into()),
             timezone: jiff::tz::TimeZone::UTC,
+            lcr_duration: 60,
         }
     }
 }

@@ -207,7 +207,7 @@ impl RouteTable {
             let r = &self.rules[id as usize];
             (RuleId(id), self.rule_name(RuleId(id)), r.action)
         });
-        self.plan.decide(winner, &c)
+        self.plan.decide(winner, &c, now)
     }
 
     /// Every rule that matches `query`, best first (the first one decides).

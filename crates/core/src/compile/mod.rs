@@ -15,8 +15,10 @@
 //! | `[defaults]` | `defaults.rs` |
 //! | `[schedules.NAME]` | `schedules.rs` |
 //! | `[trunks.NAME]` | `trunks.rs` |
+//! | trunks' rate decks (`rates`), loaded | `rates.rs` |
 //! | `[[rules]]` conditions | `rules.rs` |
 //! | `then`: trunks, rejects, rewrites | `actions.rs` |
+//! | `then.lcr`, `max_rate`, `no_rate` | `lcr.rs` |
 //! | header and rewrite templates | `templates.rs` |
 //! | `[[tests]]` | `test_cases.rs` |
 //! | shared value checks (numbers, ranges, networks, sockets) | `values.rs` |
@@ -29,8 +31,10 @@
 mod actions;
 mod defaults;
 mod freeze;
+mod lcr;
 mod lints;
 mod names;
+mod rates;
 mod report;
 mod rules;
 mod schedules;
@@ -86,6 +90,7 @@ pub(crate) struct Validated {
     pub regex_patterns: [Vec<String>; 3],
     pub tests: Vec<TestCase>,
     pub files: Vec<Arc<str>>,
+    pub decks: rates::Decks,
 }
 
 /// What [`Compiler::validate`] leaves: the validated rest (`None` when a
@@ -107,6 +112,8 @@ pub(crate) struct Compiler<'s> {
     units: Vec<Unit<'s>>,
     threads: usize,
     rep: Reporter,
+    /// The rate decks the sources hold.
+    rates: &'s [crate::sources::RateSource],
 }
 
 impl<'s> Compiler<'s> {
@@ -128,7 +135,14 @@ impl<'s> Compiler<'s> {
             units,
             threads,
             rep: Reporter::default(),
+            rates: &[],
         }
+    }
+
+    /// The rate decks trunks may name.
+    pub(crate) fn with_rates(mut self, rates: &'s [crate::sources::RateSource]) -> Self {
+        self.rates = rates;
+        self
     }
 
     /// Whether steps over `rules` rules run on two threads.
@@ -218,6 +232,7 @@ impl<'s> Compiler<'s> {
         let (trunks, trunk_ids) = self.trunks(&parsed, &defaults);
         // Trunk ids index `trunks` with failed trunks still in place (`None`).
         let trunks_ok = trunks.iter().all(Option::is_some);
+        let decks = self.decks(&parsed, &trunk_ids, trunks.len());
 
         let mut ctx = rules::RuleCtx::new(
             &trunk_ids,
@@ -227,6 +242,7 @@ impl<'s> Compiler<'s> {
             schedules.len(),
             parse_failed,
         );
+        ctx.rated.clone_from(&decks.rated);
         let (rules, rule_ats, rule_names) = self.rules(&parsed, &mut ctx);
         let tests = self.test_cases(&parsed, &rule_names);
         if !parse_failed {
@@ -271,6 +287,7 @@ impl<'s> Compiler<'s> {
                 regex_patterns,
                 tests,
                 files,
+                decks,
             }),
             rules,
             rule_ats,
