@@ -1,4 +1,5 @@
 mod cli;
+mod lcr;
 mod reload;
 mod serve;
 mod util;

@@ -11,13 +11,20 @@
 //! the same channel. An event that arrives during a reload leaves the slot
 //! full, so the directory is read again afterwards and no change is lost.
 //!
+//! Rate decks (SPEC §7) may live in folders below routes.d
+//! (`routes.d/rates/acme.csv`): after every read of the directory, the
+//! folders holding the decks it names are watched too, so an edited deck
+//! reloads like an edited TOML file (and a broken one keeps the last good
+//! table serving, like a broken TOML file).
+//!
 //! A panic inside one reload attempt (a bug in the compiler, say) is caught
 //! and reported like a failed reload: were it to unwind out of the reload
 //! thread, reloads would stop for good while `/health` still said `ok`.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,7 +38,7 @@ use crate::state::{AppState, Loaded};
 /// Keeps the directory watcher alive; drop it to stop watching.
 #[derive(Debug)]
 pub struct ReloadHandle {
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
 }
 
 /// Starts the reload task (and the watcher when `watch`) and the SIGHUP
@@ -67,6 +74,20 @@ pub fn spawn(
         None
     };
 
+    let watcher = Arc::new(Mutex::new(watcher));
+    let decks_watcher = Arc::clone(&watcher);
+    if let Ok(mut files) = state.deck_files.lock() {
+        *files = state
+            .current
+            .load()
+            .table
+            .rate_files()
+            .map(PathBuf::from)
+            .collect();
+    }
+    let mut watched = Vec::new();
+    watch_deck_dirs(&state, &decks_watcher, &mut watched);
+
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let hup_tx = tx;
@@ -94,10 +115,46 @@ pub fn spawn(
                     }
                 }
                 reload(&state);
+                watch_deck_dirs(&state, &decks_watcher, &mut watched);
             }
         })
         .context("starting the reload thread")?;
     Ok(ReloadHandle { _watcher: watcher })
+}
+
+/// Watches the folders that hold the rate decks routes.d names (other
+/// than routes.d itself, which is always watched), and stops watching
+/// those no deck is in any more.
+fn watch_deck_dirs(
+    state: &AppState,
+    watcher: &Mutex<Option<notify::RecommendedWatcher>>,
+    watched: &mut Vec<PathBuf>,
+) {
+    let root = std::fs::canonicalize(&state.routes_dir).ok();
+    let files = state.deck_files.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut want: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent())
+        .filter(|d| d.is_dir() && std::fs::canonicalize(d).ok() != root)
+        .map(PathBuf::from)
+        .collect();
+    want.sort();
+    want.dedup();
+    if want == *watched {
+        return;
+    }
+    let Ok(mut guard) = watcher.lock() else { return };
+    let Some(w) = guard.as_mut() else { return };
+    for d in watched.iter().filter(|d| !want.contains(d)) {
+        let _ = w.unwatch(d);
+    }
+    for d in want.iter().filter(|d| !watched.contains(d)) {
+        match w.watch(d, RecursiveMode::NonRecursive) {
+            Ok(()) => info!("watching {} for rate deck changes", d.display()),
+            Err(e) => warn!("cannot watch {} for rate deck changes: {e}", d.display()),
+        }
+    }
+    *watched = want;
 }
 
 /// Whether an event only reports a read (open, close without writing).
@@ -125,6 +182,9 @@ fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Err
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e),
     };
+    if let Ok(mut files) = st.deck_files.lock() {
+        *files = sources.rate_files().map(|(p, _)| PathBuf::from(p)).collect();
+    }
     if sources.digest() == st.current.load().table.version() {
         return Outcome::Unchanged;
     }

@@ -103,6 +103,9 @@ pub struct AppState {
     pub limits: Limits,
     /// The routes.d directory.
     pub routes_dir: PathBuf,
+    /// The rate decks the last read of routes.d named (whether or not they
+    /// loaded): the reloader watches the folders that hold them.
+    pub deck_files: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ impl AppState {
             allow,
             limits,
             routes_dir,
+            deck_files: std::sync::Mutex::new(Vec::new()),
         }
     }
 

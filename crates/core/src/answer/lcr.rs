@@ -346,6 +346,12 @@ impl crate::RouteTable {
         self.plan.rate_lookup(number, now)
     }
 
+    /// The rate deck files of the table, as diagnostics show them (for
+    /// `serve`, which watches the folders that hold them).
+    pub fn rate_files(&self) -> impl Iterator<Item = &str> {
+        self.plan.decks.iter().map(|d| &*d.path)
+    }
+
     /// Rows of the rate decks in all.
     pub fn rate_row_count(&self) -> usize {
         self.plan.decks.iter().map(RateDeck::row_count).sum()

@@ -383,7 +383,7 @@ fn read(
                 if names.len() > 1 { "are" } else { "is" },
                 COLUMNS.join(", ")
             ),
-            Some("a misspelt column (conect_fee) would silently keep its default: rename it, or drop the column".into()),
+            Some("a misspelt column (say `conect_fee`) silently keeps its default: rename it, or drop the column".into()),
         );
     }
     let ncols = rec.len();
