@@ -18,7 +18,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("spawn c4route");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -82,10 +87,16 @@ fn check_warns_once_per_deck_and_test_passes() {
     assert!(o.stdout.is_empty());
     let ignored: Vec<&str> = err.lines().filter(|l| l.contains("is ignored")).collect();
     assert_eq!(ignored.len(), 1, "{err}");
-    assert!(ignored[0].contains("rates/acme.csv:1:79: warning: column `notes` is ignored"), "{err}");
+    assert!(
+        ignored[0].contains("rates/acme.csv:1:79: warning: column `notes` is ignored"),
+        "{err}"
+    );
     let expired: Vec<&str> = err.lines().filter(|l| l.contains("expired")).collect();
     assert_eq!(expired.len(), 1, "{err}");
-    assert!(expired[0].contains("rates/acme.csv:5:1: warning: 1 row expired before"), "{err}");
+    assert!(
+        expired[0].contains("rates/acme.csv:5:1: warning: 1 row expired before"),
+        "{err}"
+    );
     assert!(err.contains("6 rate row(s)"), "{err}");
     let o = run(&["test", p(&d)], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -102,8 +113,14 @@ fn check_points_at_the_deck_line_and_the_toml_line() {
     let o = run(&["check", p(&d)], None);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("rates/acme.csv:6:4: error: rate \"oops\" is not a decimal number"), "{err}");
-    assert!(err.contains("20-more.toml:3:9: error: rates \"../x.csv\" leaves the routes.d directory"), "{err}");
+    assert!(
+        err.contains("rates/acme.csv:6:4: error: rate \"oops\" is not a decimal number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("20-more.toml:3:9: error: rates \"../x.csv\" leaves the routes.d directory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,32 +128,83 @@ fn eval_explain_shows_each_trunk_row_and_cost() {
     let d = dir(ACME, GLOBEX);
     let q = r#"{"ruri":"sip:+447700900123@x","call_id":"e1"}
 {"ruri":"sip:+33142868200@x","call_id":"e2"}"#;
-    let o = run(&["eval", p(&d), "-", "--explain", "--at", "2026-11-30T10:00:00Z"], Some(q));
+    let o = run(
+        &[
+            "eval",
+            p(&d),
+            "-",
+            "--explain",
+            "--at",
+            "2026-11-30T10:00:00Z",
+        ],
+        Some(q),
+    );
     assert_eq!(o.status.code(), Some(0));
     let err = text(&o.stderr);
-    assert!(err.contains("lcr: `international` prices 447700900123 for a 60 s call, max_rate 0.25:"), "{err}");
-    assert!(err.contains("#1 globex: cost 0.0400 = prefix 447 at "), "{err}");
-    assert!(err.contains("rates/globex.csv:3 (0.0400/min, billed 1/1)"), "{err}");
-    assert!(err.contains("#2 acme: cost 0.0450 = prefix 447 at "), "{err}");
+    assert!(
+        err.contains("lcr: `international` prices 447700900123 for a 60 s call, max_rate 0.25:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#1 globex: cost 0.0400 = prefix 447 at "),
+        "{err}"
+    );
+    assert!(
+        err.contains("rates/globex.csv:3 (0.0400/min, billed 1/1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#2 acme: cost 0.0450 = prefix 447 at "),
+        "{err}"
+    );
     assert!(err.contains("-- acme: left out: no row in effect at the decision time for any prefix of 33142868200 (the longest, 33, is in effect until 2020-01-01)"), "{err}");
     let out = text(&o.stdout);
     assert_eq!(out.lines().count(), 2);
-    assert!(out.lines().nth(1).unwrap().contains(r#""code":404"#), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().contains(r#""code":404"#),
+        "{out}"
+    );
 }
 
 #[test]
 fn rates_prints_the_row_per_trunk() {
     let d = dir(ACME, GLOBEX);
-    let o = run(&["rates", "+447700900123", p(&d), "--at", "2026-11-30T10:00:00Z"], None);
+    let o = run(
+        &[
+            "rates",
+            "+447700900123",
+            p(&d),
+            "--at",
+            "2026-11-30T10:00:00Z",
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("acme: prefix 447 at "), "{out}");
-    assert!(lines[0].ends_with("rates/acme.csv:3: 0.0450/min, billed 60/60 \"United Kingdom Mobile\""), "{out}");
-    assert!(lines[1].contains("also prefix 4477 at ") && lines[1].contains("from 2026-12-01"), "{out}");
+    assert!(
+        lines[0].ends_with("rates/acme.csv:3: 0.0450/min, billed 60/60 \"United Kingdom Mobile\""),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("also prefix 4477 at ") && lines[1].contains("from 2026-12-01"),
+        "{out}"
+    );
     assert!(lines[2].starts_with("globex: prefix 447 at "), "{out}");
-    let o = run(&["rates", "447700900123", p(&d), "--at", "2026-12-01T00:00:00Z", "--json"], None);
-    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
+    let o = run(
+        &[
+            "rates",
+            "447700900123",
+            p(&d),
+            "--at",
+            "2026-12-01T00:00:00Z",
+            "--json",
+        ],
+        None,
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(v["trunk"], "acme");
     assert_eq!(v["row"]["prefix"], "4477");
     assert_eq!(v["row"]["line"], 4);
@@ -151,7 +219,8 @@ fn diff_shows_the_calls_a_new_deck_moves() {
     let new = dir(ACME, &GLOBEX.replace("447,0.0400", "447,0.0500"));
     let o = run(&["diff", p(&old), p(&new)], None);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(v["old"]["routes"][0]["dst_uri"], "sip:203.0.113.20:5060");
     assert_eq!(v["new"]["routes"][0]["dst_uri"], "sip:198.51.100.10:5060");
     assert!(text(&o.stderr).contains("1 of 1 queries change"));
@@ -167,7 +236,10 @@ fn wait_rule_order(s: &Server, want: &str) {
         if first == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "still {first}, want {want}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {first}, want {want}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -198,15 +270,22 @@ fn an_edited_deck_reloads_and_a_broken_one_keeps_the_last_good_table() {
 
     // A broken deck: degraded, the last good table serves.
     std::fs::write(&acme_csv, "prefix,rate\n447,cheap\n").unwrap();
-    let h = s.wait_health("degraded", Duration::from_secs(5), |h| h["status"] == "degraded");
+    let h = s.wait_health("degraded", Duration::from_secs(5), |h| {
+        h["status"] == "degraded"
+    });
     assert_eq!(h["generation"], 3);
     let err = h["last_error"].as_str().unwrap();
-    assert!(err.contains("rates/acme.csv:2:5: error: rate \"cheap\""), "{err}");
+    assert!(
+        err.contains("rates/acme.csv:2:5: error: rate \"cheap\""),
+        "{err}"
+    );
     wait_rule_order(&s, "sip:198.51.100.10:5060");
 
     // Fixed: serves the new prices.
     std::fs::write(&acme_csv, "prefix,rate\n447,0.0900\n").unwrap();
-    s.wait_health("ok", Duration::from_secs(5), |h| h["status"] == "ok" && h["generation"] == 4);
+    s.wait_health("ok", Duration::from_secs(5), |h| {
+        h["status"] == "ok" && h["generation"] == 4
+    });
     wait_rule_order(&s, "sip:203.0.113.20:5060");
     let _ = Path::new("");
 }

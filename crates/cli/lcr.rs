@@ -89,7 +89,12 @@ fn print_report(r: &LcrReport, e: &mut impl std::io::Write) {
 }
 
 /// `c4route rates NUMBER [--at T] [DIR]`.
-pub fn rates(dir: &Path, number: &str, at: Option<SystemTime>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn rates(
+    dir: &Path,
+    number: &str,
+    at: Option<SystemTime>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let table = match load(dir)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
@@ -98,7 +103,10 @@ pub fn rates(dir: &Path, number: &str, at: Option<SystemTime>, json: bool) -> an
     let found = table.rates(number, now);
     let mut out = std::io::stdout().lock();
     if found.is_empty() {
-        eprintln!("{}: no trunk has a rate deck (`rates = \"…\"` in [trunks.NAME])", dir.display());
+        eprintln!(
+            "{}: no trunk has a rate deck (`rates = \"…\"` in [trunks.NAME])",
+            dir.display()
+        );
         return Ok(ExitCode::from(1));
     }
     let mut priced = 0;
@@ -133,7 +141,11 @@ pub fn rates(dir: &Path, number: &str, at: Option<SystemTime>, json: bool) -> an
                 billing(r),
                 name(r)
             )?,
-            None => writeln!(out, "{}: no row in effect for {number} in {}", l.trunk, l.deck)?,
+            None => writeln!(
+                out,
+                "{}: no row in effect for {number} in {}",
+                l.trunk, l.deck
+            )?,
         }
         for r in &l.other_rows {
             writeln!(

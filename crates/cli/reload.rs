@@ -24,7 +24,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -38,7 +38,7 @@ use crate::state::{AppState, Loaded};
 /// Keeps the directory watcher alive; drop it to stop watching.
 #[derive(Debug)]
 pub struct ReloadHandle {
-    _watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// Starts the reload task (and the watcher when `watch`) and the SIGHUP
@@ -52,41 +52,47 @@ pub fn spawn(
     watch: bool,
 ) -> anyhow::Result<ReloadHandle> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = if watch {
+    let new_watcher = |what: &'static str| {
         let events = tx.clone();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             match res {
                 // notify 8 also watches IN_OPEN: without this filter our own
                 // read_dir would trigger the next reload, forever. A close
                 // after writing is a change; any other access is not.
                 Ok(ev) if is_read_only(&ev.kind) => return,
                 Ok(_) => {}
-                Err(e) => warn!("watching routes.d: {e}"),
+                Err(e) => warn!("watching {what}: {e}"),
             }
             // Full means a reload is already due; closed means we are stopping.
             let _ = events.try_send(());
         })
-        .context("creating the routes.d watcher")?;
+    };
+    let watcher = if watch {
+        let mut w = new_watcher("routes.d").context("creating the routes.d watcher")?;
         w.watch(&state.routes_dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", state.routes_dir.display()))?;
         Some(w)
     } else {
         None
     };
-
-    let watcher = Arc::new(Mutex::new(watcher));
-    let decks_watcher = Arc::clone(&watcher);
-    if let Ok(mut files) = state.deck_files.lock() {
-        *files = state
+    // A second watcher, owned by the reload thread, for the folders that
+    // hold rate decks (it changes them after each read of routes.d).
+    let mut decks_watcher = if watch {
+        Some(new_watcher("rate decks").context("creating the rate deck watcher")?)
+    } else {
+        None
+    };
+    state.deck_files.store(Arc::new(
+        state
             .current
             .load()
             .table
             .rate_files()
             .map(PathBuf::from)
-            .collect();
-    }
+            .collect(),
+    ));
     let mut watched = Vec::new();
-    watch_deck_dirs(&state, &decks_watcher, &mut watched);
+    watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -115,7 +121,7 @@ pub fn spawn(
                     }
                 }
                 reload(&state);
-                watch_deck_dirs(&state, &decks_watcher, &mut watched);
+                watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
             }
         })
         .context("starting the reload thread")?;
@@ -127,11 +133,12 @@ pub fn spawn(
 /// those no deck is in any more.
 fn watch_deck_dirs(
     state: &AppState,
-    watcher: &Mutex<Option<notify::RecommendedWatcher>>,
+    watcher: Option<&mut notify::RecommendedWatcher>,
     watched: &mut Vec<PathBuf>,
 ) {
+    let Some(w) = watcher else { return };
     let root = std::fs::canonicalize(&state.routes_dir).ok();
-    let files = state.deck_files.lock().map(|f| f.clone()).unwrap_or_default();
+    let files = state.deck_files.load_full();
     let mut want: Vec<PathBuf> = files
         .iter()
         .filter_map(|f| f.parent())
@@ -143,8 +150,6 @@ fn watch_deck_dirs(
     if want == *watched {
         return;
     }
-    let Ok(mut guard) = watcher.lock() else { return };
-    let Some(w) = guard.as_mut() else { return };
     for d in watched.iter().filter(|d| !want.contains(d)) {
         let _ = w.unwatch(d);
     }
@@ -182,9 +187,12 @@ fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Err
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e),
     };
-    if let Ok(mut files) = st.deck_files.lock() {
-        *files = sources.rate_files().map(|(p, _)| PathBuf::from(p)).collect();
-    }
+    st.deck_files.store(Arc::new(
+        sources
+            .rate_files()
+            .map(|(p, _)| PathBuf::from(p))
+            .collect(),
+    ));
     if sources.digest() == st.current.load().table.version() {
         return Outcome::Unchanged;
     }

@@ -105,7 +105,7 @@ pub struct AppState {
     pub routes_dir: PathBuf,
     /// The rate decks the last read of routes.d named (whether or not they
     /// loaded): the reloader watches the folders that hold them.
-    pub deck_files: std::sync::Mutex<Vec<PathBuf>>,
+    pub deck_files: ArcSwap<Vec<PathBuf>>,
 }
 
 impl AppState {
@@ -127,7 +127,7 @@ impl AppState {
             allow,
             limits,
             routes_dir,
-            deck_files: std::sync::Mutex::new(Vec::new()),
+            deck_files: ArcSwap::from_pointee(Vec::new()),
         }
     }
 

@@ -126,12 +126,9 @@ impl Sources {
 
     /// The rate decks, as `(path shown, bytes or why they could not be read)`.
     pub fn rate_files(&self) -> impl Iterator<Item = (&str, Result<&[u8], &str>)> {
-        self.rates.iter().map(|r| {
-            (
-                &*r.shown,
-                r.bytes.as_deref().map_err(String::as_str),
-            )
-        })
+        self.rates
+            .iter()
+            .map(|r| (&*r.shown, r.bytes.as_deref().map_err(String::as_str)))
     }
 
     /// Reads the rate decks the files' trunks name (`rates = "…"`), each
@@ -165,8 +162,9 @@ impl Sources {
                 (Ok(real), _) if !real.is_file() => {
                     Err(format!("{} is not a file", path.display()))
                 }
-                (Ok(_), _) => std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                (Ok(_), _) => {
+                    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+                }
             };
             self.put_rate(RateSource {
                 key: key.into(),
@@ -313,12 +311,28 @@ mod tests {
 
     #[test]
     fn rate_paths_stay_inside_routes_d() {
-        assert_eq!(normalize_rate_path("rates/acme.csv"), Ok("rates/acme.csv".into()));
-        assert_eq!(normalize_rate_path("./rates//x/../acme.csv"), Ok("rates/acme.csv".into()));
-        for bad in ["../acme.csv", "rates/../../x.csv", "/etc/passwd", "", ".", "rates/.."] {
+        assert_eq!(
+            normalize_rate_path("rates/acme.csv"),
+            Ok("rates/acme.csv".into())
+        );
+        assert_eq!(
+            normalize_rate_path("./rates//x/../acme.csv"),
+            Ok("rates/acme.csv".into())
+        );
+        for bad in [
+            "../acme.csv",
+            "rates/../../x.csv",
+            "/etc/passwd",
+            "",
+            ".",
+            "rates/..",
+        ] {
             assert!(normalize_rate_path(bad).is_err(), "{bad}");
         }
-        assert_eq!(deck_paths("[trunks.a]\ngateways = []\nrates = \"r/a.csv\"\n"), vec!["r/a.csv"]);
+        assert_eq!(
+            deck_paths("[trunks.a]\ngateways = []\nrates = \"r/a.csv\"\n"),
+            vec!["r/a.csv"]
+        );
         assert_eq!(deck_paths("trunks.b.\"rates\" = \"b.csv\""), vec!["b.csv"]);
         assert!(deck_paths("[[rules]]\nname = \"rates\"\n").is_empty());
     }

@@ -96,7 +96,11 @@ fn order(t: &RouteTable, ruri: &str, when: &str) -> Result<Vec<(String, String)>
 }
 
 fn trunks(t: &RouteTable, ruri: &str, when: &str) -> Vec<String> {
-    let mut v: Vec<String> = order(t, ruri, when).unwrap().into_iter().map(|r| r.0).collect();
+    let mut v: Vec<String> = order(t, ruri, when)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     v.dedup();
     v
 }
@@ -106,14 +110,26 @@ fn trunks_are_ordered_by_the_cost_of_the_call() {
     let t = table();
     let now = "2026-11-30T12:00:00Z";
     // UK landline: initech 0.05 + 0.0100 = 0.0600, acme 0.0120, globex 0.0110.
-    assert_eq!(trunks(&t, "+441134960000", now), ["globex", "acme", "initech"]);
+    assert_eq!(
+        trunks(&t, "+441134960000", now),
+        ["globex", "acme", "initech"]
+    );
     // UK mobile before Dec 1: initech's 4477 0.039, globex 0.05, acme
     // 0.01 + 0.045 = 0.055 (447, 60/60).
-    assert_eq!(trunks(&t, "+447700900123", now), ["initech", "globex", "acme"]);
+    assert_eq!(
+        trunks(&t, "+447700900123", now),
+        ["initech", "globex", "acme"]
+    );
     // From Dec 1 acme's 4477 row is in effect (0.04).
-    assert_eq!(trunks(&t, "+447700900123", "2026-12-01T00:00:00Z"), ["initech", "acme", "globex"]);
+    assert_eq!(
+        trunks(&t, "+447700900123", "2026-12-01T00:00:00Z"),
+        ["initech", "acme", "globex"]
+    );
     // Germany: equal costs keep the order of then.lcr.
-    assert_eq!(trunks(&t, "0049301234567", now), ["acme", "globex", "initech"]);
+    assert_eq!(
+        trunks(&t, "0049301234567", now),
+        ["acme", "globex", "initech"]
+    );
     // The number priced is the rewritten R-URI user; each trunk then applies
     // its own strip and prefix, and gateways keep their SRV order.
     let routes = order(&t, "+441134960000", now).unwrap();
@@ -131,12 +147,17 @@ fn max_rate_no_rate_and_templates() {
     let d = t.route(&q("+33142868200"), at(now));
     assert_eq!(d.rule, Some("international"));
     let json = String::from_utf8(d.to_json(c4route_core::Wrap::Bare)).unwrap();
-    assert!(json.contains(r#""code":503,"reason":"No Route Available","rule":"international""#), "{json}");
+    assert!(
+        json.contains(r#""code":503,"reason":"No Route Available","rule":"international""#),
+        "{json}"
+    );
     // US: only globex.
     assert_eq!(trunks(&t, "+12025550123", now), ["globex"]);
     // {rate} and {rate_prefix} in acme's header.
     let d = t.route(&q("+441134960000"), at(now));
-    let Outcome::Route { routes, .. } = &d.outcome else { panic!() };
+    let Outcome::Route { routes, .. } = &d.outcome else {
+        panic!()
+    };
     let acme = routes.iter().find(|r| r.trunk == "acme").unwrap();
     assert_eq!(&*acme.extra, "X-Rate: 0.0120 for 44\r\n");
     // Without no_rate, the [defaults] no_match answer.
@@ -151,7 +172,14 @@ fn max_rate_no_rate_and_templates() {
     s.add_rate_file("rates/initech.csv.gz", gz("prefix,rate\n1,0.1\n"));
     let t = s.build().unwrap();
     let d = t.route(&q("+8613800000000"), at(now));
-    assert!(matches!(d.outcome, Outcome::Reject { code: 404, no_match: false, .. }));
+    assert!(matches!(
+        d.outcome,
+        Outcome::Reject {
+            code: 404,
+            no_match: false,
+            ..
+        }
+    ));
     assert_eq!(d.rule, Some("lcr"));
 }
 
@@ -184,32 +212,59 @@ then.lcr = ["a", "b"]
 #[test]
 fn explain_names_the_row_or_why_a_trunk_was_left_out() {
     let t = table();
-    let r = t.explain_lcr(&q("+33142868200"), at("2026-11-30T12:00:00Z")).unwrap();
+    let r = t
+        .explain_lcr(&q("+33142868200"), at("2026-11-30T12:00:00Z"))
+        .unwrap();
     assert_eq!(r.number, "33142868200");
     assert_eq!(r.max_rate.as_deref(), Some("0.25"));
     let acme = &r.trunks[0];
     assert_eq!(acme.rank, None);
     let row = acme.row.as_ref().unwrap();
-    assert_eq!((row.file.as_str(), row.line, row.prefix.as_str()), ("rates/acme.csv", 5, "33"));
-    assert_eq!(acme.left_out.as_deref(), Some("rate 0.30 is above then.max_rate 0.25"));
-    assert_eq!(r.trunks[1].left_out.as_deref(), Some("no prefix of 33142868200 in the deck"));
-    let r = t.explain_lcr(&q("+447700900123"), at("2026-11-30T12:00:00Z")).unwrap();
+    assert_eq!(
+        (row.file.as_str(), row.line, row.prefix.as_str()),
+        ("rates/acme.csv", 5, "33")
+    );
+    assert_eq!(
+        acme.left_out.as_deref(),
+        Some("rate 0.30 is above then.max_rate 0.25")
+    );
+    assert_eq!(
+        r.trunks[1].left_out.as_deref(),
+        Some("no prefix of 33142868200 in the deck")
+    );
+    let r = t
+        .explain_lcr(&q("+447700900123"), at("2026-11-30T12:00:00Z"))
+        .unwrap();
     let acme = &r.trunks[0];
     assert_eq!(acme.rank, Some(3));
     assert_eq!(acme.cost.as_deref(), Some("0.0550"));
     let row = acme.row.as_ref().unwrap();
-    assert_eq!((row.line, row.prefix.as_str(), row.rate.as_str()), (3, "447", "0.0450"));
-    assert_eq!(r.trunks[2].row.as_ref().unwrap().file, "rates/initech.csv.gz");
+    assert_eq!(
+        (row.line, row.prefix.as_str(), row.rate.as_str()),
+        (3, "447", "0.0450")
+    );
+    assert_eq!(
+        r.trunks[2].row.as_ref().unwrap().file,
+        "rates/initech.csv.gz"
+    );
     // Not an LCR rule: nothing to explain.
     let s = sources(
         "[[rules]]\nname = \"pbx\"\nmatch.ruri.prefix = [\"2\"]\nthen.trunks = [\"acme\"]\n",
     );
-    assert!(s.build().unwrap().explain_lcr(&q("2000"), at("2026-11-30T12:00:00Z")).is_none());
+    assert!(
+        s.build()
+            .unwrap()
+            .explain_lcr(&q("2000"), at("2026-11-30T12:00:00Z"))
+            .is_none()
+    );
     // `rates` per trunk, with the future row of the same prefix.
     let v = t.rates("+447700900123", at("2026-11-30T12:00:00Z"));
     assert_eq!(v.len(), 3);
     assert_eq!(v[0].row.as_ref().unwrap().prefix, "447");
-    assert_eq!(v[0].other_rows[0].effective_from.as_deref(), Some("2026-12-01"));
+    assert_eq!(
+        v[0].other_rows[0].effective_from.as_deref(),
+        Some("2026-12-01")
+    );
 }
 
 #[test]
@@ -321,28 +376,45 @@ then.rewrite.ruri.user = "{rate}"
         "rates/d.csv:5:4: error: rate \"zero\" is not a decimal number",
     ];
     for w in want {
-        assert!(text.lines().any(|l| l.starts_with(w)), "missing {w:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(w)),
+            "missing {w:?} in\n{text}"
+        );
     }
     assert_eq!(d.errors().count(), want.len(), "{text}");
     // The overlap shows once the rest of the deck is clean.
     let mut s = Sources::new();
     s.add("routes.d/a.toml", "[trunks.d]\ngateways = [\"sip:192.0.2.4\"]\nrates = \"d.csv\"\n[[rules]]\nname = \"x\"\nthen.lcr = [\"d\"]\n");
     s.add_rate_file("d.csv", "prefix,rate,effective_from,effective_until,conect_fee\n47,0.01,,2026-12-01,\n48,0.01,,,\n47,0.02,2026-11-01,,\n");
-    let Err(Error::Config(d)) = s.build() else { panic!() };
+    let Err(Error::Config(d)) = s.build() else {
+        panic!()
+    };
     let text = d.to_string();
     assert!(text.contains("d.csv:4:1: error: two rows for prefix 47 are in effect at the same time: line 2 (always until 2026-12-01) and line 4 (2026-11-01 until forever)"), "{text}");
-    assert!(text.contains("d.csv:1:44: warning: column `conect_fee` is ignored"), "{text}");
+    assert!(
+        text.contains("d.csv:1:44: warning: column `conect_fee` is ignored"),
+        "{text}"
+    );
 }
 
 #[test]
 fn warnings_ignored_columns_and_expired_rows() {
     let mut s = Sources::new();
     s.add("routes.d/a.toml", "[trunks.d]\ngateways = [\"sip:192.0.2.4\"]\nrates = \"d.csv\"\n[[rules]]\nname = \"x\"\nthen.lcr = [\"d\"]\n");
-    s.add_rate_file("d.csv", "prefix,rate,effective_until,notes\n47,0.01,2026-01-01,x\n48,0.01,2026-02-01,\n49,0.01,,\n");
+    s.add_rate_file(
+        "d.csv",
+        "prefix,rate,effective_until,notes\n47,0.01,2026-01-01,x\n48,0.01,2026-02-01,\n49,0.01,,\n",
+    );
     let t = s.build().unwrap();
     let w = t.warnings().to_string();
-    assert!(w.contains("d.csv:1:29: warning: column `notes` is ignored"), "{w}");
+    assert!(
+        w.contains("d.csv:1:29: warning: column `notes` is ignored"),
+        "{w}"
+    );
     let e = t.expired_rate_rows(at("2026-06-01T00:00:00Z")).to_string();
-    assert!(e.starts_with("d.csv:2:1: warning: 2 rows expired before 2026-06-01T00:00:00Z"), "{e}");
+    assert!(
+        e.starts_with("d.csv:2:1: warning: 2 rows expired before 2026-06-01T00:00:00Z"),
+        "{e}"
+    );
     assert!(t.expired_rate_rows(at("2025-06-01T00:00:00Z")).is_empty());
 }

@@ -22,9 +22,15 @@ pub(crate) struct Priced {
 /// first character that is not a digit.
 pub(crate) fn priced_digits(user: &str) -> &[u8] {
     let b = user.strip_prefix('+').unwrap_or(user).as_bytes();
-    let n = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    let n = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     &b[..n]
 }
+
+/// A deck with no rows, to fill arrays.
+static EMPTY_DECK: std::sync::LazyLock<RateDeck> = std::sync::LazyLock::new(RateDeck::empty);
 
 /// Why a trunk of `then.lcr` was left out.
 enum LeftOut {
@@ -73,11 +79,45 @@ impl Plan {
         let digits = priced_digits(number);
         let now = secs(now);
         out.clear();
-        out.extend(
-            ra.trunks
-                .iter()
-                .filter_map(|&t| self.price_one(t, spec, digits, now).ok()),
-        );
+        // Every deck at once (their cache misses overlap), then the prices.
+        const MAX: usize = 16;
+        if ra.trunks.len() <= MAX {
+            let mut decks: [Option<(u32, &RateDeck)>; MAX] = [None; MAX];
+            let mut refs: [&RateDeck; MAX] = [&EMPTY_DECK; MAX];
+            let mut n = 0;
+            for (k, &t) in ra.trunks.iter().enumerate() {
+                decks[k] = self.deck_of(t);
+                if let Some((_, d)) = decks[k] {
+                    refs[n] = d;
+                    n += 1;
+                }
+            }
+            let mut hits = [None; MAX];
+            RateDeck::lookup_all(&refs[..n], digits, now, &mut hits[..n]);
+            let mut j = 0;
+            for (k, &t) in ra.trunks.iter().enumerate() {
+                let Some((d, deck)) = decks[k] else { continue };
+                let hit = hits[j];
+                j += 1;
+                let Some(hit) = hit else { continue };
+                let tariff = deck.tariff(hit.row);
+                if spec.max_rate.is_some_and(|m| tariff.rate > m) {
+                    continue;
+                }
+                out.push(Priced {
+                    trunk: t,
+                    deck: d,
+                    hit,
+                    cost60: tariff.cost60(self.defaults.lcr_duration),
+                });
+            }
+        } else {
+            out.extend(
+                ra.trunks
+                    .iter()
+                    .filter_map(|&t| self.price_one(t, spec, digits, now).ok()),
+            );
+        }
         // Stable: equal costs keep the order of then.lcr.
         out.sort_by_key(|p| p.cost60);
     }
@@ -179,7 +219,9 @@ impl Plan {
                 let hit = deck.lookup(digits, now);
                 let row = hit.map(|h| self.rate_row(d, h.entry, h.row));
                 let rate = row.as_ref().map_or(String::new(), |r| r.rate.clone());
-                let max = spec.max_rate.map_or(String::new(), |m| fmt_nanos(u128::from(m), 0));
+                let max = spec
+                    .max_rate
+                    .map_or(String::new(), |m| fmt_nanos(u128::from(m), 0));
                 (row, format!("rate {rate} is above then.max_rate {max}"))
             }
             LeftOut::NoRow if digits.is_empty() => (
@@ -199,7 +241,10 @@ impl Plan {
                     };
                     (
                         Some(row),
-                        format!("no row in effect at the decision time for any prefix of {number} (the longest, {}, is in effect {when})", deck.prefix(entry)),
+                        format!(
+                            "no row in effect at the decision time for any prefix of {number} (the longest, {}, is in effect {when})",
+                            deck.prefix(entry)
+                        ),
                     )
                 }
             },
@@ -221,11 +266,9 @@ impl Plan {
                 let others = deck
                     .longest_rows(digits)
                     .map(|(e, rows)| {
-                        rows.filter(|&r| {
-                            row.as_ref().is_none_or(|x| x.line != deck.row(r).line)
-                        })
-                        .map(|r| self.rate_row(d, e, r))
-                        .collect()
+                        rows.filter(|&r| row.as_ref().is_none_or(|x| x.line != deck.row(r).line))
+                            .map(|r| self.rate_row(d, e, r))
+                            .collect()
                     })
                     .unwrap_or_default();
                 Some(RateLookup {
@@ -373,7 +416,8 @@ impl crate::RouteTable {
             if n == 0 {
                 continue;
             }
-            let when = jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string());
+            let when =
+                jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string());
             out.push(crate::Diagnostic {
                 path: d.path.clone(),
                 span: 0..0,

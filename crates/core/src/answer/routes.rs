@@ -135,16 +135,15 @@ impl Plan {
                 };
             }
         }
-        let steps = if ra.lcr.is_some() {
-            priced.len()
-        } else {
-            ra.trunks.len()
-        };
-        'trunks: for step in 0..steps {
-            let (tid, price) = match ra.lcr {
-                Some(_) => (priced[step].trunk, Some(&priced[step])),
-                None => (ra.trunks[step], None),
+        let mut plain = ra.trunks.iter().map(|&t| (t, None));
+        let mut cheapest = priced.iter().map(|p| (p.trunk, Some(p)));
+        let steps: &mut dyn Iterator<Item = (u32, Option<&super::lcr::Priced>)> =
+            if ra.lcr.is_some() {
+                &mut cheapest
+            } else {
+                &mut plain
             };
+        'trunks: for (tid, price) in steps {
             let t = &self.trunks[tid as usize];
             user.clear();
             let rest = match ruri_user.char_indices().nth(t.strip as usize) {

@@ -136,7 +136,11 @@ impl Compiler<'_> {
         let t = then.get_ref();
         let at = (i, then.span());
         let mut ids = Vec::new();
-        let key = if lcr.is_some() { "then.lcr" } else { "then.trunks" };
+        let key = if lcr.is_some() {
+            "then.lcr"
+        } else {
+            "then.trunks"
+        };
         self.non_empty(i, trunks, key, "list at least one trunk");
         for tn in trunks.get_ref() {
             if let Some(id) = self.lookup(i, ctx.trunk_ids, tn, ctx.parse_failed) {

@@ -52,7 +52,7 @@ impl Compiler<'_> {
         let max_rate = match &t.max_rate {
             Some(m) => {
                 let v = *m.get_ref();
-                if !v.is_finite() || v < 0.0 || v >= 1e9 {
+                if !v.is_finite() || !(0.0..1e9).contains(&v) {
                     self.err(
                         &(i, m.span()),
                         format!("then.max_rate must be a rate per minute >= 0, found {v}"),

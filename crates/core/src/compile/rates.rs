@@ -42,9 +42,13 @@ impl Compiler<'_> {
         let mut wanted: Vec<(usize, usize)> = Vec::new();
         for (i, f) in parsed {
             for (name, def) in &f.trunks {
-                let Some(r) = &def.get_ref().rates else { continue };
+                let Some(r) = &def.get_ref().rates else {
+                    continue;
+                };
                 // A trunk defined twice is an error already; only the first counts.
-                let Some((id, at)) = trunk_ids.get(name.get_ref()) else { continue };
+                let Some((id, at)) = trunk_ids.get(name.get_ref()) else {
+                    continue;
+                };
                 if *at != (*i, name.span()) {
                     continue;
                 }

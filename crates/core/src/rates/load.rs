@@ -88,7 +88,13 @@ struct Issues {
 
 impl Issues {
     #[track_caller]
-    fn push(&mut self, sev: Severity, at: (u32, u32, usize), message: String, note: Option<String>) {
+    fn push(
+        &mut self,
+        sev: Severity,
+        at: (u32, u32, usize),
+        message: String,
+        note: Option<String>,
+    ) {
         if sev == Severity::Error {
             self.errors += 1;
         }
@@ -275,14 +281,19 @@ pub(crate) fn load(path: Arc<str>, bytes: &[u8]) -> Loaded {
         }
     }
     if issues.dropped > 0 {
-        let last = issues.list.last().map_or((1, 1, 0), |i| (i.line, i.col, i.offset + 1));
+        let last = issues
+            .list
+            .last()
+            .map_or((1, 1, 0), |i| (i.line, i.col, i.offset + 1));
         let n = issues.dropped;
         issues.list.push(Issue {
             line: last.0,
             col: last.1,
             offset: last.2,
             severity: Severity::Error,
-            message: format!("... and {n} more problems in this file (the first {MAX_ISSUES} are listed)"),
+            message: format!(
+                "... and {n} more problems in this file (the first {MAX_ISSUES} are listed)"
+            ),
             note: None,
             kind: Location::caller(),
         });
@@ -337,7 +348,10 @@ fn read(
     let mut ignored = Vec::new();
     for (i, cell) in rec.iter().enumerate() {
         let name = String::from_utf8_lossy(cell);
-        let name = name.trim_start_matches('\u{feff}').trim().to_ascii_lowercase();
+        let name = name
+            .trim_start_matches('\u{feff}')
+            .trim()
+            .to_ascii_lowercase();
         let (col, off) = field_pos(raw, header_start, &rec, i);
         match COLUMNS.iter().position(|c| *c == name) {
             Some(c) if cols[c].is_some() => issues.err(
@@ -436,7 +450,10 @@ fn read(
         let digits = p.strip_prefix(b"+").unwrap_or(p);
         let pcol = cols[PREFIX].unwrap_or(0);
         let key = if digits.is_empty() {
-            issues.err(at(pcol), "prefix is empty; expected 1 to 15 digits, optionally after a `+`".into());
+            issues.err(
+                at(pcol),
+                "prefix is empty; expected 1 to 15 digits, optionally after a `+`".into(),
+            );
             None
         } else if !digits.iter().all(u8::is_ascii_digit) {
             issues.err(
@@ -533,7 +550,10 @@ fn read(
             let group = &mut staged[i..j];
             group.sort_by_key(|s| tariffs[s.tariff as usize].from);
             for w in group.windows(2) {
-                let (a, b) = (&tariffs[w[0].tariff as usize], &tariffs[w[1].tariff as usize]);
+                let (a, b) = (
+                    &tariffs[w[0].tariff as usize],
+                    &tariffs[w[1].tariff as usize],
+                );
                 if a.until > b.from {
                     let range = |t: &Tariff| {
                         format!(
@@ -542,7 +562,11 @@ fn read(
                             fmt_secs(t.until).unwrap_or_else(|| "forever".into())
                         )
                     };
-                    let (first, second) = if w[0].line < w[1].line { (w[0], w[1]) } else { (w[1], w[0]) };
+                    let (first, second) = if w[0].line < w[1].line {
+                        (w[0], w[1])
+                    } else {
+                        (w[1], w[0])
+                    };
                     let prefix = super::key_digits(w[0].key);
                     issues.push(
                         Severity::Error,
@@ -601,7 +625,10 @@ fn tariff(
     let pos = |c: usize| at(cols[c].unwrap_or(0));
     let rate_text = cell(RATE);
     let rate = if rate_text.is_empty() {
-        issues.err(pos(RATE), "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into());
+        issues.err(
+            pos(RATE),
+            "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into(),
+        );
         0
     } else {
         parse_amount(rate_text).unwrap_or_else(|e| {
@@ -648,7 +675,10 @@ fn tariff(
     let name = match std::str::from_utf8(name_bytes) {
         Ok(n) => n,
         Err(_) => {
-            issues.err(pos(NAME), "name is not UTF-8 text; save the file as UTF-8".into());
+            issues.err(
+                pos(NAME),
+                "name is not UTF-8 text; save the file as UTF-8".into(),
+            );
             ""
         }
     };
@@ -698,7 +728,16 @@ mod tests {
         assert_eq!(parse_amount(".5"), Ok(500_000_000));
         assert_eq!(parse_amount("3"), Ok(3_000_000_000));
         assert_eq!(parse_amount("0.1234567890000"), Ok(123_456_789));
-        for bad in ["-0.1", "1e-3", "0,5", "", ".", "$1", "0.1234567891", "1000000000"] {
+        for bad in [
+            "-0.1",
+            "1e-3",
+            "0,5",
+            "",
+            ".",
+            "$1",
+            "0.1234567891",
+            "1000000000",
+        ] {
             assert!(parse_amount(bad).is_err(), "{bad}");
         }
     }
@@ -727,13 +766,29 @@ mod tests {
         let before = parse_when("2026-11-30").unwrap();
         let after = parse_when("2026-12-02").unwrap();
         let rate = |n: &str, t| {
-            d.lookup(n.as_bytes(), t)
-                .map(|h| (d.prefix(h.entry), d.text(d.tariff(h.row).rate_text).to_owned()))
+            d.lookup(n.as_bytes(), t).map(|h| {
+                (
+                    d.prefix(h.entry),
+                    d.text(d.tariff(h.row).rate_text).to_owned(),
+                )
+            })
         };
-        assert_eq!(rate("447712345678", before), Some(("447".into(), "0.0450".into())));
-        assert_eq!(rate("447712345678", after), Some(("4477".into(), "0.0400".into())));
-        assert_eq!(rate("441134960000", after), Some(("44".into(), "0.0120".into())));
-        assert_eq!(rate("12025550123", before), Some(("1".into(), "0.005".into())));
+        assert_eq!(
+            rate("447712345678", before),
+            Some(("447".into(), "0.0450".into()))
+        );
+        assert_eq!(
+            rate("447712345678", after),
+            Some(("4477".into(), "0.0400".into()))
+        );
+        assert_eq!(
+            rate("441134960000", after),
+            Some(("44".into(), "0.0120".into()))
+        );
+        assert_eq!(
+            rate("12025550123", before),
+            Some(("1".into(), "0.005".into()))
+        );
         assert_eq!(rate("12025550123", after), None);
         assert_eq!(rate("33142868200", after), None);
         assert_eq!(rate("4", after), None);
@@ -781,11 +836,18 @@ mod tests {
              46,0.02,2026-12-01,\n",
         );
         assert!(l.deck.is_none());
-        let p: Vec<String> = l.issues.iter().map(|i| format!("{}:{}: {}", i.line, i.col, i.message)).collect();
+        let p: Vec<String> = l
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.col, i.message))
+            .collect();
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].starts_with("3:1: two rows for prefix 44 are in effect at the same time: line 2 (always until 2026-12-01) and line 3 (2026-11-15 until forever)"), "{p:?}");
         assert!(p[1].starts_with("5:1: two rows for prefix 45"), "{p:?}");
-        assert_eq!(l.issues[0].offset, "prefix,rate,effective_from,effective_until\n44,0.01,,2026-12-01\n".len());
+        assert_eq!(
+            l.issues[0].offset,
+            "prefix,rate,effective_from,effective_until\n44,0.01,,2026-12-01\n".len()
+        );
     }
 
     #[test]
@@ -793,9 +855,14 @@ mod tests {
         let p = problems("prefix,rat,conect_fee\n44,0.1,0\n");
         assert!(p.starts_with("1:1: error: missing required column `rate`; the header row has `prefix`, `rat`, `conect_fee`"), "{p}");
         let p = problems("prefix,rate,conect_fee,notes\n44,0.1,0,x\n");
-        assert_eq!(p, "1:13: warning: columns `conect_fee`, `notes` are ignored; the columns c4route reads are prefix, rate, connect_fee, initial, increment, effective_from, effective_until, name");
+        assert_eq!(
+            p,
+            "1:13: warning: columns `conect_fee`, `notes` are ignored; the columns c4route reads are prefix, rate, connect_fee, initial, increment, effective_from, effective_until, name"
+        );
         assert!(problems("").starts_with("1:1: error: the file is empty"));
-        assert!(problems("prefix,rate,rate\n").contains("1:13: error: column `rate` appears twice"));
+        assert!(
+            problems("prefix,rate,rate\n").contains("1:13: error: column `rate` appears twice")
+        );
         let p = problems("prefix,rate\n44,0.1,7\n");
         assert!(p.starts_with("2:8: error: this row has 3 cells"), "{p}");
         // Quoted cells: the column still points at the cell.
@@ -807,15 +874,24 @@ mod tests {
     fn gzip_decks_load_and_errors_keep_their_lines() {
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"prefix,rate\n44,0.01\n45,bad\n45,0.01\n45,0.02\n").unwrap();
+        gz.write_all(b"prefix,rate\n44,0.01\n45,bad\n45,0.01\n45,0.02\n")
+            .unwrap();
         let bytes = gz.finish().unwrap();
         let l = load("rates/t.csv.gz".into(), &bytes);
-        let p: Vec<String> = l.issues.iter().map(|i| format!("{}:{}: {}", i.line, i.col, i.message)).collect();
+        let p: Vec<String> = l
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.col, i.message))
+            .collect();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("3:4: rate \"bad\""), "{p:?}");
         let l = load("rates/t.csv.gz".into(), &bytes[..bytes.len() / 2]);
         assert!(l.deck.is_none());
-        assert!(l.issues[0].message.contains("cannot decompress"), "{:?}", l.issues);
+        assert!(
+            l.issues[0].message.contains("cannot decompress"),
+            "{:?}",
+            l.issues
+        );
     }
 
     #[test]

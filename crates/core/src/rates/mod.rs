@@ -8,10 +8,11 @@
 //! prefixes lexicographically, a prefix before its extensions (`44` <
 //! `440` < `4471` < `45`). The deck keeps:
 //!
-//! - `keys`: every distinct prefix, sorted (8 bytes each);
-//! - `parent`: for each prefix, the index of its longest proper prefix in
-//!   the deck, or `NONE` (4 bytes);
-//! - `row_start`: where the prefix's rows start in `rows` (4 bytes);
+//! - `entries`: every distinct prefix, sorted, each with the index of its
+//!   longest proper prefix in the deck (or `NONE`) and the tariff of its
+//!   first row: 16 bytes, so a lookup reads one entry and one tariff;
+//! - `multi`: the few prefixes with more than one row (a price change),
+//!   which says where each prefix's rows are in `rows`;
 //! - `rows`: one per CSV row, grouped by prefix and ordered by
 //!   `effective_from`: a tariff id and the file line (8 bytes);
 //! - `tariffs`: the distinct (rate, connect fee, initial, increment,
@@ -125,13 +126,30 @@ pub(crate) struct Row {
 }
 
 /// A frozen rate deck; see the module documentation for the layout.
+/// One distinct prefix of a deck.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: u64,
+    /// Its longest proper prefix in the deck, or `NONE`.
+    parent: u32,
+    /// The tariff of its first row, with [`MULTI`] set when it has more rows.
+    tariff: u32,
+}
+
+/// In [`Entry::tariff`]: the prefix has more than one row.
+const MULTI: u32 = 1 << 31;
+
 #[derive(Debug)]
 pub(crate) struct RateDeck {
     /// The file, as diagnostics show it.
     pub path: Arc<str>,
-    keys: Box<[u64]>,
-    parent: Box<[u32]>,
-    row_start: Box<[u32]>,
+    /// Sorted by key.
+    entries: Box<[Entry]>,
+    /// `(entry, extra)` for each entry with more than one row, by entry:
+    /// `extra` counts the rows beyond the first of this entry and of every
+    /// earlier one (rows are in entry order, so entry `i` starts at row
+    /// `i` + the extra rows before it).
+    multi: Box<[(u32, u32)]>,
     rows: Box<[Row]>,
     tariffs: Box<[Tariff]>,
     text: Box<str>,
@@ -160,7 +178,8 @@ impl RateDeck {
     ) -> Self {
         // Each prefix's parent: the nearest earlier key that is its prefix.
         // A stack of the current chain does it in one pass.
-        let mut parent = Vec::with_capacity(keys.len());
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut multi = Vec::new();
         let mut chain: Vec<u32> = Vec::with_capacity(MAX_DIGITS);
         for (i, &k) in keys.iter().enumerate() {
             while let Some(&top) = chain.last() {
@@ -169,9 +188,21 @@ impl RateDeck {
                 }
                 chain.pop();
             }
-            parent.push(chain.last().copied().unwrap_or(NONE));
+            let (a, b) = (row_start[i], row_start[i + 1]);
+            let extra = b - a - 1;
+            if extra > 0 {
+                let before = multi.last().map_or(0, |m: &(u32, u32)| m.1);
+                multi.push((i as u32, before + extra));
+            }
+            let t = rows.get(a as usize).map_or(0, |r| r.tariff);
+            entries.push(Entry {
+                key: k,
+                parent: chain.last().copied().unwrap_or(NONE),
+                tariff: if extra > 0 { t | MULTI } else { t },
+            });
             chain.push(i as u32);
         }
+        drop(row_start);
         // About two keys per bucket, at most a million buckets.
         let mut digits = 1u32;
         while digits < 6 && POW10[digits as usize + 1] * 2 <= keys.len() as u64 {
@@ -192,17 +223,29 @@ impl RateDeck {
             buckets[b] = keys.len() as u32;
             b += 1;
         }
+        drop(keys);
         RateDeck {
             path,
-            keys: keys.into(),
-            parent: parent.into(),
-            row_start: row_start.into(),
+            entries: entries.into(),
+            multi: multi.into(),
             rows: rows.into(),
             tariffs: tariffs.into(),
             text: text.into(),
             buckets: buckets.into(),
             bucket_digits: digits,
         }
+    }
+
+    /// A deck without rows.
+    pub(crate) fn empty() -> Self {
+        RateDeck::new(
+            "".into(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            String::new(),
+        )
     }
 
     /// Number of rows.
@@ -213,28 +256,159 @@ impl RateDeck {
     /// Number of distinct prefixes.
     #[cfg(test)]
     pub(crate) fn prefix_count(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 
     /// Heap bytes of the frozen deck.
     pub(crate) fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.keys.len() * 8
-            + self.parent.len() * 4
-            + self.row_start.len() * 4
+        self.entries.len() * size_of::<Entry>()
+            + self.multi.len() * 8
             + self.rows.len() * size_of::<Row>()
             + self.tariffs.len() * size_of::<Tariff>()
             + self.text.len()
             + self.buckets.len() * 4
     }
 
-    /// The index of the greatest key ≤ `nk`, if any.
-    fn floor(&self, nk: u64) -> Option<usize> {
+    /// The rows of entry `i`.
+    fn rows_of(&self, i: usize) -> std::ops::Range<u32> {
+        let i = i as u32;
+        let k = self.multi.partition_point(|m| m.0 < i);
+        let before = if k > 0 { self.multi[k - 1].1 } else { 0 };
+        let own = match self.multi.get(k) {
+            Some(m) if m.0 == i => m.1 - before,
+            _ => 0,
+        };
+        i + before..i + before + 1 + own
+    }
+
+    /// The entries of the bucket of `nk`.
+    fn bucket(&self, nk: u64) -> (usize, usize) {
         let div = POW10[MAX_DIGITS - self.bucket_digits as usize];
         let b = (key_pad(nk) / div) as usize;
-        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        let in_bucket = self.keys[lo..hi].partition_point(|&k| k <= nk);
+        (self.buckets[b] as usize, self.buckets[b + 1] as usize)
+    }
+
+    /// The index of the greatest key ≤ `nk` given its bucket, if any.
+    fn floor_in(&self, nk: u64, (lo, hi): (usize, usize)) -> Option<usize> {
+        let in_bucket = self.entries[lo..hi].partition_point(|e| e.key <= nk);
         (lo + in_bucket).checked_sub(1)
+    }
+
+    /// The index of the greatest key ≤ `nk`, if any.
+    fn floor(&self, nk: u64) -> Option<usize> {
+        self.floor_in(nk, self.bucket(nk))
+    }
+
+    /// From entry `i` (the floor of `nk`) up its parents: the first that is
+    /// a prefix of `nk`.
+    fn up(&self, nk: u64, mut i: usize) -> Option<usize> {
+        loop {
+            let e = self.entries[i];
+            if is_prefix(e.key, nk) {
+                return Some(i);
+            }
+            if e.parent == NONE {
+                return None;
+            }
+            i = e.parent as usize;
+        }
+    }
+
+    /// [`RateDeck::lookup`] of one number in several decks at once, into
+    /// `out` (one slot per deck). Step by step across the decks (every
+    /// bucket, then every search, …) so that their cache misses overlap
+    /// instead of adding up: a lookup in a large deck is a few misses deep.
+    pub(crate) fn lookup_all(
+        decks: &[&RateDeck],
+        number: &[u8],
+        now: Secs,
+        out: &mut [Option<Hit>],
+    ) {
+        const MAX: usize = 16;
+        if number.is_empty() || decks.len() > MAX {
+            for (d, o) in decks.iter().zip(out.iter_mut()) {
+                *o = d.lookup(number, now);
+            }
+            return;
+        }
+        let nk = key_of(number);
+        let n = decks.len();
+        // Each step only loads, for every deck, what the next one needs,
+        // before any branch depends on it: a mispredicted branch would
+        // otherwise hold back the next deck's load until this one's miss
+        // is served, and the misses would add up instead of overlapping.
+        let mut at = [(0usize, 0usize); MAX];
+        for k in 0..n {
+            at[k] = decks[k].bucket(nk);
+        }
+        let mut first = [u64::MAX; MAX];
+        for k in 0..n {
+            let e = &decks[k].entries;
+            if let Some(x) = e.get(at[k].0.min(at[k].1.saturating_sub(1))) {
+                first[k] = x.key;
+            }
+        }
+        let mut idx = [None::<usize>; MAX];
+        for k in 0..n {
+            let (lo, hi) = at[k];
+            idx[k] = if lo == hi || first[k] > nk {
+                lo.checked_sub(1)
+            } else {
+                decks[k].floor_in(nk, (lo, hi))
+            };
+        }
+        // Up the parents, one step for every deck per round.
+        let mut done = [false; MAX];
+        for _ in 0..=MAX_DIGITS {
+            let mut key = [0u64; MAX];
+            let mut pending = false;
+            for k in 0..n {
+                if let (false, Some(i)) = (done[k], idx[k]) {
+                    key[k] = decks[k].entries[i].key;
+                    pending = true;
+                }
+            }
+            if !pending {
+                break;
+            }
+            for k in 0..n {
+                if let (false, Some(i)) = (done[k], idx[k]) {
+                    if is_prefix(key[k], nk) {
+                        done[k] = true;
+                    } else {
+                        let p = decks[k].entries[i].parent;
+                        idx[k] = (p != NONE).then_some(p as usize);
+                    }
+                }
+            }
+        }
+        let mut tariff = [MULTI; MAX];
+        for k in 0..n {
+            if let Some(i) = idx[k] {
+                tariff[k] = decks[k].entries[i].tariff;
+            }
+        }
+        let mut range = [(i64::MAX, i64::MIN); MAX];
+        for k in 0..n {
+            if let Some(t) = decks[k].tariffs.get((tariff[k] & !MULTI) as usize) {
+                range[k] = (t.from, t.until);
+            }
+        }
+        for k in 0..n {
+            let d = decks[k];
+            out[k] = match idx[k] {
+                None => None,
+                // One row (the usual case) in effect: done; else the slow path.
+                Some(i) if tariff[k] & MULTI == 0 && range[k].0 <= now && now < range[k].1 => {
+                    Some(Hit {
+                        entry: i as u32,
+                        row: d.rows_of(i).start,
+                    })
+                }
+                Some(_) => d.lookup(number, now),
+            };
+        }
     }
 
     /// The row in effect at `now` with the longest prefix of `number`
@@ -246,10 +420,9 @@ impl RateDeck {
         let nk = key_of(number);
         let mut i = self.floor(nk)?;
         loop {
-            let k = self.keys[i];
-            if is_prefix(k, nk) {
-                let (a, b) = (self.row_start[i], self.row_start[i + 1]);
-                for r in a..b {
+            let e = self.entries[i];
+            if is_prefix(e.key, nk) {
+                for r in self.rows_of(i) {
                     let row = self.rows[r as usize];
                     if self.tariffs[row.tariff as usize].in_effect(now) {
                         return Some(Hit {
@@ -259,11 +432,10 @@ impl RateDeck {
                     }
                 }
             }
-            let p = self.parent[i];
-            if p == NONE {
+            if e.parent == NONE {
                 return None;
             }
-            i = p as usize;
+            i = e.parent as usize;
         }
     }
 
@@ -274,17 +446,8 @@ impl RateDeck {
             return None;
         }
         let nk = key_of(number);
-        let mut i = self.floor(nk)?;
-        loop {
-            if is_prefix(self.keys[i], nk) {
-                return Some((i as u32, self.row_start[i]..self.row_start[i + 1]));
-            }
-            let p = self.parent[i];
-            if p == NONE {
-                return None;
-            }
-            i = p as usize;
-        }
+        let i = self.up(nk, self.floor(nk)?)?;
+        Some((i as u32, self.rows_of(i)))
     }
 
     pub(crate) fn row(&self, r: u32) -> Row {
@@ -297,7 +460,7 @@ impl RateDeck {
 
     /// The digits of prefix entry `e`.
     pub(crate) fn prefix(&self, e: u32) -> String {
-        key_digits(self.keys[e as usize])
+        key_digits(self.entries[e as usize].key)
     }
 
     pub(crate) fn text(&self, range: (u32, u32)) -> &str {
@@ -376,6 +539,50 @@ mod tests {
         assert!(!is_prefix(key_of(b"4471234"), n));
         assert!(!is_prefix(key_of(b"440"), n));
         assert_eq!(key_digits(key_of(b"0044")), "0044");
+    }
+
+    /// The batch lookup across decks finds exactly what one lookup per
+    /// deck finds, dated rows and several rows per prefix included.
+    #[test]
+    fn lookup_all_agrees_with_lookup() {
+        let mut x: u64 = 7;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut decks = Vec::new();
+        for _ in 0..5 {
+            let mut csv = String::from("prefix,rate,effective_from,effective_until\n");
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..300 {
+                let len = 1 + next(6) as usize;
+                let p: String = (0..len).map(|_| char::from(b'0' + next(4) as u8)).collect();
+                if !seen.insert(p.clone()) {
+                    continue;
+                }
+                match next(4) {
+                    0 => csv += &format!("{p},0.0{},,2026-06-01\n{p},0.1,2026-06-01,\n", next(9)),
+                    1 => csv += &format!("{p},0.0{},2026-06-01,\n", next(9)),
+                    _ => csv += &format!("{p},0.0{},,\n", next(9)),
+                }
+            }
+            let l = load::load("d.csv".into(), csv.as_bytes());
+            decks.push(l.deck.unwrap_or_else(|| panic!("{:?}", l.issues)));
+        }
+        let refs: Vec<&RateDeck> = decks.iter().collect();
+        for t in [1_770_000_000, 1_790_000_000] {
+            for _ in 0..2000 {
+                let len = 1 + next(9) as usize;
+                let n: String = (0..len).map(|_| char::from(b'0' + next(4) as u8)).collect();
+                let mut out = vec![None; refs.len()];
+                RateDeck::lookup_all(&refs, n.as_bytes(), t, &mut out);
+                for (d, o) in refs.iter().zip(&out) {
+                    assert_eq!(*o, d.lookup(n.as_bytes(), t), "{n}");
+                }
+            }
+        }
     }
 
     #[test]
