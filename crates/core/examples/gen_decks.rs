@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! cargo run --release -p c4route-core --example gen_decks -- \
-//!     --carriers 8 --rows 250000 [--seed 1] [--gzip] --out /tmp/lcr
+//!     --carriers 8 --rows 250000 [--seed 1] [--gzip] [--unique-rates] --out /tmp/lcr
 //! ```
 //!
 //! Output: `OUT/routes.d/00-lcr.toml` (trunks `c0`… each with
 //! `rates = "rates/cN.csv"`, one rule `lcr` with `then.lcr` over all),
 //! `OUT/routes.d/rates/cN.csv` (or `.csv.gz` with `--gzip`), and
 //! `OUT/queries.jsonl` (4096 numbers, 1 in 16 covered by no deck).
+//! `--unique-rates` gives every row a rate of its own (six decimals), the
+//! worst case for memory: no two rows share a tariff.
 
 #[path = "lcrdeck/mod.rs"]
 mod lcrdeck;
@@ -19,7 +21,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gen_decks --carriers N --rows M [--seed S] [--gzip] --out DIR";
+const USAGE: &str =
+    "usage: gen_decks --carriers N --rows M [--seed S] [--gzip] [--unique-rates] --out DIR";
 
 fn main() -> ExitCode {
     match run() {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let (mut carriers, mut rows, mut seed, mut gzip) = (8usize, 1000usize, 1u64, false);
+    let mut unique = false;
     let mut out: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,6 +54,7 @@ fn run() -> Result<(), String> {
             "--rows" => rows = num(value()?)? as usize,
             "--seed" => seed = num(value()?)?,
             "--gzip" => gzip = true,
+            "--unique-rates" => unique = true,
             "--out" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -63,7 +68,7 @@ fn run() -> Result<(), String> {
     let rates = dir.join("rates");
     let _ = std::fs::remove_dir_all(&rates);
     std::fs::create_dir_all(&rates).map_err(|e| format!("{}: {e}", rates.display()))?;
-    let decks = lcrdeck::generate(carriers, rows, seed);
+    let decks = lcrdeck::generate_with(carriers, rows, seed, unique);
     let toml = if gzip {
         decks.toml.replace(".csv\"", ".csv.gz\"")
     } else {

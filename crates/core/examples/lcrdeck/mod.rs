@@ -163,6 +163,12 @@ fn plan(rows: usize, rng: &mut Rng) -> Vec<Destination> {
 
 /// Generates `carriers` decks of about `rows` rows each.
 pub fn generate(carriers: usize, rows: usize, seed: u64) -> Decks {
+    generate_with(carriers, rows, seed, false)
+}
+
+/// [`generate`]; with `unique_rates`, every row gets a rate of its own (the
+/// worst case for the deck's tariff sharing: no two rows alike).
+pub fn generate_with(carriers: usize, rows: usize, seed: u64, unique_rates: bool) -> Decks {
     let mut rng = Rng::new(seed);
     let dests = plan(rows, &mut rng);
     let mut toml = String::from(
@@ -207,7 +213,13 @@ pub fn generate(carriers: usize, rows: usize, seed: u64) -> Decks {
                 if n >= rows {
                     break 'dests;
                 }
-                let r = format!("{}.{:04}", rate / 10_000, rate % 10_000);
+                let r = if unique_rates {
+                    // Six decimals, the row number in the last ones.
+                    let r = u64::from(rate) * 100 + (n as u64 % 100);
+                    format!("{}.{:06}", r / 1_000_000, r % 1_000_000)
+                } else {
+                    format!("{}.{:04}", rate / 10_000, rate % 10_000)
+                };
                 if change && n + 1 < rows {
                     let r2 = rate * 11 / 10;
                     let r2 = format!("{}.{:04}", r2 / 10_000, r2 % 10_000);

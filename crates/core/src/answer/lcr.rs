@@ -54,7 +54,7 @@ impl Plan {
     ) -> Result<Priced, LeftOut> {
         let (d, deck) = self.deck_of(trunk).ok_or(LeftOut::NoDeck)?;
         let hit = deck.lookup(number, now).ok_or(LeftOut::NoRow)?;
-        let t = deck.tariff(hit.row);
+        let t = deck.tariff(hit.entry, hit.row);
         if spec.max_rate.is_some_and(|m| t.rate > m) {
             return Err(LeftOut::TooDear);
         }
@@ -100,7 +100,7 @@ impl Plan {
                 let hit = hits[j];
                 j += 1;
                 let Some(hit) = hit else { continue };
-                let tariff = deck.tariff(hit.row);
+                let tariff = deck.tariff(hit.entry, hit.row);
                 if spec.max_rate.is_some_and(|m| tariff.rate > m) {
                     continue;
                 }
@@ -126,7 +126,7 @@ impl Plan {
     pub(crate) fn rate_vars(&self, p: &Priced) -> (&str, String) {
         let deck = &self.decks[p.deck as usize];
         (
-            deck.text(deck.tariff(p.hit.row).rate_text),
+            deck.text(deck.tariff(p.hit.entry, p.hit.row).rate_text),
             deck.prefix(p.hit.entry),
         )
     }
@@ -134,10 +134,10 @@ impl Plan {
     /// A deck row, for people.
     pub(crate) fn rate_row(&self, deck: u32, entry: u32, row: u32) -> RateRow {
         let d = &self.decks[deck as usize];
-        let t = d.tariff(row);
+        let t = d.tariff(entry, row);
         RateRow {
             file: d.path.to_string(),
-            line: d.row(row).line,
+            line: d.line(row),
             prefix: d.prefix(entry),
             rate: d.text(t.rate_text).to_owned(),
             connect_fee: fmt_nanos(u128::from(t.connect_fee), 0),
@@ -235,7 +235,7 @@ impl Plan {
                     let r = rows.start;
                     let row = self.rate_row(d, entry, r);
                     let when = match (&row.effective_from, &row.effective_until) {
-                        (Some(f), _) if deck.tariff(r).from > now => format!("from {f}"),
+                        (Some(f), _) if deck.tariff(entry, r).from > now => format!("from {f}"),
                         (_, Some(u)) => format!("until {u}"),
                         _ => String::new(),
                     };
@@ -266,7 +266,7 @@ impl Plan {
                 let others = deck
                     .longest_rows(digits)
                     .map(|(e, rows)| {
-                        rows.filter(|&r| row.as_ref().is_none_or(|x| x.line != deck.row(r).line))
+                        rows.filter(|&r| row.as_ref().is_none_or(|x| x.line != deck.line(r)))
                             .map(|r| self.rate_row(d, e, r))
                             .collect()
                     })

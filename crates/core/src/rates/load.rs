@@ -412,6 +412,7 @@ fn read(
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut sig = Vec::with_capacity(128);
     let mut last: Option<(Vec<u8>, u32)> = None;
+    let mut names = Names::default();
 
     loop {
         match rdr.read_byte_record(&mut rec) {
@@ -492,7 +493,7 @@ fn read(
                     .copied();
                 match found {
                     Some(id) => Some(id),
-                    None => match tariff(&rec, &cols, &at, issues, &mut text) {
+                    None => match tariff(&rec, &cols, &at, issues, &mut text, &mut names) {
                         Some(t) => {
                             let id = tariffs.len() as u32;
                             tariffs.push(t);
@@ -608,6 +609,33 @@ fn read(
     Some(RateDeck::new(path, keys, row_start, rows, tariffs, text))
 }
 
+/// Destination names, each stored once in the deck's text (a destination's
+/// name comes back with every price change and billing variant).
+#[derive(Default)]
+struct Names {
+    table: HashTable<(u32, u32)>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl Names {
+    fn intern(&mut self, text: &mut String, name: &str) -> (u32, u32) {
+        let hash = self.hasher.hash_one(name);
+        fn get(t: &str, r: (u32, u32)) -> &str {
+            t.get(r.0 as usize..(r.0 + r.1) as usize).unwrap_or("")
+        }
+        if let Some(r) = self.table.find(hash, |&r| get(text, r) == name) {
+            return *r;
+        }
+        let r = (text.len() as u32, name.len() as u32);
+        text.push_str(name);
+        let hasher = &self.hasher;
+        let t: &str = text;
+        self.table
+            .insert_unique(hash, r, |&r| hasher.hash_one(get(t, r)));
+        r
+    }
+}
+
 /// Parses the cells of a tariff; `None` (with the problems reported) when
 /// one is invalid.
 fn tariff(
@@ -616,6 +644,7 @@ fn tariff(
     at: &dyn Fn(usize) -> (u32, u32, usize),
     issues: &mut Issues,
     text: &mut String,
+    names: &mut Names,
 ) -> Option<Tariff> {
     let before = issues.errors;
     let cell = |c: usize| -> &str {
@@ -701,7 +730,7 @@ fn tariff(
         from,
         until,
         rate_text: put(rate_text),
-        name: put(name),
+        name: names.intern(text, name),
     })
 }
 
@@ -769,7 +798,7 @@ mod tests {
             d.lookup(n.as_bytes(), t).map(|h| {
                 (
                     d.prefix(h.entry),
-                    d.text(d.tariff(h.row).rate_text).to_owned(),
+                    d.text(d.tariff(h.entry, h.row).rate_text).to_owned(),
                 )
             })
         };
@@ -793,7 +822,7 @@ mod tests {
         assert_eq!(rate("33142868200", after), None);
         assert_eq!(rate("4", after), None);
         assert_eq!(rate("", after), None);
-        assert_eq!(d.row(d.lookup(b"4477", after).unwrap().row).line, 4);
+        assert_eq!(d.line(d.lookup(b"4477", after).unwrap().row), 4);
     }
 
     #[test]

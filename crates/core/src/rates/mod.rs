@@ -13,7 +13,7 @@
 //!   first row: 16 bytes, so a lookup reads one entry and one tariff;
 //! - `multi`: the few prefixes with more than one row (a price change),
 //!   which says where each prefix's rows are in `rows`;
-//! - `rows`: one per CSV row, grouped by prefix and ordered by
+//! - `lines`: the file line of every row, grouped by prefix and ordered by
 //!   `effective_from`: a tariff id and the file line (8 bytes);
 //! - `tariffs`: the distinct (rate, connect fee, initial, increment,
 //!   effective range, name) tuples, shared by the rows that have them (a
@@ -150,7 +150,12 @@ pub(crate) struct RateDeck {
     /// earlier one (rows are in entry order, so entry `i` starts at row
     /// `i` + the extra rows before it).
     multi: Box<[(u32, u32)]>,
-    rows: Box<[Row]>,
+    /// The file line of every row (rows are grouped by entry, in entry
+    /// order, each entry's by `effective_from`).
+    lines: Box<[u32]>,
+    /// The tariffs of the rows after an entry's first (whose tariff is in
+    /// the entry), in row order.
+    more: Box<[u32]>,
     tariffs: Box<[Tariff]>,
     text: Box<str>,
     /// `buckets[b]` is the first key whose leading `bucket_digits` digits
@@ -203,6 +208,20 @@ impl RateDeck {
             chain.push(i as u32);
         }
         drop(row_start);
+        let lines: Vec<u32> = rows.iter().map(|r| r.line).collect();
+        // The rows after each multi-row entry's first, in order.
+        let mut more = Vec::new();
+        let mut before = 0u32;
+        for &(e, upto) in &multi {
+            let start = (e + before) as usize;
+            more.extend(
+                rows[start + 1..=start + (upto - before) as usize]
+                    .iter()
+                    .map(|r| r.tariff),
+            );
+            before = upto;
+        }
+        drop(rows);
         // About two keys per bucket, at most a million buckets.
         let mut digits = 1u32;
         while digits < 6 && POW10[digits as usize + 1] * 2 <= keys.len() as u64 {
@@ -228,7 +247,8 @@ impl RateDeck {
             path,
             entries: entries.into(),
             multi: multi.into(),
-            rows: rows.into(),
+            lines: lines.into(),
+            more: more.into(),
             tariffs: tariffs.into(),
             text: text.into(),
             buckets: buckets.into(),
@@ -250,7 +270,7 @@ impl RateDeck {
 
     /// Number of rows.
     pub(crate) fn row_count(&self) -> usize {
-        self.rows.len()
+        self.lines.len()
     }
 
     /// Number of distinct prefixes.
@@ -264,7 +284,8 @@ impl RateDeck {
         use std::mem::size_of;
         self.entries.len() * size_of::<Entry>()
             + self.multi.len() * 8
-            + self.rows.len() * size_of::<Row>()
+            + self.lines.len() * 4
+            + self.more.len() * 4
             + self.tariffs.len() * size_of::<Tariff>()
             + self.text.len()
             + self.buckets.len() * 4
@@ -423,8 +444,7 @@ impl RateDeck {
             let e = self.entries[i];
             if is_prefix(e.key, nk) {
                 for r in self.rows_of(i) {
-                    let row = self.rows[r as usize];
-                    if self.tariffs[row.tariff as usize].in_effect(now) {
+                    if self.tariff(i as u32, r).in_effect(now) {
                         return Some(Hit {
                             entry: i as u32,
                             row: r,
@@ -450,12 +470,23 @@ impl RateDeck {
         Some((i as u32, self.rows_of(i)))
     }
 
-    pub(crate) fn row(&self, r: u32) -> Row {
-        self.rows[r as usize]
+    /// The file line of row `r`.
+    pub(crate) fn line(&self, r: u32) -> u32 {
+        self.lines[r as usize]
     }
 
-    pub(crate) fn tariff(&self, r: u32) -> &Tariff {
-        &self.tariffs[self.rows[r as usize].tariff as usize]
+    /// The tariff of row `r` of entry `e`.
+    pub(crate) fn tariff(&self, e: u32, r: u32) -> &Tariff {
+        let first = self.rows_of(e as usize).start;
+        let t = if r == first {
+            self.entries[e as usize].tariff & !MULTI
+        } else {
+            // The extra rows before this entry, then this one's.
+            let k = self.multi.partition_point(|m| m.0 < e);
+            let before = if k > 0 { self.multi[k - 1].1 } else { 0 };
+            self.more[(before + r - first - 1) as usize]
+        };
+        &self.tariffs[t as usize]
     }
 
     /// The digits of prefix entry `e`.
@@ -474,10 +505,12 @@ impl RateDeck {
     pub(crate) fn expired(&self, now: Secs) -> (usize, u32) {
         let mut n = 0;
         let mut first = u32::MAX;
-        for row in self.rows.iter() {
-            if self.tariffs[row.tariff as usize].until <= now {
-                n += 1;
-                first = first.min(row.line);
+        for e in 0..self.entries.len() {
+            for r in self.rows_of(e) {
+                if self.tariff(e as u32, r).until <= now {
+                    n += 1;
+                    first = first.min(self.lines[r as usize]);
+                }
             }
         }
         (n, first)
