@@ -923,6 +923,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any bytes: a deck or problems, never a panic; a deck only without errors.
+        #[test]
+        fn any_bytes_load_or_report(body in proptest::collection::vec(
+            proptest::sample::select(b"0123456789+,.-\"\n\r x2026T:Z\xff".to_vec()), 0..200)) {
+            for head in [&b"prefix,rate,connect_fee,initial,increment,effective_from,effective_until,name\n"[..], b""] {
+                let mut bytes = head.to_vec();
+                bytes.extend_from_slice(&body);
+                let l = load("p.csv".into(), &bytes);
+                let errors = l.issues.iter().any(|i| i.severity == Severity::Error);
+                proptest::prop_assert_eq!(l.deck.is_some(), !errors);
+            }
+        }
+    }
+
     #[test]
     fn rows_share_tariffs() {
         let mut s = String::from("prefix,rate,name\n");
