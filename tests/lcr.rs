@@ -289,3 +289,64 @@ fn an_edited_deck_reloads_and_a_broken_one_keeps_the_last_good_table() {
     wait_rule_order(&s, "sip:203.0.113.20:5060");
     let _ = Path::new("");
 }
+
+#[test]
+fn decks_behind_symbolic_links_must_stay_inside_routes_d() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("evil.csv"), GLOBEX).unwrap();
+    let d = dir(ACME, GLOBEX);
+    // A link out of routes.d, a directory, and a missing file.
+    std::os::unix::fs::symlink(
+        outside.path().join("evil.csv"),
+        d.path().join("rates/evil.csv"),
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("rates/dir.csv")).unwrap();
+    std::fs::write(
+        d.path().join("20-more.toml"),
+        "[trunks.evil]\ngateways = [\"sip:192.0.2.1\"]\nrates = \"rates/evil.csv\"\n\
+         [trunks.dir]\ngateways = [\"sip:192.0.2.2\"]\nrates = \"rates/dir.csv\"\n\
+         [trunks.gone]\ngateways = [\"sip:192.0.2.3\"]\nrates = \"rates/gone.csv\"\n",
+    )
+    .unwrap();
+    let o = run(&["check", p(&d)], None);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("20-more.toml:3:9: error: rates \"rates/evil.csv\": ")
+            && err.contains("leaves the routes.d directory through a symbolic link"),
+        "{err}"
+    );
+    assert!(
+        err.contains("20-more.toml:6:9: error: rates \"rates/dir.csv\": ")
+            && err.contains("dir.csv is not a file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("20-more.toml:9:9: error: rates \"rates/gone.csv\": ")
+            && err.contains("gone.csv does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn decks_in_a_configmap_layout_are_inside_routes_d() {
+    // kubelet's layout: ..2026_a/{10-lcr.toml,acme.csv,globex.csv}, ..data -> ..2026_a,
+    // and a link per key.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("routes.d");
+    let data = d.join("..2026_a");
+    std::fs::create_dir_all(&data).unwrap();
+    let routes = ROUTES
+        .replace("rates/acme.csv", "acme.csv")
+        .replace("rates/globex.csv", "globex.csv");
+    std::fs::write(data.join("10-lcr.toml"), routes).unwrap();
+    std::fs::write(data.join("acme.csv"), ACME).unwrap();
+    std::fs::write(data.join("globex.csv"), GLOBEX).unwrap();
+    std::os::unix::fs::symlink("..2026_a", d.join("..data")).unwrap();
+    for f in ["10-lcr.toml", "acme.csv", "globex.csv"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), d.join(f)).unwrap();
+    }
+    let o = run(&["test", d.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
