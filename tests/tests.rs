@@ -1,5 +1,6 @@
 mod cli;
 mod gateways;
+mod lcr;
 mod reload;
 mod serve;
 mod util;

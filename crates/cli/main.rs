@@ -1,4 +1,4 @@
-//! The `c4route` command: `check`, `eval`, `test`, `diff` and `serve`.
+//! The `c4route` command: `check`, `eval`, `test`, `diff`, `rates` and `serve`.
 //!
 //! Machine output (JSON Lines) goes to stdout; everything meant for a person
 //! goes to stderr, so the commands compose in pipelines and CI jobs.
@@ -18,6 +18,7 @@ use tikv_jemallocator::Jemalloc;
 
 mod gateway_metrics;
 mod gateways;
+mod lcr;
 mod metrics;
 mod probe;
 mod reload;
@@ -89,6 +90,20 @@ enum Command {
     },
     /// Answer Kamailio's routing queries over HTTP, reloading routes.d on change.
     Serve(serve::ServeArgs),
+    /// Show, per trunk with a rate deck, the row that prices a number.
+    Rates {
+        /// The number (digits, optionally after `+`), as the LCR rule prices it.
+        number: String,
+        /// The routes directory.
+        #[arg(default_value = "routes.d")]
+        dir: PathBuf,
+        /// Price as at this time (RFC 3339), e.g. to see next week's deck.
+        #[arg(long, value_parser = parse_at)]
+        at: Option<SystemTime>,
+        /// One JSON object per trunk instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_at(s: &str) -> Result<SystemTime, c4route_core::TimeError> {
@@ -115,6 +130,12 @@ fn main() -> ExitCode {
             at,
         } => diff(&old, &new, queries.as_deref(), at),
         Command::Serve(args) => serve::run(args),
+        Command::Rates {
+            number,
+            dir,
+            at,
+            json,
+        } => lcr::rates(&dir, &number, at, json),
     };
     match result {
         Ok(code) => code,
@@ -152,6 +173,8 @@ fn check(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
+    let expired = table.expired_rate_rows(SystemTime::now());
+    print_diagnostics(&expired);
     let w = table.warnings();
     print_diagnostics(w);
     eprintln!(
@@ -160,8 +183,15 @@ fn check(dir: &Path) -> anyhow::Result<ExitCode> {
         table.rule_count(),
         table.trunk_count(),
         table.tests().len(),
-        w.iter().filter(|d| d.severity == Severity::Warning).count()
+        w.iter().filter(|d| d.severity == Severity::Warning).count() + expired.len()
     );
+    if table.rate_row_count() > 0 {
+        eprintln!(
+            "{}: {} rate row(s) in the trunks' decks",
+            dir.display(),
+            table.rate_row_count()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -295,6 +325,7 @@ fn explain_to_stderr(
             );
         }
     }
+    lcr::explain(table, q, now, &mut e);
     match &d.outcome {
         Outcome::Route { routing, routes } => {
             let _ = writeln!(e, "  => {} route(s), {}:", routes.len(), routing.as_str());

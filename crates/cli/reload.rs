@@ -11,12 +11,19 @@
 //! the same channel. An event that arrives during a reload leaves the slot
 //! full, so the directory is read again afterwards and no change is lost.
 //!
+//! Rate decks (SPEC §7) may live in folders below routes.d
+//! (`routes.d/rates/acme.csv`): after every read of the directory, the
+//! folders holding the decks it names are watched too, so an edited deck
+//! reloads like an edited TOML file (and a broken one keeps the last good
+//! table serving, like a broken TOML file).
+//!
 //! A panic inside one reload attempt (a bug in the compiler, say) is caught
 //! and reported like a failed reload: were it to unwind out of the reload
 //! thread, reloads would stop for good while `/health` still said `ok`.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,27 +52,47 @@ pub fn spawn(
     watch: bool,
 ) -> anyhow::Result<ReloadHandle> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = if watch {
+    let new_watcher = |what: &'static str| {
         let events = tx.clone();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             match res {
                 // notify 8 also watches IN_OPEN: without this filter our own
                 // read_dir would trigger the next reload, forever. A close
                 // after writing is a change; any other access is not.
                 Ok(ev) if is_read_only(&ev.kind) => return,
                 Ok(_) => {}
-                Err(e) => warn!("watching routes.d: {e}"),
+                Err(e) => warn!("watching {what}: {e}"),
             }
             // Full means a reload is already due; closed means we are stopping.
             let _ = events.try_send(());
         })
-        .context("creating the routes.d watcher")?;
+    };
+    let watcher = if watch {
+        let mut w = new_watcher("routes.d").context("creating the routes.d watcher")?;
         w.watch(&state.routes_dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", state.routes_dir.display()))?;
         Some(w)
     } else {
         None
     };
+    // A second watcher, owned by the reload thread, for the folders that
+    // hold rate decks (it changes them after each read of routes.d).
+    let mut decks_watcher = if watch {
+        Some(new_watcher("rate decks").context("creating the rate deck watcher")?)
+    } else {
+        None
+    };
+    state.deck_files.store(Arc::new(
+        state
+            .current
+            .load()
+            .table
+            .rate_files()
+            .map(PathBuf::from)
+            .collect(),
+    ));
+    let mut watched = Vec::new();
+    watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -94,10 +121,45 @@ pub fn spawn(
                     }
                 }
                 reload(&state);
+                watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
             }
         })
         .context("starting the reload thread")?;
     Ok(ReloadHandle { _watcher: watcher })
+}
+
+/// Watches the folders that hold the rate decks routes.d names (other
+/// than routes.d itself, which is always watched), and stops watching
+/// those no deck is in any more.
+fn watch_deck_dirs(
+    state: &AppState,
+    watcher: Option<&mut notify::RecommendedWatcher>,
+    watched: &mut Vec<PathBuf>,
+) {
+    let Some(w) = watcher else { return };
+    let root = std::fs::canonicalize(&state.routes_dir).ok();
+    let files = state.deck_files.load_full();
+    let mut want: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent())
+        .filter(|d| d.is_dir() && std::fs::canonicalize(d).ok() != root)
+        .map(PathBuf::from)
+        .collect();
+    want.sort();
+    want.dedup();
+    if want == *watched {
+        return;
+    }
+    for d in watched.iter().filter(|d| !want.contains(d)) {
+        let _ = w.unwatch(d);
+    }
+    for d in want.iter().filter(|d| !watched.contains(d)) {
+        match w.watch(d, RecursiveMode::NonRecursive) {
+            Ok(()) => info!("watching {} for rate deck changes", d.display()),
+            Err(e) => warn!("cannot watch {} for rate deck changes: {e}", d.display()),
+        }
+    }
+    *watched = want;
 }
 
 /// Whether an event only reports a read (open, close without writing).
@@ -125,6 +187,12 @@ fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Err
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e),
     };
+    st.deck_files.store(Arc::new(
+        sources
+            .rate_files()
+            .map(|(p, _)| PathBuf::from(p))
+            .collect(),
+    ));
     if sources.digest() == st.current.load().table.version() {
         return Outcome::Unchanged;
     }

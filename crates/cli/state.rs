@@ -105,6 +105,9 @@ pub struct AppState {
     pub routes_dir: PathBuf,
     /// Live gateway state (SPEC §8): the snapshot answers are ordered with.
     pub gateways: crate::gateways::Gateways,
+    /// The rate decks the last read of routes.d named (whether or not they
+    /// loaded): the reloader watches the folders that hold them.
+    pub deck_files: ArcSwap<Vec<PathBuf>>,
 }
 
 impl AppState {
@@ -127,6 +130,7 @@ impl AppState {
             limits,
             routes_dir,
             gateways: crate::gateways::Gateways::default(),
+            deck_files: ArcSwap::from_pointee(Vec::new()),
         }
     }
 

@@ -135,6 +135,7 @@ fi
 routes="$OUT/routes.d"
 mkdir -p "$routes"
 cp "$here"/routes.d/*.toml "$routes/"
+cp -r "$here/routes.d/rates" "$routes/"     # the rate decks of 20-lcr.toml
 
 start_c4route() {
     "$C4ROUTE" serve --routes "$routes" --listen "$IP:$HTTP_PORT" >>"$OUT/c4route.log" 2>&1 &
@@ -242,6 +243,18 @@ if [[ $RC -eq 0 ]] && has "$OUT/gw-gw503.msg" "$CID" '^SIP/2.0 503' && has "$OUT
     pass "503 from gateway 1 fails over to gateway 2 [${ELAPSED} ms]"
 else
     fail "failover on 503" "sipp rc=$RC; see $CALLER, gw-gw503.msg, gw-gw2.msg"
+fi
+
+# 2b. least-cost routing: the cheapest carrier (gw503) answers 503, the next cheapest (gw2) 200;
+# the dearest (gw1) is never tried
+call lcr-failover 442079460123 uac_ok
+if [[ $RC -eq 0 ]] && has "$OUT/gw-gw503.msg" "$CID" '^INVITE sip:442079460123@127.0.0.1:25073' \
+    && has "$OUT/gw-gw503.msg" "$CID" '^SIP/2.0 503' \
+    && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:442079460123@127.0.0.1:25072' \
+    && ! has "$OUT/gw-gw1.msg" "$CID" '^INVITE '; then
+    pass "LCR: 503 from the cheapest carrier fails over to the next cheapest, in price order [${ELAPSED} ms]"
+else
+    fail "LCR failover in price order" "sipp rc=$RC; see $CALLER, gw-gw503.msg, gw-gw2.msg, gw-gw1.msg"
 fi
 
 # 3. silent first gateway: next route after the route's fr_timer (1000 ms)

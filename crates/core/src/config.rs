@@ -39,6 +39,8 @@ pub(crate) struct DefaultsDef {
     pub timezone: Option<Spanned<String>>,
     /// SPEC §8; checked in compile/health.rs.
     pub health: Option<Spanned<HealthDef>>,
+    /// Seconds of the call whose cost orders `then.lcr` (SPEC §7).
+    pub lcr_duration: Option<Spanned<i64>>,
 }
 
 /// `[defaults.health]` or `[trunks.NAME.health]` (SPEC §8): every key optional,
@@ -76,6 +78,8 @@ pub(crate) struct TrunkDef {
     pub headers: Option<Vec<Spanned<String>>>,
     /// SPEC §8; checked in compile/health.rs.
     pub health: Option<Spanned<HealthDef>>,
+    /// The trunk's rate deck, relative to routes.d (SPEC §7).
+    pub rates: Option<Spanned<String>>,
 }
 
 /// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true }`.
@@ -217,6 +221,10 @@ pub(crate) struct ThenDef {
     pub routing: Option<Box<Spanned<String>>>,
     pub rewrite: Option<Box<Spanned<RewriteDef>>>,
     pub headers: Option<Box<Spanned<Vec<Spanned<String>>>>>,
+    /// Least-cost routing (SPEC §7): these trunks, ordered by price.
+    pub lcr: Option<Box<Spanned<Vec<Spanned<String>>>>>,
+    pub max_rate: Option<Box<Spanned<f64>>>,
+    pub no_rate: Option<Box<Spanned<RejectDef>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -586,7 +586,11 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../routes.d");
         let (mut blocks, mut taken) = (0, 0);
         for e in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue; // rates/, the rate decks
+            }
+            let text = std::fs::read_to_string(path).unwrap();
             for block in text.split("\n[[rules]]\n").skip(1) {
                 blocks += 1;
                 taken += usize::from(agree(&format!("[[rules]]\n{block}")));

@@ -78,6 +78,7 @@ mod fastparse;
 mod health;
 mod matcher;
 mod query;
+mod rates;
 #[cfg(test)]
 mod reference;
 mod rule;
@@ -88,7 +89,9 @@ mod table;
 mod template;
 mod uri;
 
-pub use answer::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
+pub use answer::{
+    Decision, LcrReport, LcrTrunk, Outcome, PartyHeader, RateLookup, RateRow, RouteAnswer, Wrap,
+};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use health::{
     GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,

@@ -478,6 +478,17 @@ pub(crate) struct RouteAction {
     pub routing: crate::rule::Routing,
     pub rewrites: Option<Box<Rewrites>>,
     pub headers: Box<[Template]>,
+    /// `then.lcr`: `trunks` are ordered by price (SPEC §7).
+    pub lcr: Option<Box<LcrSpec>>,
+}
+
+/// What `then.lcr` adds to a routed action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LcrSpec {
+    /// `then.max_rate` per minute, in units of 10⁻⁹.
+    pub max_rate: Option<u64>,
+    /// `then.no_rate`; `None`: the `[defaults] no_match` answer.
+    pub no_rate: Option<(u16, Box<str>)>,
 }
 
 /// A gateway of a trunk.
@@ -558,6 +569,8 @@ pub(crate) struct Defaults {
     pub timezone: jiff::tz::TimeZone,
     /// `[defaults.health]` (SPEC §8).
     pub health: crate::health::HealthSettings,
+    /// Seconds of the call whose cost orders `then.lcr`.
+    pub lcr_duration: u32,
 }
 
 impl Default for Defaults {
@@ -571,6 +584,7 @@ impl Default for Defaults {
             no_match: (404, "Not Found".into()),
             timezone: jiff::tz::TimeZone::UTC,
             health: crate::health::HealthSettings::default(),
+            lcr_duration: 60,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The only I/O of the core: reading a routes.d directory.
+//! The only I/O of the core: reading a routes.d directory, and the rate
+//! decks its trunks name (SPEC §7).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,72 @@ pub struct Sources {
     /// The directory, for diagnostics about the whole configuration.
     root: Option<Arc<str>>,
     files: Vec<(Arc<str>, String)>,
+    /// The rate decks the files name, by path relative to routes.d.
+    rates: Vec<RateSource>,
+}
+
+/// One rate deck named by a trunk's `rates`: its bytes, or why they could
+/// not be read (the compile reports that at the TOML line that names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateSource {
+    /// The path relative to routes.d, normalised (see [`normalize_rate_path`]).
+    pub key: Arc<str>,
+    /// The path diagnostics show.
+    pub shown: Arc<str>,
+    pub bytes: Result<Vec<u8>, String>,
+}
+
+/// A `rates` path relative to routes.d, with `.` and `..` resolved; `Err`
+/// says why it is not one (absolute, or it leaves routes.d).
+pub(crate) fn normalize_rate_path(path: &str) -> Result<String, &'static str> {
+    if path.trim().is_empty() {
+        return Err("is empty");
+    }
+    if path.starts_with('/') || path.starts_with('\\') || path.get(1..3) == Some(":\\") {
+        return Err("is absolute; give a path relative to the routes.d directory");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("leaves the routes.d directory; decks must live inside it");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err("names the routes.d directory itself, not a file");
+    }
+    Ok(parts.join("/"))
+}
+
+/// Every `rates = "…"` of the trunks of one routes.d file. Files that cannot
+/// be parsed, or do not mention `rates` at all (a large rule deck), give none.
+fn deck_paths(text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        #[serde(default)]
+        trunks: std::collections::BTreeMap<String, TrunkRef>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TrunkRef {
+        rates: Option<String>,
+    }
+    // A key `rates` followed by `=` (possibly quoted): cheap to rule out.
+    let mentions = memchr::memmem::find_iter(text.as_bytes(), b"rates").any(|at| {
+        let rest = text[at + 5..].trim_start_matches(['"', '\'']);
+        rest.trim_start_matches([' ', '\t']).starts_with('=')
+    });
+    if !mentions {
+        return Vec::new();
+    }
+    match toml::from_str::<Refs>(text) {
+        Ok(r) => r.trunks.into_values().filter_map(|t| t.rates).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Whether a directory entry is a routes.d file: `*.toml`, not hidden, not an
@@ -36,10 +103,83 @@ impl Sources {
         self.files.push((Arc::from(path.into()), text.into()));
     }
 
+    /// Adds one rate deck's bytes (CSV, or gzip-compressed CSV) in memory,
+    /// under `path` relative to routes.d as a trunk's `rates` names it
+    /// (`rates/acme.csv`); diagnostics show `path`. [`Sources::read_dir`]
+    /// does this for every deck the files name.
+    pub fn add_rate_file(&mut self, path: impl Into<String>, bytes: impl Into<Vec<u8>>) {
+        let path = path.into();
+        let key = normalize_rate_path(&path).unwrap_or_else(|_| path.clone());
+        self.put_rate(RateSource {
+            key: key.into(),
+            shown: path.into(),
+            bytes: Ok(bytes.into()),
+        });
+    }
+
+    fn put_rate(&mut self, r: RateSource) {
+        match self.rates.binary_search_by(|x| x.key.cmp(&r.key)) {
+            Ok(i) => self.rates[i] = r,
+            Err(i) => self.rates.insert(i, r),
+        }
+    }
+
+    /// The rate decks, as `(path shown, bytes or why they could not be read)`.
+    pub fn rate_files(&self) -> impl Iterator<Item = (&str, Result<&[u8], &str>)> {
+        self.rates
+            .iter()
+            .map(|r| (&*r.shown, r.bytes.as_deref().map_err(String::as_str)))
+    }
+
+    /// Reads the rate decks the files' trunks name (`rates = "…"`), each
+    /// relative to `dir`. A deck that does not exist, is not a file, or
+    /// leaves `dir` (through `..` or a symbolic link) is recorded as such:
+    /// the compile reports it at the TOML line of its `rates`.
+    fn read_rates(&mut self, dir: &Path) {
+        let root = std::fs::canonicalize(dir).ok();
+        let mut wanted: Vec<String> = Vec::new();
+        for (_, text) in &self.files {
+            for p in deck_paths(text) {
+                if let Ok(k) = normalize_rate_path(&p) {
+                    wanted.push(k);
+                }
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        for key in wanted {
+            let path = dir.join(&key);
+            let bytes = match (std::fs::canonicalize(&path), &root) {
+                (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(format!("{} does not exist", path.display()))
+                }
+                (Err(e), _) => Err(format!("cannot read {}: {e}", path.display())),
+                (Ok(real), Some(root)) if !real.starts_with(root) => Err(format!(
+                    "{} leaves the routes.d directory through a symbolic link (to {}); decks must live inside it",
+                    path.display(),
+                    real.display()
+                )),
+                (Ok(real), _) if !real.is_file() => {
+                    Err(format!("{} is not a file", path.display()))
+                }
+                (Ok(_), _) => {
+                    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+                }
+            };
+            self.put_rate(RateSource {
+                key: key.into(),
+                shown: path.display().to_string().into(),
+                bytes,
+            });
+        }
+    }
+
     /// Reads every `*.toml` file directly in `dir`, in lexical order of file
     /// name. Hidden files, editor leftovers and subdirectories are skipped;
     /// symbolic links are followed (a Kubernetes ConfigMap mounts files
-    /// through a `..data` link).
+    /// through a `..data` link). Then reads the rate decks the trunks name
+    /// (`rates = "rates/acme.csv"`, relative to `dir`), wherever they are
+    /// under it; a missing or escaping deck is reported by the build.
     ///
     /// # Errors
     /// [`Error::Io`] when the directory or a file cannot be read, or a file
@@ -79,6 +219,7 @@ impl Sources {
             })?;
             s.add(path.display().to_string(), text);
         }
+        s.read_rates(dir);
         Ok(s)
     }
 
@@ -99,6 +240,19 @@ impl Sources {
             h.update(&(t.len() as u64).to_le_bytes());
             h.update(t.as_bytes());
         }
+        // Rate decks (sorted by path): an edited deck is a new table.
+        for r in &self.rates {
+            h.update(b"\0rates");
+            h.update(&(r.key.len() as u64).to_le_bytes());
+            h.update(r.key.as_bytes());
+            let (tag, bytes): (u8, &[u8]) = match &r.bytes {
+                Ok(b) => (1, b),
+                Err(e) => (0, e.as_bytes()),
+            };
+            h.update(&[tag]);
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
         h.finalize().to_hex().to_string()
     }
 
@@ -107,8 +261,13 @@ impl Sources {
     /// # Errors
     /// [`Error::Config`] with every diagnostic when any file is invalid.
     pub fn build(&self) -> Result<RouteTable, Error> {
-        let compiler = Compiler::new(self.root(), &self.files);
-        let size: usize = self.files.iter().map(|(_, t)| t.len()).sum();
+        let compiler = Compiler::new(self.root(), &self.files).with_rates(&self.rates);
+        let size: usize = self.files.iter().map(|(_, t)| t.len()).sum::<usize>()
+            + self
+                .rates
+                .iter()
+                .map(|r| r.bytes.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
         if size < 1 << 20 {
             return compiler.run(|| self.digest());
         }
@@ -148,6 +307,46 @@ mod tests {
         let mut t = Sources::new();
         t.add("routes.d/10-a.tom", "lx = 1\n");
         assert_ne!(s.digest(), t.digest());
+    }
+
+    #[test]
+    fn rate_paths_stay_inside_routes_d() {
+        assert_eq!(
+            normalize_rate_path("rates/acme.csv"),
+            Ok("rates/acme.csv".into())
+        );
+        assert_eq!(
+            normalize_rate_path("./rates//x/../acme.csv"),
+            Ok("rates/acme.csv".into())
+        );
+        for bad in [
+            "../acme.csv",
+            "rates/../../x.csv",
+            "/etc/passwd",
+            "",
+            ".",
+            "rates/..",
+        ] {
+            assert!(normalize_rate_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            deck_paths("[trunks.a]\ngateways = []\nrates = \"r/a.csv\"\n"),
+            vec!["r/a.csv"]
+        );
+        assert_eq!(deck_paths("trunks.b.\"rates\" = \"b.csv\""), vec!["b.csv"]);
+        assert!(deck_paths("[[rules]]\nname = \"rates\"\n").is_empty());
+    }
+
+    #[test]
+    fn decks_change_the_digest() {
+        let mut a = Sources::new();
+        a.add("routes.d/10-a.toml", "x = 1\n");
+        let plain = a.digest();
+        a.add_rate_file("rates/a.csv", b"prefix,rate\n44,0.01\n".to_vec());
+        let with = a.digest();
+        assert_ne!(plain, with);
+        a.add_rate_file("rates/a.csv", b"prefix,rate\n44,0.02\n".to_vec());
+        assert_ne!(with, a.digest());
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl RouteTable {
             let r = &self.rules[id as usize];
             (RuleId(id), self.rule_name(RuleId(id)), r.action)
         });
-        self.plan.decide(winner, &c, state)
+        self.plan.decide(winner, &c, state, now)
     }
 
     /// The distinct gateways the trunks list (one per [`crate::gateway_key`],

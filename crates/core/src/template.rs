@@ -23,6 +23,10 @@ pub(crate) enum Var {
     CallId,
     Rule,
     Trunk,
+    /// The route's per-minute rate as written in its deck (LCR routes only).
+    Rate,
+    /// The prefix of that deck row, digits only.
+    RatePrefix,
 }
 
 const VARS: &[(&str, Var)] = &[
@@ -40,6 +44,8 @@ const VARS: &[(&str, Var)] = &[
     ("call_id", Var::CallId),
     ("rule", Var::Rule),
     ("trunk", Var::Trunk),
+    ("rate", Var::Rate),
+    ("rate_prefix", Var::RatePrefix),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +110,12 @@ impl Template {
                             ),
                         });
                     };
-                    if var == Var::Trunk && !allow_trunk {
+                    if matches!(var, Var::Trunk | Var::Rate | Var::RatePrefix) && !allow_trunk {
                         return Err(TemplateError {
                             offset: i,
-                            message: "`{trunk}` is only known in headers, not in rewrites".into(),
+                            message: format!(
+                                "`{{{name}}}` is only known in headers, not in rewrites"
+                            ),
                         });
                     }
                     if !lit.is_empty() {
@@ -152,6 +160,19 @@ impl Template {
         rule: &str,
         trunk: &str,
     ) {
+        self.render_priced(out, cand, rule, trunk, ("", ""));
+    }
+
+    /// [`Template::render_into`] for a route priced by a rate deck:
+    /// `rate` is `({rate}, {rate_prefix})`, both `""` outside LCR routes.
+    pub(crate) fn render_priced(
+        &self,
+        out: &mut String,
+        cand: &Candidate<'_>,
+        rule: &str,
+        trunk: &str,
+        rate: (&str, &str),
+    ) {
         for p in self.parts.iter() {
             match p {
                 Part::Lit(s) => out.push_str(s),
@@ -177,6 +198,8 @@ impl Template {
                         Var::CallId => cand.call_id,
                         Var::Rule => rule,
                         Var::Trunk => trunk,
+                        Var::Rate => rate.0,
+                        Var::RatePrefix => rate.1,
                     };
                     out.push_str(&strip_ctl(value));
                 }

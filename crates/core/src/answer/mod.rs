@@ -7,6 +7,7 @@
 
 mod decision;
 mod health;
+mod lcr;
 mod order;
 mod routes;
 mod rtjson;
@@ -14,6 +15,7 @@ mod rtjson;
 use std::sync::Arc;
 
 pub use decision::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
+pub use lcr::{LcrReport, LcrTrunk, RateLookup, RateRow};
 
 use crate::rule::{Action, Defaults, Trunk};
 
@@ -28,6 +30,9 @@ pub(crate) struct Plan {
     /// rewrites or headers allocate nothing for them.
     no_rewrite: Arc<PartyHeader>,
     no_extra: Arc<str>,
+    /// The rate decks, and by trunk id the trunk's deck (SPEC §7).
+    pub(crate) decks: Box<[crate::rates::RateDeck]>,
+    pub(crate) trunk_deck: Box<[Option<u32>]>,
 }
 
 impl Plan {
@@ -38,6 +43,19 @@ impl Plan {
             defaults,
             no_rewrite: Arc::default(),
             no_extra: Arc::from(""),
+            decks: Box::default(),
+            trunk_deck: Box::default(),
         }
+    }
+
+    /// Adds the rate decks and which trunk has which.
+    pub(crate) fn with_decks(
+        mut self,
+        decks: Vec<crate::rates::RateDeck>,
+        trunk_deck: Vec<Option<u32>>,
+    ) -> Self {
+        self.decks = decks.into();
+        self.trunk_deck = trunk_deck.into();
+        self
     }
 }

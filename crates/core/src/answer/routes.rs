@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::Plan;
 use super::decision::{Decision, Outcome, PartyHeader, RouteAnswer};
@@ -61,6 +62,7 @@ impl Plan {
         winner: Option<(RuleId, &'t str, u32)>,
         c: &Candidate<'_>,
         state: &GatewayState,
+        now: SystemTime,
     ) -> Decision<'t> {
         let Some((id, name, action)) = winner else {
             let (code, reason) = &self.defaults.no_match;
@@ -82,7 +84,7 @@ impl Plan {
                 reason: Cow::Borrowed(reason),
                 no_match: false,
             },
-            Action::Route(ra) => self.routes(ra, name, c, state, &mut skipped),
+            Action::Route(ra) => self.routes(ra, name, c, state, now, &mut skipped),
         };
         Decision {
             rule_id: Some(id),
@@ -103,6 +105,7 @@ impl Plan {
         rule: &str,
         c: &Candidate<'_>,
         state: &GatewayState,
+        now: SystemTime,
         skipped: &mut u32,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
@@ -126,7 +129,28 @@ impl Plan {
         let mut routes = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
         let mut user = String::new();
-        'trunks: for &tid in ra.trunks.iter() {
+        // then.lcr: the priced trunks, cheapest first (SPEC §7).
+        let mut priced = Vec::new();
+        if let Some(spec) = &ra.lcr {
+            self.lcr_order(ra, spec, &ruri_user, now, &mut priced);
+            if priced.is_empty() {
+                let (code, reason) = spec.no_rate.as_ref().unwrap_or(&self.defaults.no_match);
+                return Outcome::Reject {
+                    code: *code,
+                    reason: Cow::Borrowed(reason),
+                    no_match: false,
+                };
+            }
+        }
+        let mut plain = ra.trunks.iter().map(|&t| (t, None));
+        let mut cheapest = priced.iter().map(|p| (p.trunk, Some(p)));
+        let steps: &mut dyn Iterator<Item = (u32, Option<&super::lcr::Priced>)> =
+            if ra.lcr.is_some() {
+                &mut cheapest
+            } else {
+                &mut plain
+            };
+        'trunks: for (tid, price) in steps {
             let t = &self.trunks[tid as usize];
             user.clear();
             let rest = match ruri_user.char_indices().nth(t.strip as usize) {
@@ -136,10 +160,17 @@ impl Plan {
             user.push_str(&t.prefix);
             user.push_str(rest);
             let mut lines = String::new();
+            let rate = match price {
+                Some(p) if serial && !(ra.headers.is_empty() && t.headers.is_empty()) => {
+                    Some(self.rate_vars(p))
+                }
+                _ => None,
+            };
+            let rate = rate.as_ref().map_or(("", ""), |(r, p)| (*r, p.as_str()));
             if serial {
                 for h in ra.headers.iter().chain(t.headers.iter()) {
                     let start = lines.len();
-                    h.render_into(&mut lines, c, rule, &t.name);
+                    h.render_priced(&mut lines, c, rule, &t.name, rate);
                     // SPEC §4.3: a header whose value renders empty is left
                     // out, not sent empty. The name is a literal SIP token
                     // (checked at load), so the first `:` ends it.

@@ -88,6 +88,9 @@ impl Compiler<'_> {
         then: &Spanned<ThenDef>,
         ctx: &mut RuleCtx<'_>,
     ) -> Option<u32> {
+        if let Some(lcr) = self.lcr_action(i, name, then, ctx) {
+            return lcr;
+        }
         let t = then.get_ref();
         let at = (i, then.span());
         match (&t.trunks, &t.reject) {
@@ -95,7 +98,7 @@ impl Compiler<'_> {
                 self.err(&(i, r.span()), format!("rule `{name}` has both then.trunks and then.reject; they are mutually exclusive"));
                 // Keep validating both, so every problem shows in one pass.
                 self.reject(i, r);
-                self.route_action(i, name, then, trunks, ctx);
+                self.route_action(i, name, then, trunks, ctx, None);
                 None
             }
             (None, None) => {
@@ -115,22 +118,30 @@ impl Compiler<'_> {
                 let key = format!("R{code}|{reason}");
                 Some(ctx.intern(key, || Action::Reject { code, reason }))
             }
-            (Some(trunks), None) => self.route_action(i, name, then, trunks, ctx),
+            (Some(trunks), None) => self.route_action(i, name, then, trunks, ctx, None),
         }
     }
 
-    fn route_action(
+    /// The action routing to `trunks` (`then.trunks`, or `then.lcr` with
+    /// its `lcr` spec).
+    pub(super) fn route_action(
         &mut self,
         i: usize,
         name: &str,
         then: &Spanned<ThenDef>,
         trunks: &Spanned<Vec<Spanned<String>>>,
         ctx: &mut RuleCtx<'_>,
+        lcr: Option<Box<crate::rule::LcrSpec>>,
     ) -> Option<u32> {
         let t = then.get_ref();
         let at = (i, then.span());
         let mut ids = Vec::new();
-        self.non_empty(i, trunks, "then.trunks", "list at least one trunk");
+        let key = if lcr.is_some() {
+            "then.lcr"
+        } else {
+            "then.trunks"
+        };
+        self.non_empty(i, trunks, key, "list at least one trunk");
         for tn in trunks.get_ref() {
             if let Some(id) = self.lookup(i, ctx.trunk_ids, tn, ctx.parse_failed) {
                 ids.push(id);
@@ -188,8 +199,11 @@ impl Compiler<'_> {
         if gw_count > ctx.defaults.max_routes as usize {
             self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
         }
-        let simple =
-            rw.ruri_user.is_none() && rw.to.is_empty() && rw.from.is_empty() && headers.is_empty();
+        let simple = rw.ruri_user.is_none()
+            && rw.to.is_empty()
+            && rw.from.is_empty()
+            && headers.is_empty()
+            && lcr.is_none();
         let action = || {
             Action::Route(Box::new(RouteAction {
                 trunks: ids.clone().into(),
@@ -200,6 +214,7 @@ impl Compiler<'_> {
                     Some(Box::new(rw.clone()))
                 },
                 headers: headers.clone().into(),
+                lcr: lcr.clone(),
             }))
         };
         if simple {

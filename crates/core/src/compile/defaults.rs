@@ -71,6 +71,18 @@ impl Compiler<'_> {
             d.no_match = r;
         }
         d.health = self.health(i, def.health.as_ref(), &d.health);
+        if let Some(l) = &def.lcr_duration {
+            match u32::try_from(*l.get_ref()) {
+                Ok(v) if v <= 86_400 => d.lcr_duration = v,
+                _ => self.err(
+                    &(i, l.span()),
+                    format!(
+                        "lcr_duration must be the seconds of a call in 0..=86400, found {}",
+                        l.get_ref()
+                    ),
+                ),
+            }
+        }
         if let Some(tz) = &def.timezone {
             match schedule::time_zone(tz.get_ref()) {
                 Ok(z) => d.timezone = z,

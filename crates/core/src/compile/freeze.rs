@@ -149,7 +149,8 @@ pub(super) fn freeze(
         rules: rules.into(),
         names: names.into(),
         locs: locs.into(),
-        plan: Plan::new(v.actions, v.trunks, v.defaults),
+        plan: Plan::new(v.actions, v.trunks, v.defaults)
+            .with_decks(v.decks.decks, v.decks.trunk_deck),
         schedules: v.schedules.into(),
         regexes,
         idx,

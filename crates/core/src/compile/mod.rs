@@ -16,8 +16,10 @@
 //! | `[schedules.NAME]` | `schedules.rs` |
 //! | `[trunks.NAME]` | `trunks.rs` |
 //! | `health` settings, the distinct gateways | `health.rs` |
+//! | trunks' rate decks (`rates`), loaded | `rates.rs` |
 //! | `[[rules]]` conditions | `rules.rs` |
 //! | `then`: trunks, rejects, rewrites | `actions.rs` |
+//! | `then.lcr`, `max_rate`, `no_rate` | `lcr.rs` |
 //! | header and rewrite templates | `templates.rs` |
 //! | `[[tests]]` | `test_cases.rs` |
 //! | shared value checks (numbers, ranges, networks, sockets) | `values.rs` |
@@ -31,8 +33,10 @@ mod actions;
 mod defaults;
 mod freeze;
 mod health;
+mod lcr;
 mod lints;
 mod names;
+mod rates;
 mod report;
 mod rules;
 mod schedules;
@@ -91,6 +95,7 @@ pub(crate) struct Validated {
     pub files: Vec<Arc<str>>,
     /// The distinct gateways, for a server that probes them (SPEC §8).
     pub gateways: Vec<crate::health::GatewayInfo>,
+    pub decks: rates::Decks,
 }
 
 /// What [`Compiler::validate`] leaves: the validated rest (`None` when a
@@ -115,6 +120,8 @@ pub(crate) struct Compiler<'s> {
     /// Set while rules are lowered and some files are still being parsed:
     /// an unknown name is then a provisional error ([`Reporter::mark_provisional`]).
     names_unsure: bool,
+    /// The rate decks the sources hold.
+    rates: &'s [crate::sources::RateSource],
 }
 
 impl<'s> Compiler<'s> {
@@ -137,7 +144,14 @@ impl<'s> Compiler<'s> {
             threads,
             rep: Reporter::default(),
             names_unsure: false,
+            rates: &[],
         }
+    }
+
+    /// The rate decks trunks may name.
+    pub(crate) fn with_rates(mut self, rates: &'s [crate::sources::RateSource]) -> Self {
+        self.rates = rates;
+        self
     }
 
     /// Whether steps over `rules` rules run on two threads.
@@ -255,6 +269,7 @@ impl<'s> Compiler<'s> {
         // Trunk ids index `trunks` with failed trunks still in place (`None`).
         let trunks_ok = trunks.iter().all(Option::is_some);
         let gateways = self.gateways(&parsed, &trunks);
+        let decks = self.decks(&parsed, &trunk_ids, trunks.len());
 
         let mut ctx = rules::RuleCtx::new(
             &trunk_ids,
@@ -264,6 +279,7 @@ impl<'s> Compiler<'s> {
             schedules.len(),
             parse_failed,
         );
+        ctx.rated.clone_from(&decks.rated);
         let mut out: Option<Lowered> = None;
         let mut late_failed = false;
         let mut early_rules = early_rules.into_iter().peekable();
@@ -340,6 +356,7 @@ impl<'s> Compiler<'s> {
                 tests,
                 files,
                 gateways,
+                decks,
             }),
             rules,
             rule_ats,

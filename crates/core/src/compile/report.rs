@@ -121,6 +121,12 @@ impl Compiler<'_> {
         self.push(Severity::Warning, at, message.to_string(), note);
     }
 
+    /// A diagnostic located in another file than a routes.d TOML file (a
+    /// rate deck).
+    pub(super) fn push_diag(&mut self, d: Diagnostic) {
+        self.rep.add(d);
+    }
+
     /// An error when a list that must name something is empty.
     #[track_caller]
     pub(super) fn non_empty<T>(

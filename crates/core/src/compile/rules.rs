@@ -243,6 +243,8 @@ pub(super) struct RuleCtx<'a> {
     action_ids: HashMap<String, u32>,
     pub(super) used_trunks: Vec<bool>,
     pub(super) used_schedules: Vec<bool>,
+    /// By trunk id: whether the trunk has a rate deck (`then.lcr` needs one).
+    pub(super) rated: Vec<bool>,
 }
 
 impl<'a> RuleCtx<'a> {
@@ -266,6 +268,7 @@ impl<'a> RuleCtx<'a> {
             action_ids: HashMap::new(),
             used_trunks: vec![false; trunks.len()],
             used_schedules: vec![false; schedules],
+            rated: Vec::new(),
         }
     }
 

@@ -1,0 +1,953 @@
+//! Reading one rate deck: CSV (or gzip-compressed CSV) bytes → a frozen
+//! [`RateDeck`], or every problem of the file, each at `line:col`.
+//!
+//! The file is streamed record by record (the `csv` crate, one reused
+//! record buffer) into a flat staging array of `(prefix key, tariff, line)`,
+//! 16 bytes a row; that array is sorted once and turned into the deck's
+//! arrays. Consecutive rows of a deck usually share everything but the
+//! prefix (a destination's prefixes are listed together), so a row whose
+//! other cells are byte-for-byte those of the previous row reuses its
+//! tariff without parsing them again; other rows find their tariff in a
+//! hash table keyed by those cells.
+//!
+//! Never a panic, never a half-loaded deck: any error, and the deck is
+//! `None` with every problem listed (up to [`MAX_ISSUES`], then a count).
+
+use std::hash::BuildHasher as _;
+use std::io::Read;
+use std::panic::Location;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use super::{MAX_DIGITS, RateDeck, Row, Secs, Tariff, fmt_secs, key_of};
+use crate::diag::Severity;
+
+/// Problems listed per file; the rest are counted in one more line.
+pub(crate) const MAX_ISSUES: usize = 1000;
+
+/// The columns a deck may have.
+pub(crate) const COLUMNS: [&str; 8] = [
+    "prefix",
+    "rate",
+    "connect_fee",
+    "initial",
+    "increment",
+    "effective_from",
+    "effective_until",
+    "name",
+];
+
+const PREFIX: usize = 0;
+const RATE: usize = 1;
+const FEE: usize = 2;
+const INITIAL: usize = 3;
+const INCREMENT: usize = 4;
+const FROM: usize = 5;
+const UNTIL: usize = 6;
+const NAME: usize = 7;
+
+/// Largest integer part of a rate or a fee (so that 10⁹ × it fits a u64).
+const MAX_AMOUNT: u64 = 999_999_999;
+/// Longest billing interval, in seconds (a day).
+const MAX_INTERVAL: u32 = 86_400;
+
+/// One problem of a deck, located in it.
+#[derive(Debug, Clone)]
+pub(crate) struct Issue {
+    pub line: u32,
+    pub col: u32,
+    /// Byte offset in the (decompressed) file.
+    pub offset: usize,
+    pub severity: Severity,
+    pub message: String,
+    pub note: Option<String>,
+    pub kind: &'static Location<'static>,
+}
+
+/// What loading a deck gave: the deck (`None` on any error) and the
+/// problems found (warnings too).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub deck: Option<RateDeck>,
+    pub issues: Vec<Issue>,
+}
+
+#[derive(Clone, Copy)]
+struct Staged {
+    key: u64,
+    tariff: u32,
+    line: u32,
+}
+
+struct Issues {
+    list: Vec<Issue>,
+    errors: usize,
+    dropped: usize,
+}
+
+impl Issues {
+    #[track_caller]
+    fn push(
+        &mut self,
+        sev: Severity,
+        at: (u32, u32, usize),
+        message: String,
+        note: Option<String>,
+    ) {
+        if sev == Severity::Error {
+            self.errors += 1;
+        }
+        if self.list.len() >= MAX_ISSUES {
+            self.dropped += 1;
+            return;
+        }
+        self.list.push(Issue {
+            line: at.0,
+            col: at.1,
+            offset: at.2,
+            severity: sev,
+            message,
+            note,
+            kind: Location::caller(),
+        });
+    }
+
+    #[track_caller]
+    fn err(&mut self, at: (u32, u32, usize), message: String) {
+        self.push(Severity::Error, at, message, None);
+    }
+}
+
+/// Parses a decimal amount ≥ 0 (`12`, `0.0120`, `.5`) into units of 10⁻⁹.
+pub(crate) fn parse_amount(s: &str) -> Result<u64, String> {
+    if s.starts_with('-') {
+        return Err("must be a decimal number >= 0".into());
+    }
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (s, ""),
+    };
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return Err("is not a decimal number; expected digits with an optional `.` (like 0.0125), no sign, exponent or currency".into());
+    }
+    let int_value = int.bytes().try_fold(0u64, |v, b| {
+        let v = v * 10 + u64::from(b - b'0');
+        (v <= MAX_AMOUNT).then_some(v)
+    });
+    let Some(int_value) = int_value else {
+        return Err(format!("is too large; at most {MAX_AMOUNT}"));
+    };
+    let (kept, rest) = frac.split_at(frac.len().min(9));
+    if rest.bytes().any(|b| b != b'0') {
+        return Err("has more than 9 decimal places".into());
+    }
+    let mut f = kept.bytes().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+    for _ in kept.len()..9 {
+        f *= 10;
+    }
+    Ok(int_value * 1_000_000_000 + f)
+}
+
+/// Parses `YYYY-MM-DD` (00:00 UTC) or an RFC 3339 time into seconds.
+pub(crate) fn parse_when(s: &str) -> Result<Secs, String> {
+    if s.len() == 10
+        && let Ok(d) = s.parse::<jiff::civil::Date>()
+    {
+        return d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp().as_second())
+            .map_err(|e| e.to_string());
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|_| {
+            "is not a date (YYYY-MM-DD, meaning 00:00 UTC) or an RFC 3339 time (2026-12-01T00:00:00Z)"
+                .into()
+        })
+}
+
+fn parse_interval(s: &str, min: u32) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if (min..=MAX_INTERVAL).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "must be a whole number of seconds in {min}..={MAX_INTERVAL}"
+        )),
+    }
+}
+
+/// Where field `i` of a record starts: (column, byte offset). `raw` is the
+/// file's text when it is not compressed; without it the column is counted
+/// from the cells (exact unless cells were quoted or padded).
+fn field_pos(raw: Option<&[u8]>, start: usize, rec: &csv::ByteRecord, i: usize) -> (u32, usize) {
+    if let Some(raw) = raw {
+        let line = &raw[start.min(raw.len())..];
+        let mut field = 0;
+        let mut quoted = false;
+        let mut at = 0;
+        for (j, &b) in line.iter().enumerate() {
+            if field == i {
+                at = j;
+                break;
+            }
+            match b {
+                b'"' => quoted = !quoted,
+                b',' if !quoted => field += 1,
+                b'\n' if !quoted => break,
+                _ => {}
+            }
+            at = j + 1;
+        }
+        let col = String::from_utf8_lossy(&line[..at]).chars().count() + 1;
+        return (col as u32, start + at);
+    }
+    let before: usize = (0..i).map(|k| rec.get(k).map_or(0, <[u8]>::len) + 1).sum();
+    (before as u32 + 1, start + before)
+}
+
+/// The byte offset where each of `lines` (1-based, sorted) starts.
+fn line_offsets(text: &[u8], lines: &[u32]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut line = 1u32;
+    let mut pos = 0usize;
+    let mut it = memchr::memchr_iter(b'\n', text);
+    for &want in lines {
+        while line < want {
+            match it.next() {
+                Some(p) => {
+                    pos = p + 1;
+                    line += 1;
+                }
+                None => break,
+            }
+        }
+        out.push(pos);
+    }
+    out
+}
+
+/// The cells a tariff is made of, framed, to compare rows and intern tariffs.
+fn signature(buf: &mut Vec<u8>, rec: &csv::ByteRecord, cols: &[Option<usize>; 8]) {
+    buf.clear();
+    for c in [RATE, FEE, INITIAL, INCREMENT, FROM, UNTIL, NAME] {
+        let cell = cols[c].and_then(|i| rec.get(i)).unwrap_or(b"");
+        buf.extend_from_slice(&(cell.len() as u32).to_le_bytes());
+        buf.extend_from_slice(cell);
+    }
+}
+
+/// Loads a deck from its bytes (CSV, or gzip when they start with gzip's
+/// magic number). `path` is what diagnostics show.
+pub(crate) fn load(path: Arc<str>, bytes: &[u8]) -> Loaded {
+    let gz = bytes.starts_with(&[0x1f, 0x8b]);
+    let mut issues = Issues {
+        list: Vec::new(),
+        errors: 0,
+        dropped: 0,
+    };
+    let deck = if gz {
+        let mut d = flate2::read::MultiGzDecoder::new(bytes);
+        read(path.clone(), &mut d, None, &mut issues, 0)
+    } else {
+        // About one row per line: reserve once instead of growing.
+        let lines = memchr::memchr_iter(b'\n', bytes).count() + 1;
+        read(path.clone(), bytes, Some(bytes), &mut issues, lines)
+    };
+    // Overlaps are found after sorting, by line only: give them offsets.
+    let need: Vec<u32> = {
+        let mut v: Vec<u32> = issues
+            .list
+            .iter()
+            .filter(|i| i.offset == usize::MAX)
+            .map(|i| i.line)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    if !need.is_empty() {
+        let text: std::borrow::Cow<'_, [u8]> = if gz {
+            let mut v = Vec::new();
+            let _ = flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut v);
+            v.into()
+        } else {
+            bytes.into()
+        };
+        let offs = line_offsets(&text, &need);
+        for i in issues.list.iter_mut().filter(|i| i.offset == usize::MAX) {
+            let k = need.partition_point(|&l| l < i.line);
+            i.offset = offs.get(k).copied().unwrap_or(0);
+        }
+    }
+    if issues.dropped > 0 {
+        let last = issues
+            .list
+            .last()
+            .map_or((1, 1, 0), |i| (i.line, i.col, i.offset + 1));
+        let n = issues.dropped;
+        issues.list.push(Issue {
+            line: last.0,
+            col: last.1,
+            offset: last.2,
+            severity: Severity::Error,
+            message: format!(
+                "... and {n} more problems in this file (the first {MAX_ISSUES} are listed)"
+            ),
+            note: None,
+            kind: Location::caller(),
+        });
+    }
+    Loaded {
+        deck: if issues.errors == 0 { deck } else { None },
+        issues: issues.list,
+    }
+}
+
+fn read(
+    path: Arc<str>,
+    input: impl Read,
+    raw: Option<&[u8]>,
+    issues: &mut Issues,
+    rows_hint: usize,
+) -> Option<RateDeck> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut rec = csv::ByteRecord::new();
+    let io_err = |issues: &mut Issues, e: csv::Error, line: u32| {
+        let what = if raw.is_none() {
+            "cannot decompress the file (is it gzip?)"
+        } else {
+            "cannot read the file"
+        };
+        issues.err((line, 1, 0), format!("{what}: {e}"));
+    };
+
+    // The header row.
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => {
+            issues.err(
+                (1, 1, 0),
+                "the file is empty; expected a header row such as `prefix,rate` and one row per prefix"
+                    .into(),
+            );
+            return None;
+        }
+        Err(e) => {
+            io_err(issues, e, 1);
+            return None;
+        }
+    }
+    let header_start = rec.position().map_or(0, |p| p.byte() as usize);
+    let header_line = rec.position().map_or(1, |p| p.line() as u32);
+    let mut cols: [Option<usize>; 8] = [None; 8];
+    let mut ignored = Vec::new();
+    for (i, cell) in rec.iter().enumerate() {
+        let name = String::from_utf8_lossy(cell);
+        let name = name
+            .trim_start_matches('\u{feff}')
+            .trim()
+            .to_ascii_lowercase();
+        let (col, off) = field_pos(raw, header_start, &rec, i);
+        match COLUMNS.iter().position(|c| *c == name) {
+            Some(c) if cols[c].is_some() => issues.err(
+                (header_line, col, off),
+                format!("column `{name}` appears twice in the header"),
+            ),
+            Some(c) => cols[c] = Some(i),
+            None => ignored.push((name, col, off)),
+        }
+    }
+    let mut missing = Vec::new();
+    for c in [PREFIX, RATE] {
+        if cols[c].is_none() {
+            missing.push(COLUMNS[c]);
+        }
+    }
+    if !missing.is_empty() {
+        let found: Vec<String> = rec
+            .iter()
+            .map(|c| format!("`{}`", String::from_utf8_lossy(c)))
+            .collect();
+        issues.err(
+            (header_line, 1, header_start),
+            format!(
+                "missing required column{} {}; the header row has {}; expected the columns {} (prefix and rate required, in any order)",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" and "),
+                if found.is_empty() { "no columns".into() } else { found.join(", ") },
+                COLUMNS.join(", ")
+            ),
+        );
+        return None;
+    }
+    if let Some((_, col, off)) = ignored.first() {
+        let names: Vec<String> = ignored.iter().map(|(n, _, _)| format!("`{n}`")).collect();
+        issues.push(
+            Severity::Warning,
+            (header_line, *col, *off),
+            format!(
+                "column{} {} {} ignored; the columns c4route reads are {}",
+                if names.len() > 1 { "s" } else { "" },
+                names.join(", "),
+                if names.len() > 1 { "are" } else { "is" },
+                COLUMNS.join(", ")
+            ),
+            Some("a misspelt column (say `conect_fee`) silently keeps its default: rename it, or drop the column".into()),
+        );
+    }
+    let ncols = rec.len();
+
+    let mut staged: Vec<Staged> = Vec::with_capacity(rows_hint);
+    let mut tariffs: Vec<Tariff> = Vec::new();
+    let mut text = String::new();
+    // Interning: signatures of the tariffs so far, framed in one buffer.
+    let mut sigs: Vec<u8> = Vec::new();
+    let mut sig_at: Vec<(u32, u32)> = Vec::new();
+    let mut table: HashTable<u32> = HashTable::new();
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let mut sig = Vec::with_capacity(128);
+    let mut last: Option<(Vec<u8>, u32)> = None;
+    let mut names = Names::default();
+
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = staged.last().map_or(header_line + 1, |s| s.line + 1);
+                io_err(issues, e, line);
+                return None;
+            }
+        }
+        let pos = rec.position();
+        let line = pos.map_or(0, |p| p.line() as u32);
+        let start = pos.map_or(0, |p| p.byte() as usize);
+        let at = |i: usize| {
+            let (col, off) = field_pos(raw, start, &rec, i);
+            (line, col, off)
+        };
+        if rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty) {
+            continue; // a line of spaces
+        }
+        if rec.len() > ncols && rec.iter().skip(ncols).any(|c| !c.is_empty()) {
+            issues.err(
+                at(ncols),
+                format!(
+                    "this row has {} cells but the header names {ncols} columns; quote a cell that contains a comma",
+                    rec.len()
+                ),
+            );
+            continue;
+        }
+        let cell = |c: usize| cols[c].and_then(|i| rec.get(i)).unwrap_or(b"");
+
+        // The prefix.
+        let p = cell(PREFIX);
+        let digits = p.strip_prefix(b"+").unwrap_or(p);
+        let pcol = cols[PREFIX].unwrap_or(0);
+        let key = if digits.is_empty() {
+            issues.err(
+                at(pcol),
+                "prefix is empty; expected 1 to 15 digits, optionally after a `+`".into(),
+            );
+            None
+        } else if !digits.iter().all(u8::is_ascii_digit) {
+            issues.err(
+                at(pcol),
+                format!(
+                    "prefix {:?} is not a number; expected 1 to 15 digits, optionally after a `+` (no spaces, dashes or letters)",
+                    String::from_utf8_lossy(p)
+                ),
+            );
+            None
+        } else if digits.len() > MAX_DIGITS {
+            issues.err(
+                at(pcol),
+                format!(
+                    "prefix {:?} has {} digits; at most {MAX_DIGITS} (an E.164 number has at most 15)",
+                    String::from_utf8_lossy(p),
+                    digits.len()
+                ),
+            );
+            None
+        } else {
+            Some(key_of(digits))
+        };
+
+        // The tariff: the previous row's, an earlier one's, or a new one.
+        signature(&mut sig, &rec, &cols);
+        let tariff = match &last {
+            Some((s, id)) if *s == sig => Some(*id),
+            _ => {
+                let hash = hasher.hash_one(&sig);
+                let found = table
+                    .find(hash, |&j| {
+                        let (o, l) = sig_at[j as usize];
+                        sigs[o as usize..(o + l) as usize] == sig[..]
+                    })
+                    .copied();
+                match found {
+                    Some(id) => Some(id),
+                    None => match tariff(&rec, &cols, &at, issues, &mut text, &mut names) {
+                        Some(t) => {
+                            let id = tariffs.len() as u32;
+                            tariffs.push(t);
+                            sig_at.push((sigs.len() as u32, sig.len() as u32));
+                            sigs.extend_from_slice(&sig);
+                            table.insert_unique(hash, id, |&j| {
+                                let (o, l) = sig_at[j as usize];
+                                hasher.hash_one(&sigs[o as usize..(o + l) as usize])
+                            });
+                            Some(id)
+                        }
+                        None => None,
+                    },
+                }
+            }
+        };
+        if let Some(id) = tariff {
+            match &mut last {
+                Some((s, i)) => {
+                    s.clear();
+                    s.extend_from_slice(&sig);
+                    *i = id;
+                }
+                None => last = Some((sig.clone(), id)),
+            }
+        }
+        if let (Some(key), Some(tariff)) = (key, tariff) {
+            staged.push(Staged { key, tariff, line });
+        }
+    }
+    drop((table, sigs, sig_at));
+    if issues.errors > 0 {
+        return None;
+    }
+    if staged.is_empty() {
+        issues.push(
+            Severity::Warning,
+            (header_line, 1, header_start),
+            "the deck has no rows: no number gets a price from it".into(),
+            None,
+        );
+    }
+
+    // Group by prefix, in file order, then by effective_from.
+    staged.sort_unstable_by_key(|s| (s.key, s.line));
+    let mut distinct = 0usize;
+    let mut i = 0;
+    while i < staged.len() {
+        let mut j = i + 1;
+        while j < staged.len() && staged[j].key == staged[i].key {
+            j += 1;
+        }
+        distinct += 1;
+        if j - i > 1 {
+            let group = &mut staged[i..j];
+            group.sort_by_key(|s| tariffs[s.tariff as usize].from);
+            for w in group.windows(2) {
+                let (a, b) = (
+                    &tariffs[w[0].tariff as usize],
+                    &tariffs[w[1].tariff as usize],
+                );
+                if a.until > b.from {
+                    let range = |t: &Tariff| {
+                        format!(
+                            "{} until {}",
+                            fmt_secs(t.from).unwrap_or_else(|| "always".into()),
+                            fmt_secs(t.until).unwrap_or_else(|| "forever".into())
+                        )
+                    };
+                    let (first, second) = if w[0].line < w[1].line {
+                        (w[0], w[1])
+                    } else {
+                        (w[1], w[0])
+                    };
+                    let prefix = super::key_digits(w[0].key);
+                    issues.push(
+                        Severity::Error,
+                        (second.line, 1, usize::MAX),
+                        format!(
+                            "two rows for prefix {prefix} are in effect at the same time: line {} ({}) and line {} ({}); give them effective_from/effective_until ranges that do not overlap",
+                            w[0].line,
+                            range(a),
+                            w[1].line,
+                            range(b),
+                        ),
+                        Some(format!("the other row is at {path}:{}", first.line)),
+                    );
+                }
+            }
+        }
+        i = j;
+    }
+    if issues.errors > 0 {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(distinct);
+    let mut row_start = Vec::with_capacity(distinct + 1);
+    let mut rows = Vec::with_capacity(staged.len());
+    for (n, s) in staged.iter().enumerate() {
+        if keys.last() != Some(&s.key) {
+            keys.push(s.key);
+            row_start.push(n as u32);
+        }
+        rows.push(Row {
+            tariff: s.tariff,
+            line: s.line,
+        });
+    }
+    row_start.push(rows.len() as u32);
+    drop(staged);
+    tariffs.shrink_to_fit();
+    text.shrink_to_fit();
+    Some(RateDeck::new(path, keys, row_start, rows, tariffs, text))
+}
+
+/// Destination names, each stored once in the deck's text (a destination's
+/// name comes back with every price change and billing variant).
+#[derive(Default)]
+struct Names {
+    table: HashTable<(u32, u32)>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl Names {
+    fn intern(&mut self, text: &mut String, name: &str) -> (u32, u32) {
+        let hash = self.hasher.hash_one(name);
+        fn get(t: &str, r: (u32, u32)) -> &str {
+            t.get(r.0 as usize..(r.0 + r.1) as usize).unwrap_or("")
+        }
+        if let Some(r) = self.table.find(hash, |&r| get(text, r) == name) {
+            return *r;
+        }
+        let r = (text.len() as u32, name.len() as u32);
+        text.push_str(name);
+        let hasher = &self.hasher;
+        let t: &str = text;
+        self.table
+            .insert_unique(hash, r, |&r| hasher.hash_one(get(t, r)));
+        r
+    }
+}
+
+/// Parses the cells of a tariff; `None` (with the problems reported) when
+/// one is invalid.
+fn tariff(
+    rec: &csv::ByteRecord,
+    cols: &[Option<usize>; 8],
+    at: &dyn Fn(usize) -> (u32, u32, usize),
+    issues: &mut Issues,
+    text: &mut String,
+    names: &mut Names,
+) -> Option<Tariff> {
+    let before = issues.errors;
+    let cell = |c: usize| -> &str {
+        let b = cols[c].and_then(|i| rec.get(i)).unwrap_or(b"");
+        std::str::from_utf8(b).unwrap_or("\u{fffd}")
+    };
+    let pos = |c: usize| at(cols[c].unwrap_or(0));
+    let rate_text = cell(RATE);
+    let rate = if rate_text.is_empty() {
+        issues.err(
+            pos(RATE),
+            "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into(),
+        );
+        0
+    } else {
+        parse_amount(rate_text).unwrap_or_else(|e| {
+            issues.err(pos(RATE), format!("rate {rate_text:?} {e}"));
+            0
+        })
+    };
+    let fee = match cell(FEE) {
+        "" => 0,
+        s => parse_amount(s).unwrap_or_else(|e| {
+            issues.err(pos(FEE), format!("connect_fee {s:?} {e}"));
+            0
+        }),
+    };
+    let interval = |c: usize, min: u32, issues: &mut Issues| match cell(c) {
+        "" => 1,
+        s => parse_interval(s, min).unwrap_or_else(|e| {
+            issues.err(pos(c), format!("{} {s:?} {e}", COLUMNS[c]));
+            1
+        }),
+    };
+    let initial = interval(INITIAL, 0, issues);
+    let increment = interval(INCREMENT, 1, issues);
+    let when = |c: usize, default: Secs, issues: &mut Issues| match cell(c) {
+        "" => default,
+        s => parse_when(s).unwrap_or_else(|e| {
+            issues.err(pos(c), format!("{} {s:?} {e}", COLUMNS[c]));
+            default
+        }),
+    };
+    let from = when(FROM, i64::MIN, issues);
+    let until = when(UNTIL, i64::MAX, issues);
+    if from >= until && issues.errors == before {
+        issues.err(
+            pos(UNTIL),
+            format!(
+                "effective_until {:?} is not after effective_from {:?}: the row would never be in effect",
+                cell(UNTIL),
+                cell(FROM)
+            ),
+        );
+    }
+    let name_bytes = cols[NAME].and_then(|i| rec.get(i)).unwrap_or(b"");
+    let name = match std::str::from_utf8(name_bytes) {
+        Ok(n) => n,
+        Err(_) => {
+            issues.err(
+                pos(NAME),
+                "name is not UTF-8 text; save the file as UTF-8".into(),
+            );
+            ""
+        }
+    };
+    if name.contains(|c: char| c.is_control()) {
+        issues.err(pos(NAME), "name contains a control character".into());
+    }
+    if issues.errors != before {
+        return None;
+    }
+    let mut put = |s: &str| {
+        let r = (text.len() as u32, s.len() as u32);
+        text.push_str(s);
+        r
+    };
+    Some(Tariff {
+        rate,
+        connect_fee: fee,
+        initial,
+        increment,
+        from,
+        until,
+        rate_text: put(rate_text),
+        name: names.intern(text, name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> Loaded {
+        load("rates/t.csv".into(), s.as_bytes())
+    }
+
+    fn problems(s: &str) -> String {
+        load_str(s)
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}: {}", i.line, i.col, i.severity, i.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("0.0120"), Ok(12_000_000));
+        assert_eq!(parse_amount(".5"), Ok(500_000_000));
+        assert_eq!(parse_amount("3"), Ok(3_000_000_000));
+        assert_eq!(parse_amount("0.1234567890000"), Ok(123_456_789));
+        for bad in [
+            "-0.1",
+            "1e-3",
+            "0,5",
+            "",
+            ".",
+            "$1",
+            "0.1234567891",
+            "1000000000",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_when("2026-12-01"), Ok(1_796_083_200));
+        assert_eq!(parse_when("2026-12-01T01:00:00+01:00"), Ok(1_796_083_200));
+        assert!(parse_when("2026-13-01").is_err());
+        assert!(parse_when("01/12/2026").is_err());
+    }
+
+    #[test]
+    fn a_deck_loads_and_looks_up_longest_prefix_in_effect() {
+        let l = load_str(
+            "\u{feff}Prefix, Rate ,connect_fee,initial,increment,effective_from,effective_until,name\n\
+             44,0.0120,,60,60,,,United Kingdom\n\
+             447,0.0450,0.01,60,60,,,United Kingdom Mobile\n\
+             4477,0.0400,,1,1,2026-12-01,,UK Mobile (new price)\n\
+             +1,0.005,,6,6,,2026-12-01,USA\n",
+        );
+        assert!(l.issues.is_empty(), "{:?}", l.issues);
+        let d = l.deck.unwrap();
+        assert_eq!(d.row_count(), 4);
+        assert_eq!(d.prefix_count(), 4);
+        let before = parse_when("2026-11-30").unwrap();
+        let after = parse_when("2026-12-02").unwrap();
+        let rate = |n: &str, t| {
+            d.lookup(n.as_bytes(), t).map(|h| {
+                (
+                    d.prefix(h.entry),
+                    d.text(d.tariff(h.entry, h.row).rate_text).to_owned(),
+                )
+            })
+        };
+        assert_eq!(
+            rate("447712345678", before),
+            Some(("447".into(), "0.0450".into()))
+        );
+        assert_eq!(
+            rate("447712345678", after),
+            Some(("4477".into(), "0.0400".into()))
+        );
+        assert_eq!(
+            rate("441134960000", after),
+            Some(("44".into(), "0.0120".into()))
+        );
+        assert_eq!(
+            rate("12025550123", before),
+            Some(("1".into(), "0.005".into()))
+        );
+        assert_eq!(rate("12025550123", after), None);
+        assert_eq!(rate("33142868200", after), None);
+        assert_eq!(rate("4", after), None);
+        assert_eq!(rate("", after), None);
+        assert_eq!(d.line(d.lookup(b"4477", after).unwrap().row), 4);
+    }
+
+    #[test]
+    fn every_bad_cell_is_reported_at_its_line_and_column() {
+        let p = problems(
+            "prefix,rate,connect_fee,initial,increment,effective_from,effective_until,name\n\
+             44a,0.01,,,,,,\n\
+             1234567890123456,0.01,,,,,,\n\
+             45,-0.01,,,,,,\n\
+             46,abc,x,0,0,2026-13-01,,\n\
+             47,,,,,,,\n\
+             48,0.1,,,,2026-12-01,2026-11-01,\n",
+        );
+        let want = [
+            "2:1: error: prefix \"44a\" is not a number",
+            "3:1: error: prefix \"1234567890123456\" has 16 digits",
+            "4:4: error: rate \"-0.01\" must be a decimal number >= 0",
+            "5:4: error: rate \"abc\" is not a decimal number",
+            "5:8: error: connect_fee \"x\"",
+            "5:12: error: increment \"0\" must be a whole number of seconds in 1..=86400",
+            "5:14: error: effective_from \"2026-13-01\"",
+            "6:4: error: rate is empty",
+            "7:22: error: effective_until \"2026-11-01\" is not after",
+        ];
+        for w in want {
+            assert!(p.lines().any(|l| l.starts_with(w)), "missing {w:?} in\n{p}");
+        }
+        assert_eq!(p.lines().count(), want.len(), "{p}");
+    }
+
+    #[test]
+    fn overlapping_rows_name_both_lines() {
+        let l = load_str(
+            "prefix,rate,effective_from,effective_until\n\
+             44,0.01,,2026-12-01\n\
+             44,0.02,2026-11-15,\n\
+             45,0.01,,\n\
+             45,0.02,,\n\
+             46,0.01,,2026-12-01\n\
+             46,0.02,2026-12-01,\n",
+        );
+        assert!(l.deck.is_none());
+        let p: Vec<String> = l
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.col, i.message))
+            .collect();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("3:1: two rows for prefix 44 are in effect at the same time: line 2 (always until 2026-12-01) and line 3 (2026-11-15 until forever)"), "{p:?}");
+        assert!(p[1].starts_with("5:1: two rows for prefix 45"), "{p:?}");
+        assert_eq!(
+            l.issues[0].offset,
+            "prefix,rate,effective_from,effective_until\n44,0.01,,2026-12-01\n".len()
+        );
+    }
+
+    #[test]
+    fn header_problems() {
+        let p = problems("prefix,rat,conect_fee\n44,0.1,0\n");
+        assert!(p.starts_with("1:1: error: missing required column `rate`; the header row has `prefix`, `rat`, `conect_fee`"), "{p}");
+        let p = problems("prefix,rate,conect_fee,notes\n44,0.1,0,x\n");
+        assert_eq!(
+            p,
+            "1:13: warning: columns `conect_fee`, `notes` are ignored; the columns c4route reads are prefix, rate, connect_fee, initial, increment, effective_from, effective_until, name"
+        );
+        assert!(problems("").starts_with("1:1: error: the file is empty"));
+        assert!(
+            problems("prefix,rate,rate\n").contains("1:13: error: column `rate` appears twice")
+        );
+        let p = problems("prefix,rate\n44,0.1,7\n");
+        assert!(p.starts_with("2:8: error: this row has 3 cells"), "{p}");
+        // Quoted cells: the column still points at the cell.
+        let p = problems("prefix,name,rate\n\"44\",\"Big, Co\",x\n");
+        assert!(p.starts_with("2:16: error: rate \"x\""), "{p}");
+    }
+
+    #[test]
+    fn gzip_decks_load_and_errors_keep_their_lines() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"prefix,rate\n44,0.01\n45,bad\n45,0.01\n45,0.02\n")
+            .unwrap();
+        let bytes = gz.finish().unwrap();
+        let l = load("rates/t.csv.gz".into(), &bytes);
+        let p: Vec<String> = l
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.col, i.message))
+            .collect();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("3:4: rate \"bad\""), "{p:?}");
+        let l = load("rates/t.csv.gz".into(), &bytes[..bytes.len() / 2]);
+        assert!(l.deck.is_none());
+        assert!(
+            l.issues[0].message.contains("cannot decompress"),
+            "{:?}",
+            l.issues
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any bytes: a deck or problems, never a panic; a deck only without errors.
+        #[test]
+        fn any_bytes_load_or_report(body in proptest::collection::vec(
+            proptest::sample::select(b"0123456789+,.-\"\n\r x2026T:Z\xff".to_vec()), 0..200)) {
+            for head in [&b"prefix,rate,connect_fee,initial,increment,effective_from,effective_until,name\n"[..], b""] {
+                let mut bytes = head.to_vec();
+                bytes.extend_from_slice(&body);
+                let l = load("p.csv".into(), &bytes);
+                let errors = l.issues.iter().any(|i| i.severity == Severity::Error);
+                proptest::prop_assert_eq!(l.deck.is_some(), !errors);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_share_tariffs() {
+        let mut s = String::from("prefix,rate,name\n");
+        for i in 0..100 {
+            s += &format!("49{i:03},0.01,Germany\n");
+        }
+        s += "33,0.01,France\n49999,0.01,Germany\n";
+        let d = load_str(&s).deck.unwrap();
+        assert_eq!(d.row_count(), 102);
+        assert_eq!(d.tariffs.len(), 2);
+    }
+}
