@@ -26,6 +26,7 @@
 //! is on that chain, longest first. So the cost is a bucket read, a short
 //! binary search and a walk of at most 15 steps, whatever the deck's size.
 
+mod cells;
 pub(crate) mod load;
 
 use std::sync::Arc;
