@@ -490,18 +490,23 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
 /// `GET /gateways`.
 pub async fn list(state: &AppState) -> Resp {
     let (tx, rx) = oneshot::channel();
-    if state.gateways.tx.send(Cmd::List(tx)).await.is_err() {
-        return json_error(
+    ask(state, Cmd::List(tx), rx).await
+}
+
+/// Sends `cmd` to the state task and answers with the JSON of its reply.
+async fn ask<T: serde::Serialize>(state: &AppState, cmd: Cmd, rx: oneshot::Receiver<T>) -> Resp {
+    let down = || {
+        json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the gateway state task is not running",
-        );
+        )
+    };
+    if state.gateways.tx.send(cmd).await.is_err() {
+        return down();
     }
     match rx.await {
         Ok(v) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Err(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway state task is not running",
-        ),
+        Err(_) => down(),
     }
 }
 
@@ -531,18 +536,6 @@ pub async fn mark(req: hyper::Request<Incoming>, state: &AppState, disable: bool
         disable,
         done: tx,
     };
-    if state.gateways.tx.send(cmd).await.is_err() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway state task is not running",
-        );
-    }
-    match rx.await {
-        // Answered after the new snapshot is published: the next query sees it.
-        Ok(v) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Err(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway state task is not running",
-        ),
-    }
+    // Answered after the new snapshot is published: the next query sees it.
+    ask(state, cmd, rx).await
 }
