@@ -117,7 +117,11 @@ fi
 
 # --- 2. deb-src entry ------------------------------------------------------------------------
 have_source() {
-    apt-cache showsrc kamailio 2>/dev/null | grep -qx "Version: $kam_version"
+    # not `| grep -q`: with pipefail, grep's early exit makes apt-cache die of SIGPIPE and the
+    # pipeline fail at random (about half the time on a fresh machine)
+    local src
+    src=$(apt-cache showsrc kamailio 2>/dev/null || true)
+    grep -qx "Version: $kam_version" <<<"$src"
 }
 if ! have_source; then
     apt_update_once
