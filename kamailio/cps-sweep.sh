@@ -21,6 +21,7 @@
 #   sync-unwrapped  C4_HTTP_SYNC and C4_RTJSON_UNWRAPPED
 #   fixed           http_async_client -> target/release/examples/fixed_answer (constant answer)
 #   fixed-unwrapped fixed_answer's bare document (POST /rtjson); FIXED_BIN= picks another binary
+#   fixed2, fixed2-unwrapped   the same with FIXED2_BIN (a second binary, e.g. a smaller answer)
 #   BASE+DEF=VAL+DEF2  any mode above with more -A defines, e.g. c4route+C4_HTTP_WORKERS=2,
 #                   c4route+C4_HTTP_MEMORY_MANAGER="sys" (quotes kept), sync+C4_CHILDREN=8
 #
@@ -32,7 +33,7 @@
 # qm), STEP_SECONDS=10, REF_RATE=1000, REF_ROUNDS=3, MAX_PHASE=1 (0: skip phase 2),
 # START_RATE=500, MAX_RATE=8000, BISECT=2, QUIET_WAIT=10, SHM_MB=1024, CHILDREN=4,
 # HTTP_WORKERS=4, MAX_MINUTES=40, EXTRA_DEFINES= (-A defines for every mode),
-# PERF_MODE= (a mode name: `perf record` its Kamailio during one extra REF_RATE step; needs
+# PERF_MODE= (mode names: `perf record` each one's Kamailio during one extra REF_RATE step; needs
 # linux-perf: bash kamailio/install.sh --profile), PERF_SECONDS=8, TRACE= (1: SIPp traces),
 # OUT=kamailio/tests/out/cps-<time>.
 # Writes OUT/steps.csv (every step) and OUT/summary.md (the tables for docs/PERFORMANCE.md).
@@ -70,9 +71,10 @@ LOAD_PREFIXES=${LOAD_PREFIXES:-}
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
-KAM_PORT0=26060 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181
+KAM_PORT0=26060 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182
 C4ROUTE="$repo/target/release/c4route"
 FIXED_BIN=${FIXED_BIN:-"$repo/target/release/examples/fixed_answer"}
+FIXED2_BIN=${FIXED2_BIN:-}   # modes fixed2*: a second fixed-answer binary (say, a prototype answer)
 CLK_TCK=$(getconf CLK_TCK)
 deadline=$(( $(date +%s) + MAX_MINUTES * 60 ))
 
@@ -92,11 +94,12 @@ for cmd in kamailio sipp kamcmd python3; do
 done
 [[ -n "$PERF_MODE" ]] && { command -v perf >/dev/null || die "perf not found: run kamailio/install.sh --profile"; }
 [[ -n "$LOAD_PREFIXES" ]] && MODES="static drouting c4route"
-need_c4=0 need_fixed=0
+need_c4=0 need_fixed=0 need_fixed2=0
 for m in $MODES; do
     case ${m%%+*} in
         c4route|unwrapped|sync|sync-unwrapped) need_c4=1 ;;
         fixed|fixed-unwrapped) need_fixed=1 ;;
+        fixed2|fixed2-unwrapped) [[ -x "$FIXED2_BIN" ]] || die "mode $m needs FIXED2_BIN (a second fixed-answer binary)"; need_fixed2=1 ;;
         static|drouting) ;;
         *) die "unknown mode $m" ;;
     esac
@@ -204,7 +207,7 @@ start_gw() {
 
 wait_tcp() { local i; for i in $(seq "$2"); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-c4_pid="" fixed_pid=""
+c4_pid="" fixed_pid="" fixed2_pid=""
 start_c4route() { # routes dir -> c4_pid; C4_LOAD_S: seconds until it accepted connections
     local t0; t0=$(date +%s.%N)
     "$C4ROUTE" serve --routes "$1" --listen "$IP:$C4_PORT" >>"$OUT/c4route.log" 2>&1 &
@@ -216,6 +219,11 @@ start_fixed() {
     "$FIXED_BIN" --listen "$IP:$FIXED_PORT" --uri "sip:$IP:$GW_PORT" >>"$OUT/fixed_answer.log" 2>&1 &
     fixed_pid=$!; pids+=("$fixed_pid")
     wait_tcp "$FIXED_PORT" 100 || die "fixed_answer did not start"
+    if [[ $need_fixed2 -eq 1 ]]; then
+        "$FIXED2_BIN" --listen "$IP:$FIXED2_PORT" --uri "sip:$IP:$GW_PORT" >>"$OUT/fixed2_answer.log" 2>&1 &
+        fixed2_pid=$!; pids+=("$fixed2_pid")
+        wait_tcp "$FIXED2_PORT" 100 || die "$FIXED2_BIN did not start"
+    fi
 }
 
 # mode_defines MODE -> the -A defines of a mode, one per line; sets MODE_SERVER (c4|fixed|"")
@@ -231,6 +239,8 @@ mode_defines() {
         sync-unwrapped) MODE_SERVER=c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$C4_PORT/rtjson\"" ;;
         fixed) MODE_SERVER=fixed; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
         fixed-unwrapped) MODE_SERVER=fixed; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
+        fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
+        fixed2-unwrapped) MODE_SERVER=fixed2; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/rtjson\"" ;;
     esac
     if [[ $1 == *+* ]]; then
         rest=${1#*+}
@@ -246,9 +256,12 @@ start_kamailio() {
     local i=$1 mode=$2 port=$(( KAM_PORT0 + $1 )) extra=() defs=() d
     [[ $ALLOC == tlsf ]] && extra=(-x tlsf -X tlsf)
     local ctl="unix:$OUT/kamailio-$i.ctl"
-    defs=(-A "C4_LISTEN=udp:$IP:$port" -A "C4_CHILDREN=$CHILDREN" -A "C4_HTTP_WORKERS=$HTTP_WORKERS"
-          -A "C4_CTL_SOCKET=\"$ctl\"" -A "C4_STATIC_DST=\"sip:$IP:$GW_PORT\"")
-    while IFS= read -r d; do [[ -n "$d" ]] && defs+=(-A "$d"); done < <(mode_defines "$mode")
+    local mdefs; mdefs=$(mode_defines "$mode")
+    defs=(-A "C4_LISTEN=udp:$IP:$port" -A "C4_CTL_SOCKET=\"$ctl\"" -A "C4_STATIC_DST=\"sip:$IP:$GW_PORT\"")
+    # a mode's own C4_CHILDREN / C4_HTTP_WORKERS replace the sweep's (Kamailio refuses a define twice)
+    grep -q '^C4_CHILDREN=' <<<"$mdefs" || defs+=(-A "C4_CHILDREN=$CHILDREN")
+    grep -q '^C4_HTTP_WORKERS=' <<<"$mdefs" || defs+=(-A "C4_HTTP_WORKERS=$HTTP_WORKERS")
+    while IFS= read -r d; do [[ -n "$d" ]] && defs+=(-A "$d"); done <<<"$mdefs"
     mode_defines "$mode" >/dev/null   # sets MODE_SERVER in this shell
     local lg="$OUT/kamailio-$i.log"
     echo "$mode: kamailio -f kamailio/kamailio.cfg -DD -E -m $SHM_MB -M 32 ${extra[*]} ${defs[*]}" >>"$OUT/kamailio.cmds"
@@ -291,7 +304,7 @@ wait_ready() {
     die "kamailio ($m) not ready after 10 minutes"
 }
 
-server_pid() { case ${kserver[$1]} in c4) echo "$c4_pid" ;; fixed) echo "$fixed_pid" ;; *) echo "" ;; esac; }
+server_pid() { case ${kserver[$1]} in c4) echo "$c4_pid" ;; fixed) echo "$fixed_pid" ;; fixed2) echo "$fixed2_pid" ;; *) echo "" ;; esac; }
 
 # run_step MODE RATE -> "ok|fail calls successful failed retrans avg_rt_ms kam_ms/call
 #   router_ms/call hac_err hac_timeouts router_req/call udp_rcvbuf_errors idle_pct_before"
@@ -306,7 +319,13 @@ run_step() {
     timeout $(( STEP_SECONDS + 30 )) sipp "$IP:${kport[$m]}" -sf "$scen/uac_cps.xml" -inf "$deck/numbers.csv" -i "$IP" -p "$CALLER_PORT" \
         -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -buff_size 4194304 -nostdin -timeout $(( STEP_SECONDS + 10 )) -timeout_error \
         -trace_stat -stf "$stf" -fd 1 ${TRACE:+-trace_msg -message_file "$OUT/caller-$tag-$rate.msg"} -trace_err -error_file "$OUT/caller-$tag-$rate.err" \
-        >"$OUT/caller.out" 2>&1
+        >"$OUT/caller.out" 2>&1 &
+    local sipp_pid=$!
+    if [[ -n "${PERF_DATA:-}" ]]; then   # profile the middle of the step
+        sleep 1
+        perf record -F 2999 -g -p "$(tr ' ' ',' <<<"$kp" | sed 's/,*$//')" -o "$PERF_DATA" -- sleep "$PERF_SECONDS" >"$PERF_DATA.log" 2>&1
+    fi
+    wait "$sipp_pid"
     local rc=$?
     sleep 0.5
     k1=$(cpu_ticks $kp); h1=$( [[ -n "$hp" ]] && cpu_ticks "$hp" || echo 0); s1=$(hac_stats "${kctl[$m]}"); u1=$(udp_drops)
@@ -380,13 +399,14 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
 make_deck "$PREFIXES" "$deck"
 start_gw
 [[ $need_c4 -eq 1 ]] && { start_c4route "$deck/routes.d"; log "c4route pid $c4_pid loaded $PREFIXES rules in $C4_LOAD_S s"; }
-[[ $need_fixed -eq 1 ]] && start_fixed
+[[ $need_fixed -eq 1 || $need_fixed2 -eq 1 ]] && start_fixed
 i=0
 for m in $MODES; do
     t0=$(date +%s.%N)
     start_kamailio "$i" "$m"
     wait_ready "$m" "$t0"
     log "$m: kamailio pid ${kpid[$m]} on port ${kport[$m]}, ready after $READY_S s ($READY_CPU s CPU)"
+    kamcmd -s "${kctl[$m]}" core.psx >"$OUT/psx-$(tr -c 'A-Za-z0-9_.-' '_' <<<"$m" | sed 's/_$//').txt" 2>&1
     i=$(( i + 1 ))
 done
 
@@ -413,20 +433,21 @@ for r in $(seq "$REF_ROUNDS"); do
     done
 done
 
-# optional profile: perf record of one mode's Kamailio during one more REF_RATE step
-if [[ -n "$PERF_MODE" ]]; then
-    m=$PERF_MODE
+# optional profile: perf record of each PERF_MODE's Kamailio (all its processes) during PERF_SECONDS
+# of one more REF_RATE step
+for m in $PERF_MODE; do
     [[ -n "${kpid[$m]:-}" ]] || die "PERF_MODE=$m is not one of MODES"
-    kp=$(kam_pids "${kpid[$m]}" | tr ' ' ',' | sed 's/,*$//')
-    log "perf: recording kamailio ($m) pids $kp for $PERF_SECONDS s at $REF_RATE cps"
-    ( sleep 1; perf record -F 2999 -g -p "$kp" -o "$OUT/perf-$m.data" -- sleep "$PERF_SECONDS" >"$OUT/perf-record.log" 2>&1 ) &
-    perf_pid=$!
-    step perf "$m" "$REF_RATE"
-    wait "$perf_pid"
-    perf report -i "$OUT/perf-$m.data" --no-children --sort dso --stdio >"$OUT/perf-$m-dso.txt" 2>/dev/null
-    perf report -i "$OUT/perf-$m.data" --no-children --sort dso,sym --stdio -g none >"$OUT/perf-$m-sym.txt" 2>/dev/null
-    perf report -i "$OUT/perf-$m.data" --children --sort sym --stdio -g none >"$OUT/perf-$m-children.txt" 2>/dev/null
-    log "perf: $OUT/perf-$m-dso.txt, $OUT/perf-$m-sym.txt, $OUT/perf-$m-children.txt"
+    tag=$(tr -c 'A-Za-z0-9_.-' '_' <<<"$m" | sed 's/_$//')
+    log "perf: recording kamailio ($m) for $PERF_SECONDS s at $REF_RATE cps"
+    PERF_DATA="$OUT/perf-$tag.data" step perf "$m" "$REF_RATE"
+    perf report -i "$OUT/perf-$tag.data" --no-children --sort dso --stdio -g none >"$OUT/perf-$tag-dso.txt" 2>/dev/null
+    perf report -i "$OUT/perf-$tag.data" --no-children --sort dso,sym --stdio -g none >"$OUT/perf-$tag-sym.txt" 2>/dev/null
+    perf report -i "$OUT/perf-$tag.data" --children --sort sym --stdio -g none >"$OUT/perf-$tag-children.txt" 2>/dev/null
+    log "perf: $OUT/perf-$tag-{dso,sym,children}.txt"
+done
+if [[ -n "$PERF_MODE" ]]; then
+    python3 "$here/perf-breakdown.py" "$OUT" $PERF_MODE --calls $(( PERF_SECONDS * REF_RATE )) >"$OUT/perf-breakdown.md" 2>"$OUT/perf-breakdown.err"
+    log "perf breakdown: $OUT/perf-breakdown.md"
 fi
 
 # phase 2: highest rate with zero failed calls, modes interleaved
