@@ -71,7 +71,7 @@ LOAD_PREFIXES=${LOAD_PREFIXES:-}
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
-KAM_PORT0=26060 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182
+KAM_PORT0=26100 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182
 C4ROUTE="$repo/target/release/c4route"
 FIXED_BIN=${FIXED_BIN:-"$repo/target/release/examples/fixed_answer"}
 FIXED2_BIN=${FIXED2_BIN:-}   # modes fixed2*: a second fixed-answer binary (say, a prototype answer)
@@ -251,7 +251,7 @@ mode_defines() {
 }
 
 declare -A kpid kport kctl klog kserver
-# start_kamailio INDEX MODE: Kamailio for MODE on port KAM_PORT0+INDEX
+# start_kamailio INDEX MODE: Kamailio for MODE on port KAM_PORT0+INDEX (26100 and up)
 start_kamailio() {
     local i=$1 mode=$2 port=$(( KAM_PORT0 + $1 )) extra=() defs=() d
     [[ $ALLOC == tlsf ]] && extra=(-x tlsf -X tlsf)
@@ -486,7 +486,7 @@ python3 - "$OUT/steps.csv" "$MODES" "$REF_RATE" "$MAX_PHASE" "$PREFIXES" "$ALLOC
 import csv, statistics, sys
 steps, modes, ref_rate, max_phase, prefixes, alloc, health = sys.argv[1:8]
 modes = modes.split(); rows = list(csv.DictReader(open(steps)))
-health = dict(x.split("=", 1) for x in health.split())
+health = dict(x.rsplit("=", 1) for x in health.split())
 def med(v):
     v = [float(x) for x in v if x not in ("-", "")]
     return statistics.median(v) if v else None

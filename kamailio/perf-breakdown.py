@@ -33,7 +33,7 @@ def roles(path):
         m = re.search(r"DSC:\s*(.*)", line)
         if m and pid:
             d = m.group(1).strip()
-            if "http_async" in d or "HTTP" in d:
+            if "http async" in d.lower() or "http_async" in d.lower():
                 role = "http_async_client workers"
             elif "receiver" in d.lower():
                 role = "SIP receivers"
