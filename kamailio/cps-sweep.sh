@@ -60,6 +60,7 @@ MAX_RATE=${MAX_RATE:-8000}
 BISECT=${BISECT:-2}
 QUIET_WAIT=${QUIET_WAIT:-10}  # at most this many seconds of waiting for >= 90 % idle before a step
 SHM_MB=${SHM_MB:-1024}
+PKG_MB=${PKG_MB:-32}         # -M: drouting's db_text query result lives in private memory (1M rows: 1024)
 CHILDREN=${CHILDREN:-4}
 HTTP_WORKERS=${HTTP_WORKERS:-4}
 MAX_MINUTES=${MAX_MINUTES:-40}
@@ -93,7 +94,11 @@ for cmd in kamailio sipp kamcmd python3; do
     command -v "$cmd" >/dev/null || die "$cmd not found: run kamailio/install.sh"
 done
 [[ -n "$PERF_MODE" ]] && { command -v perf >/dev/null || die "perf not found: run kamailio/install.sh --profile"; }
-[[ -n "$LOAD_PREFIXES" ]] && MODES="static drouting c4route"
+if [[ -n "$LOAD_PREFIXES" ]]; then
+    MODES="static drouting c4route"
+    [[ $PKG_MB -lt 1024 && $LOAD_PREFIXES -gt 100000 ]] && PKG_MB=1024
+    [[ $SHM_MB -lt 2048 && $LOAD_PREFIXES -gt 100000 ]] && SHM_MB=2048
+fi
 need_c4=0 need_fixed=0 need_fixed2=0
 for m in $MODES; do
     case ${m%%+*} in
@@ -264,8 +269,8 @@ start_kamailio() {
     while IFS= read -r d; do [[ -n "$d" ]] && defs+=(-A "$d"); done <<<"$mdefs"
     mode_defines "$mode" >/dev/null   # sets MODE_SERVER in this shell
     local lg="$OUT/kamailio-$i.log"
-    echo "$mode: kamailio -f kamailio/kamailio.cfg -DD -E -m $SHM_MB -M 32 ${extra[*]} ${defs[*]}" >>"$OUT/kamailio.cmds"
-    (cd "$OUT" && exec kamailio -f "$here/kamailio.cfg" -DD -E -m "$SHM_MB" -M 32 "${extra[@]}" -w "$OUT" \
+    echo "$mode: kamailio -f kamailio/kamailio.cfg -DD -E -m $SHM_MB -M $PKG_MB ${extra[*]} ${defs[*]}" >>"$OUT/kamailio.cmds"
+    (cd "$OUT" && exec kamailio -f "$here/kamailio.cfg" -DD -E -m "$SHM_MB" -M "$PKG_MB" "${extra[@]}" -w "$OUT" \
         -P "$OUT/kamailio-$i.pid" "${defs[@]}") >"$lg" 2>&1 &
     local p=$!; pids+=("$p")
     kpid[$mode]=$p kport[$mode]=$port kctl[$mode]=$ctl klog[$mode]=$lg kserver[$mode]=$MODE_SERVER
@@ -366,7 +371,7 @@ if [[ -n "$LOAD_PREFIXES" ]]; then
     make_deck "$LOAD_PREFIXES" "$deck"
     start_gw
     {
-        echo "| what ($LOAD_PREFIXES prefixes, -m $SHM_MB, $ALLOC, $CHILDREN children) | ready after (s, wall) | CPU to load (s) | memory |"
+        echo "| what ($LOAD_PREFIXES prefixes, -m $SHM_MB -M $PKG_MB, $ALLOC, $CHILDREN children) | ready after (s, wall) | CPU to load (s) | memory |"
         echo "|---|---:|---:|---|"
     } >"$OUT/load.md"
     i=0

@@ -339,7 +339,7 @@ else
 fi
 
 # 9. the other answer layout, and the blocking query: a second Kamailio with
-# C4_RTJSON_UNWRAPPED (POST /rtjson, bare document), a third with C4_HTTP_SYNC (http_client,
+# C4_RTJSON_UNWRAPPED and C4_FAST_SUCCESS (POST /rtjson, bare document), a third with C4_HTTP_SYNC (http_client,
 # kept-alive named connection); each routes, rewrites, fails over and rejects the same way.
 # variant NAME PORT [defines...]
 variant() {
@@ -368,7 +368,8 @@ variant() {
         fail "$name answers" "failed:$why; see caller-$name-*.msg, kamailio-$name.log"
     fi
 }
-variant unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\"" && stop_pid "$KPID"
+# (C4_FAST_SUCCESS: routed answers skip jansson; rejects and no match still take the general path)
+variant unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A C4_FAST_SUCCESS -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\"" && stop_pid "$KPID"
 sync_pid=""
 variant sync $KAM_PORT3 -A C4_HTTP_SYNC -A "C4_HTTPCON=\"c4route=>http://$IP:$HTTP_PORT/kamailio/rtjson\"" && sync_pid=$KPID
 
