@@ -22,6 +22,8 @@
 #   fixed           http_async_client -> target/release/examples/fixed_answer (constant answer)
 #   fixed-unwrapped fixed_answer's bare document (POST /rtjson); FIXED_BIN= picks another binary
 #   fixed2, fixed2-unwrapped   the same with FIXED2_BIN (a second binary, e.g. a smaller answer)
+#   c4route2, unwrapped2, sync2, sync-unwrapped2   the same against a second `c4route serve` started
+#                   with C4ROUTE2_ARGS (default "--threads 1"), to compare server options side by side
 #   BASE+DEF=VAL+DEF2  any mode above with more -A defines, e.g. c4route+C4_HTTP_WORKERS=2,
 #                   c4route+C4_HTTP_MEMORY_MANAGER="sys" (quotes kept), sync+C4_CHILDREN=8
 #
@@ -72,7 +74,8 @@ LOAD_PREFIXES=${LOAD_PREFIXES:-}
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
-KAM_PORT0=26100 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182
+KAM_PORT0=26100 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182 C4_PORT2=28183
+C4ROUTE2_ARGS=${C4ROUTE2_ARGS:-"--threads 1"}
 C4ROUTE="$repo/target/release/c4route"
 FIXED_BIN=${FIXED_BIN:-"$repo/target/release/examples/fixed_answer"}
 FIXED2_BIN=${FIXED2_BIN:-}   # modes fixed2*: a second fixed-answer binary (say, a prototype answer)
@@ -99,10 +102,11 @@ if [[ -n "$LOAD_PREFIXES" ]]; then
     [[ $PKG_MB -lt 1024 && $LOAD_PREFIXES -gt 100000 ]] && PKG_MB=1024
     [[ $SHM_MB -lt 2048 && $LOAD_PREFIXES -gt 100000 ]] && SHM_MB=2048
 fi
-need_c4=0 need_fixed=0 need_fixed2=0
+need_c4=0 need_c4b=0 need_fixed=0 need_fixed2=0
 for m in $MODES; do
     case ${m%%+*} in
         c4route|unwrapped|sync|sync-unwrapped) need_c4=1 ;;
+        c4route2|unwrapped2|sync2|sync-unwrapped2) need_c4=1; need_c4b=1 ;;
         fixed|fixed-unwrapped) need_fixed=1 ;;
         fixed2|fixed2-unwrapped) [[ -x "$FIXED2_BIN" ]] || die "mode $m needs FIXED2_BIN (a second fixed-answer binary)"; need_fixed2=1 ;;
         static|drouting) ;;
@@ -192,8 +196,8 @@ hac_stats() { # ctl -> "requests replies errors timeouts" (zeros without http_as
     kamcmd -s "$1" stats.get_statistics http_async_client: 2>/dev/null \
         | awk -F' = ' '/requests/ {r=$2} /replies/ {p=$2} /errors/ {e=$2} /timeouts/ {t=$2} END {print r+0, p+0, e+0, t+0}'
 }
-c4_requests() { # all requests c4route counted (every outcome)
-    python3 - "http://$IP:$C4_PORT/metrics" <<'EOF' 2>/dev/null || echo 0
+c4_requests() { # PORT -> all requests that c4route counted (every outcome)
+    python3 - "http://$IP:$1/metrics" <<'EOF' 2>/dev/null || echo 0
 import re, sys, urllib.request
 t = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
 print(sum(int(float(v)) for v in re.findall(r'^c4route_requests_total\{[^}]*\} (\S+)$', t, re.M)))
@@ -212,7 +216,7 @@ start_gw() {
 
 wait_tcp() { local i; for i in $(seq "$2"); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-c4_pid="" fixed_pid="" fixed2_pid=""
+c4_pid="" c4b_pid="" fixed_pid="" fixed2_pid=""
 start_c4route() { # routes dir -> c4_pid; C4_LOAD_S: seconds until it accepted connections
     local t0; t0=$(date +%s.%N)
     "$C4ROUTE" serve --routes "$1" --listen "$IP:$C4_PORT" >>"$OUT/c4route.log" 2>&1 &
@@ -233,15 +237,16 @@ start_fixed() {
 
 # mode_defines MODE -> the -A defines of a mode, one per line; sets MODE_SERVER (c4|fixed|"")
 mode_defines() {
-    local base=${1%%+*} rest d
+    local base=${1%%+*} rest d port=$C4_PORT c4=c4
     MODE_SERVER=""
+    case $base in c4route2|unwrapped2|sync2|sync-unwrapped2) base=${base%2}; port=$C4_PORT2; c4=c4b ;; esac
     case $base in
         static) echo STATIC_ROUTING ;;
-        drouting) echo DROUTING; echo "C4_DR_DB_URL=\"text://$deck/dbtext\"" ;;
-        c4route) MODE_SERVER=c4; echo "C4_API_URL=\"http://$IP:$C4_PORT/kamailio/rtjson\"" ;;
-        unwrapped) MODE_SERVER=c4; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$C4_PORT/rtjson\"" ;;
-        sync) MODE_SERVER=c4; echo C4_HTTP_SYNC; echo "C4_HTTPCON=\"c4route=>http://$IP:$C4_PORT/kamailio/rtjson\"" ;;
-        sync-unwrapped) MODE_SERVER=c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$C4_PORT/rtjson\"" ;;
+        drouting) echo DROUTING; echo "C4_DR_DB_URL=\"text://$deck/dbtext\""; echo "C4_DR_MAX_ROWS=$(( ${LOAD_PREFIXES:-$PREFIXES} + 1000 ))" ;;
+        c4route) MODE_SERVER=$c4; echo "C4_API_URL=\"http://$IP:$port/kamailio/rtjson\"" ;;
+        unwrapped) MODE_SERVER=$c4; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$port/rtjson\"" ;;
+        sync) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/kamailio/rtjson\"" ;;
+        sync-unwrapped) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/rtjson\"" ;;
         fixed) MODE_SERVER=fixed; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
         fixed-unwrapped) MODE_SERVER=fixed; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
         fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
@@ -285,7 +290,7 @@ start_kamailio() {
 
 # probe MODE: one call through MODE's Kamailio; 0 when it completed
 probe() {
-    timeout 20 sipp "$IP:${kport[$1]}" -sf "$scen/uac_cps.xml" -inf "$deck/numbers.csv" -i "$IP" -p "$CALLER_PORT" \
+    timeout -k 5 20 sipp "$IP:${kport[$1]}" -sf "$scen/uac_cps.xml" -inf "$deck/numbers.csv" -i "$IP" -p "$CALLER_PORT" \
         -m 1 -nostdin -timeout 10 -timeout_error -buff_size 4194304 >/dev/null 2>&1
 }
 
@@ -309,7 +314,7 @@ wait_ready() {
     die "kamailio ($m) not ready after 10 minutes"
 }
 
-server_pid() { case ${kserver[$1]} in c4) echo "$c4_pid" ;; fixed) echo "$fixed_pid" ;; fixed2) echo "$fixed2_pid" ;; *) echo "" ;; esac; }
+server_pid() { case ${kserver[$1]} in c4) echo "$c4_pid" ;; c4b) echo "$c4b_pid" ;; fixed) echo "$fixed_pid" ;; fixed2) echo "$fixed2_pid" ;; *) echo "" ;; esac; }
 
 # run_step MODE RATE -> "ok|fail calls successful failed retrans avg_rt_ms kam_ms/call
 #   router_ms/call hac_err hac_timeouts router_req/call udp_rcvbuf_errors idle_pct_before"
@@ -320,8 +325,10 @@ run_step() {
     local kp hp; kp=$(kam_pids "${kpid[$m]}"); hp=$(server_pid "$m")
     local k0 h0 s0 u0 r0 k1 h1 s1 u1 r1
     k0=$(cpu_ticks $kp); h0=$( [[ -n "$hp" ]] && cpu_ticks "$hp" || echo 0); s0=$(hac_stats "${kctl[$m]}"); u0=$(udp_drops)
-    r0=$( [[ ${kserver[$m]} == c4 ]] && c4_requests || echo 0)
-    timeout $(( STEP_SECONDS + 30 )) sipp "$IP:${kport[$m]}" -sf "$scen/uac_cps.xml" -inf "$deck/numbers.csv" -i "$IP" -p "$CALLER_PORT" \
+    local rport=$C4_PORT; [[ ${kserver[$m]} == c4b ]] && rport=$C4_PORT2
+    r0=$( [[ ${kserver[$m]} == c4* ]] && c4_requests "$rport" || echo 0)
+    # -k: a SIPp caller stuck after an overloaded step ignored timeout's SIGTERM for minutes
+    timeout -k 10 $(( STEP_SECONDS + 30 )) sipp "$IP:${kport[$m]}" -sf "$scen/uac_cps.xml" -inf "$deck/numbers.csv" -i "$IP" -p "$CALLER_PORT" \
         -r "$rate" -m "$calls" -l $(( rate * 4 + 100 )) -buff_size 4194304 -nostdin -timeout $(( STEP_SECONDS + 10 )) -timeout_error \
         -trace_stat -stf "$stf" -fd 1 ${TRACE:+-trace_msg -message_file "$OUT/caller-$tag-$rate.msg"} -trace_err -error_file "$OUT/caller-$tag-$rate.err" \
         >"$OUT/caller.out" 2>&1 &
@@ -334,7 +341,7 @@ run_step() {
     local rc=$?
     sleep 0.5
     k1=$(cpu_ticks $kp); h1=$( [[ -n "$hp" ]] && cpu_ticks "$hp" || echo 0); s1=$(hac_stats "${kctl[$m]}"); u1=$(udp_drops)
-    r1=$( [[ ${kserver[$m]} == c4 ]] && c4_requests || echo 0)
+    r1=$( [[ ${kserver[$m]} == c4* ]] && c4_requests "$rport" || echo 0)
     python3 - "$stf" "$rc" "$calls" "$((k1 - k0))" "$((h1 - h0))" "$CLK_TCK" "$s0" "$s1" "$((u1 - u0))" "$LAST_IDLE" "$((r1 - r0))" "${kserver[$m]:-none}" <<'EOF'
 import csv, sys
 stf, rc, calls, kt, ht, tck, s0, s1, udp, idle, req, server = sys.argv[1:13]
@@ -358,7 +365,7 @@ d = [y - x for x, y in zip(a, b)]
 ok = rc == 0 and failed == 0 and succ == calls and d[2] == 0 and d[3] == 0
 n = max(succ, 1)
 hc = "%.4f" % (ht * 1000 / tck / n) if server != "none" else "-"
-rq = "%.3f" % (req / n) if server == "c4" else "-"
+rq = "%.3f" % (req / n) if server.startswith("c4") else "-"
 print("ok" if ok else "fail", calls, succ, failed, retr, rt_ms,
       "%.4f" % (kt * 1000 / tck / n), hc, d[2], d[3], rq, udp, idle)
 EOF
@@ -404,6 +411,13 @@ log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
 make_deck "$PREFIXES" "$deck"
 start_gw
 [[ $need_c4 -eq 1 ]] && { start_c4route "$deck/routes.d"; log "c4route pid $c4_pid loaded $PREFIXES rules in $C4_LOAD_S s"; }
+if [[ $need_c4b -eq 1 ]]; then
+    # shellcheck disable=SC2086 # C4ROUTE2_ARGS is a list of words
+    "$C4ROUTE" serve --routes "$deck/routes.d" --listen "$IP:$C4_PORT2" $C4ROUTE2_ARGS >>"$OUT/c4route2.log" 2>&1 &
+    c4b_pid=$!; pids+=("$c4b_pid")
+    wait_tcp "$C4_PORT2" 1200 || die "the second c4route ($C4ROUTE2_ARGS) did not start (see $OUT/c4route2.log)"
+    log "second c4route pid $c4b_pid: serve $C4ROUTE2_ARGS"
+fi
 [[ $need_fixed -eq 1 || $need_fixed2 -eq 1 ]] && start_fixed
 i=0
 for m in $MODES; do
