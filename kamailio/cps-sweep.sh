@@ -88,7 +88,18 @@ log() { printf '[sweep %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/sweep.log" >&
 die() { log "ERROR: $*"; exit 1; }
 
 . "$here/lib.sh"
-cleanup() { local p; for p in "${pids[@]}"; do stop_pid "$p"; done; pids=(); }
+# Kamailio's children can outlive a main process that died during start (a child_init failure):
+# their PIDs are collected while waiting for each Kamailio (kids) and stopped here too, if still
+# ours (their command line names $OUT).
+kids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do stop_pid "$p"; done
+    for p in "${kids[@]}"; do
+        grep -qF -- "$OUT" "/proc/$p/cmdline" 2>/dev/null && kill -TERM "$p" 2>/dev/null
+    done
+    pids=() kids=()
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -300,6 +311,7 @@ probe() {
 wait_ready() {
     local m=$1 t0=$2 k0 k1 quiet=0 n
     for n in $(seq 1200); do        # at most ~10 minutes
+        kids+=($(pgrep -P "${kpid[$m]}"))
         k0=$(cpu_ticks $(kam_pids "${kpid[$m]}"))
         sleep 0.5
         k1=$(cpu_ticks $(kam_pids "${kpid[$m]}"))
