@@ -7,6 +7,7 @@
 #
 #   bash kamailio/install.sh            # install what is missing
 #   bash kamailio/install.sh --rebuild  # rebuild and reinstall http_async_client
+#   bash kamailio/install.sh --profile  # also linux-perf, for cps-sweep.sh PERF_MODE=...
 #
 # Why build from the Debian source package: Kamailio refuses to load a module whose version
 # string or compile-flags string differs from the core's, so the module must be compiled with
@@ -16,8 +17,14 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build_dir="$here/.build"
-rebuild=0
-[[ "${1:-}" == "--rebuild" ]] && rebuild=1
+rebuild=0 profile=0
+for arg in "$@"; do
+    case $arg in
+        --rebuild) rebuild=1 ;;
+        --profile) profile=1 ;;
+        *) printf '[install] unknown argument %s (--rebuild, --profile)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 log() { printf '[install] %s\n' "$*"; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -29,12 +36,16 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
+# kamailio carries tm, rtjson's helpers, drouting and db_text (the sweep's in-process baseline);
+# -json-modules jansson and rtjson; -utils-modules http_client (C4_HTTP_SYNC)
 runtime_pkgs=(kamailio kamailio-json-modules kamailio-extra-modules kamailio-utils-modules sip-tester)
 # used by kamailio/tests/run.sh and cps-sweep.sh (python3 for HTTP checks, ss for port checks)
 test_pkgs=(python3 iproute2)
 # Load generators for kamailio/cps-sweep.sh; useful, not required.
 optional_pkgs=(wrk hyperfine)
 build_pkgs=(libcurl4-openssl-dev libevent-dev pkg-config dpkg-dev build-essential)
+# --profile: perf, for the profile of kamailio/cps-sweep.sh (PERF_MODE=...)
+profile_pkgs=(linux-perf)
 
 module_dir() {
     local tm
@@ -77,6 +88,15 @@ missing_pkgs() {
     done
 }
 
+if [[ $profile -eq 1 ]]; then
+    mapfile -t need < <(missing_pkgs "${profile_pkgs[@]}")
+    if [[ ${#need[@]} -gt 0 ]]; then
+        apt_update_once
+        log "apt-get install (profile) ${need[*]}"
+        $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    fi
+fi
+
 # --- fast path -------------------------------------------------------------------------------
 if [[ $rebuild -eq 0 ]] && command -v kamailio >/dev/null && command -v sipp >/dev/null \
     && [[ -z "$(missing_pkgs "${runtime_pkgs[@]}" "${test_pkgs[@]}")" ]] \
@@ -117,7 +137,11 @@ fi
 
 # --- 2. deb-src entry ------------------------------------------------------------------------
 have_source() {
-    apt-cache showsrc kamailio 2>/dev/null | grep -qx "Version: $kam_version"
+    # not `| grep -q`: with pipefail, grep's early exit makes apt-cache die of SIGPIPE and the
+    # pipeline fail at random (about half the time on a fresh machine)
+    local src
+    src=$(apt-cache showsrc kamailio 2>/dev/null || true)
+    grep -qx "Version: $kam_version" <<<"$src"
 }
 if ! have_source; then
     apt_update_once

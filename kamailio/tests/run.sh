@@ -21,6 +21,7 @@ scen="$here/scenarios"
 IP=127.0.0.1
 KAM_PORT=25060
 KAM_PORT2=25061
+KAM_PORT3=25062
 HTTP_PORT=28080
 CALLER_PORT=25090
 GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
@@ -111,6 +112,21 @@ if ! kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" >"$OUT
         "$(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-check.log")"
     finish
 fi
+# every mode the config offers must parse too: the defines switch modules and routes on and off
+bad_combos=""
+for combo in "C4_HTTP_SYNC" "C4_HTTP_SYNC C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS" "C4_NO_FEEDBACK" \
+    "C4_HTTP_SYNC C4_NO_FEEDBACK" "C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS" "DROUTING" "STATIC_ROUTING" \
+    "STATIC_ROUTING C4_NO_FEEDBACK" "DROUTING C4_NO_FEEDBACK"; do
+    defs=()
+    for d in $combo; do defs+=(-A "$d"); done
+    kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" "${defs[@]}" >"$OUT/kamailio-check-combo.log" 2>&1 \
+        || bad_combos+=" [$combo]"
+done
+if [[ -z "$bad_combos" ]]; then
+    pass "kamailio -c accepts kamailio.cfg with every mode's defines"
+else
+    fail "kamailio -c with defines" "rejected:$bad_combos"
+fi
 
 if [[ ! -x "$C4ROUTE" ]]; then
     say "building c4route (cargo build --release --bin c4route)"
@@ -122,7 +138,7 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $KAM_PORT2 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
+for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
@@ -412,28 +428,40 @@ else
     fail "live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
 fi
 
-# 9. the other answer layout: POST /rtjson (bare document, C4_RTJSON_UNWRAPPED) on a second Kamailio
-if start_kamailio unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\""; then
-    TARGET_PORT=$KAM_PORT2
-    ok=1 why=""
-    call unwrapped-basic 1001 uac_ok
-    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071'; } || { ok=0; why+=" basic(rc=$RC)"; }
-    call unwrapped-rewrites 5001 uac_ok
-    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' '^INVITE sip:99\+44001@' '^From: "Acme alice" <sip:\+1alice@' '^X-Carrier: acme'; } || { ok=0; why+=" rewrites(rc=$RC)"; }
-    call unwrapped-failover 2001 uac_ok
-    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; } || { ok=0; why+=" failover(rc=$RC)"; }
-    call unwrapped-reject 6001 uac_fail
-    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; } || { ok=0; why+=" reject(rc=$RC)"; }
-    unset TARGET_PORT
-    stop_pid "$KPID"
-    if [[ $ok -eq 1 ]]; then
-        pass "unwrapped answers (C4_RTJSON_UNWRAPPED, POST /rtjson): route, rewrites, failover, reject"
-    else
-        fail "unwrapped answers" "failed:$why; see caller-unwrapped-*.msg, kamailio-unwrapped.log"
+# 9. the other answer layout, and the blocking query: a second Kamailio with
+# C4_RTJSON_UNWRAPPED and C4_FAST_SUCCESS (POST /rtjson, bare document), a third with C4_HTTP_SYNC (http_client,
+# kept-alive named connection); each routes, rewrites, fails over and rejects the same way.
+# variant NAME PORT [defines...]
+variant() {
+    local name=$1 port=$2
+    shift 2
+    if ! start_kamailio "$name" "$port" "$@"; then
+        fail "$name answers" "kamailio did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-$name.log")"
+        return 1
     fi
-else
-    fail "unwrapped answers" "second kamailio did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-unwrapped.log")"
-fi
+    TARGET_PORT=$port
+    local ok=1 why=""
+    call "$name-basic" 1001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071'; } || { ok=0; why+=" basic(rc=$RC)"; }
+    call "$name-rewrites" 5001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' '^INVITE sip:99\+44001@' '^From: "Acme alice" <sip:\+1alice@' '^X-Carrier: acme'; } || { ok=0; why+=" rewrites(rc=$RC)"; }
+    call "$name-failover" 2001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; } || { ok=0; why+=" failover(rc=$RC)"; }
+    call "$name-reject" 6001 uac_fail
+    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; } || { ok=0; why+=" reject(rc=$RC)"; }
+    call "$name-no-match" 9999 uac_fail
+    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 404 Not Found$'; } || { ok=0; why+=" no-match(rc=$RC)"; }
+    unset TARGET_PORT
+    if [[ $ok -eq 1 ]]; then
+        pass "$name answers ($*): route, rewrites, failover, reject, no match"
+    else
+        fail "$name answers" "failed:$why; see caller-$name-*.msg, kamailio-$name.log"
+    fi
+}
+# (C4_FAST_SUCCESS: routed answers skip jansson; rejects and no match still take the general path)
+variant unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A C4_FAST_SUCCESS -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\"" && stop_pid "$KPID"
+sync_pid=""
+variant sync $KAM_PORT3 -A C4_HTTP_SYNC -A "C4_HTTPCON=\"c4route=>http://$IP:$HTTP_PORT/kamailio/rtjson\"" && sync_pid=$KPID
 
 # 10. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
 stop_pid "$c4_pid"
@@ -444,6 +472,17 @@ if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -lt $li
     pass "c4route stopped: caller gets 503 in ${ELAPSED} ms (limit ${limit} ms)"
 else
     fail "503 with c4route stopped" "sipp rc=$RC, elapsed ${ELAPSED} ms (limit ${limit} ms); see $CALLER"
+fi
+if [[ -n "$sync_pid" ]]; then
+    TARGET_PORT=$KAM_PORT3
+    call sync-c4route-down 1001 uac_fail
+    unset TARGET_PORT
+    stop_pid "$sync_pid"
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -lt $limit ]]; then
+        pass "c4route stopped, blocking query (C4_HTTP_SYNC): caller gets 503 in ${ELAPSED} ms (limit ${limit} ms)"
+    else
+        fail "503 with c4route stopped (C4_HTTP_SYNC)" "sipp rc=$RC, elapsed ${ELAPSED} ms (limit ${limit} ms); see $CALLER, kamailio-sync.log"
+    fi
 fi
 
 # 11. c4route hanging (accepts, never answers): 503 after the HTTP timeout, not tm's fr_timer
