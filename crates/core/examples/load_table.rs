@@ -19,6 +19,10 @@ use std::time::{Instant, SystemTime};
 
 use c4route_core::{Query, Sources, Wrap};
 
+mod procstat;
+
+use procstat::rss;
+
 // The allocator `c4route` ships with (crates/cli/main.rs), so that the
 // resident figures are the binary's.
 #[global_allocator]
@@ -32,19 +36,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// `VmRSS` and `VmHWM` of this process, in bytes (0 where /proc is missing).
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn mb(b: u64) -> f64 {
