@@ -21,30 +21,9 @@ use std::fmt::Write as _;
 /// The date of the price changes in generated decks.
 pub const CHANGE_DATE: &str = "2027-01-04";
 
-/// SplitMix64.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-    fn digits(&mut self, s: &mut String, n: usize) {
-        for _ in 0..n {
-            s.push(char::from(b'0' + self.below(10) as u8));
-        }
-    }
-}
+#[path = "../ratedeck/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 const COUNTRIES: &[(&str, &str, u32)] = &[
     ("1", "United States", 30),
