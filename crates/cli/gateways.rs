@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use c4route_core::{
-    GatewayInfo, GatewayState, GatewayStatus, ProbeMode, ProbeTransport, gateway_key,
+    GatewayInfo, GatewayState, GatewayStatus, Live, ProbeMode, ProbeTransport, gateway_key,
 };
 use http_body_util::{BodyExt as _, Limited};
 use hyper::StatusCode;
@@ -76,7 +76,7 @@ enum Cmd {
 #[derive(Debug)]
 pub struct Gateways {
     /// The current state; replaced whole on each change.
-    pub snapshot: ArcSwap<GatewayState>,
+    pub snapshot: ArcSwap<Live>,
     tx: mpsc::Sender<Cmd>,
     /// Taken once by [`spawn`].
     rx_slot: tokio::sync::Mutex<Option<mpsc::Receiver<Cmd>>>,
@@ -92,7 +92,7 @@ impl Default for Gateways {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         Gateways {
-            snapshot: ArcSwap::from_pointee(GatewayState::all_up()),
+            snapshot: ArcSwap::from_pointee(Live::default()),
             tx,
             rx_slot: tokio::sync::Mutex::new(Some(rx)),
         }
@@ -321,7 +321,10 @@ impl Task {
                 s.set_key(key.clone(), st);
             }
         }
-        self.state.gateways.snapshot.store(Arc::new(s));
+        self.state
+            .gateways
+            .snapshot
+            .store(Arc::new(Live::builder().gateway_state(s).build()));
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use c4route_core::{
-    Decision, Error, GatewayState, GatewayStatus, Outcome, Query, RouteTable, Severity, Sources,
-    Wrap,
+    Decision, Error, GatewayStatus, Live, Outcome, Query, RouteTable, Severity, Sources, TrunkLoad,
+    Wrap, decide,
 };
 use clap::{Parser, Subcommand};
 use tikv_jemallocator::Jemalloc;
@@ -66,9 +66,8 @@ enum Command {
         /// Print the bare rtjson document (as POST /rtjson) instead of {"rtjson": …}.
         #[arg(long)]
         bare: bool,
-        /// Decide as if this gateway were down (repeatable; any spelling of its URI).
-        #[arg(long, value_name = "URI")]
-        down: Vec<String>,
+        #[command(flatten)]
+        facts: LiveFacts,
     },
     /// Run every [[tests]] entry of routes.d.
     Test {
@@ -106,6 +105,22 @@ enum Command {
     },
 }
 
+/// What `eval` decides as if it were live (SPEC §8, §9).
+#[derive(clap::Args, Debug, Default)]
+struct LiveFacts {
+    /// Decide as if this gateway were down (repeatable; any spelling of its URI).
+    #[arg(long, value_name = "URI")]
+    down: Vec<String>,
+    /// Decide as if this trunk carried this many calls (repeatable), e.g. acme=120.
+    #[arg(long, value_name = "TRUNK=CALLS")]
+    load: Vec<String>,
+    /// Decide as if this gateway were poor for this destination group (a
+    /// rule's name, or rule@prefix for an LCR route); without @GROUP, for
+    /// every group (repeatable).
+    #[arg(long, value_name = "URI[@GROUP]")]
+    poor: Vec<String>,
+}
+
 fn parse_at(s: &str) -> Result<SystemTime, c4route_core::TimeError> {
     c4route_core::parse_time(s)
 }
@@ -120,8 +135,8 @@ fn main() -> ExitCode {
             explain,
             at,
             bare,
-            down,
-        } => eval(&dir, &input, explain, at, bare, &down),
+            facts,
+        } => eval(&dir, &input, explain, at, bare, &facts),
         Command::Test { dir } => test(&dir),
         Command::Diff {
             old,
@@ -241,13 +256,13 @@ fn eval(
     explain: bool,
     at: Option<SystemTime>,
     bare: bool,
-    down: &[String],
+    facts: &LiveFacts,
 ) -> anyhow::Result<ExitCode> {
     let table = match load(dir)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
-    let state = match down_state(&table, down) {
+    let live = match eval_live(&table, &facts.down, &facts.load, &facts.poor) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -265,7 +280,7 @@ fn eval(
         });
         match parsed {
             Ok(q) => {
-                let d = table.route_with(&q, &state, now);
+                let d = decide(&table, &live, &q, now);
                 buf.clear();
                 d.write_json(&mut buf, wrap);
                 buf.push(b'\n');
@@ -447,12 +462,21 @@ fn summary(d: &Decision<'_>) -> String {
     }
 }
 
-/// The state `eval --down` decides with; a URI no trunk lists is an error
-/// (a typo must not silently change nothing).
-fn down_state(table: &RouteTable, down: &[String]) -> Result<GatewayState, ExitCode> {
-    let mut state = GatewayState::all_up();
-    for uri in down {
-        let known = c4route_core::gateway_key(uri)
+/// The live facts `eval --down/--load/--poor` decide with. A gateway or
+/// trunk the table does not know is an error: a typo must not silently
+/// change nothing.
+fn eval_live(
+    table: &RouteTable,
+    down: &[String],
+    load: &[String],
+    poor: &[String],
+) -> Result<Live, ExitCode> {
+    let fail = |flag: &str, e: String| {
+        eprintln!("c4route: {flag}: {e}");
+        ExitCode::from(2)
+    };
+    let known = |uri: &str| {
+        c4route_core::gateway_key(uri)
             .map_err(|e| e.to_string())
             .and_then(|k| {
                 if table.gateway(&k).is_some() {
@@ -460,14 +484,39 @@ fn down_state(table: &RouteTable, down: &[String]) -> Result<GatewayState, ExitC
                 } else {
                     Err(format!("no trunk lists the gateway {uri:?} ({k})"))
                 }
-            });
-        match known {
-            Ok(k) => state.set_key(k, GatewayStatus::Down),
-            Err(e) => {
-                eprintln!("c4route: --down: {e}");
-                return Err(ExitCode::from(2));
-            }
-        }
+            })
+    };
+    let mut live = Live::builder();
+    for uri in down {
+        let k = known(uri).map_err(|e| fail("--down", e))?;
+        live = live.gateway_status_key(k, GatewayStatus::Down);
     }
-    Ok(state)
+    for item in load {
+        let Some((trunk, n)) = item.split_once('=') else {
+            return Err(fail(
+                "--load",
+                format!("{item:?} is not TRUNK=CALLS, e.g. acme=120"),
+            ));
+        };
+        let trunk = trunk.trim();
+        if table.trunk_limits(trunk).is_none() {
+            return Err(fail("--load", format!("no trunk is named {trunk:?}")));
+        }
+        let calls: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| fail("--load", format!("{n:?} is not a number of calls")))?;
+        live = live.trunk_load(trunk, TrunkLoad::new(calls, 0));
+    }
+    for item in poor {
+        // The URI has no user part, so its first `@` starts the group
+        // (which may hold another: `rule@prefix`).
+        let (uri, group) = match item.split_once('@') {
+            Some((u, g)) => (u, Some(g)),
+            None => (item.as_str(), None),
+        };
+        let k = known(uri).map_err(|e| fail("--poor", e))?;
+        live = live.poor_key(&k, group.unwrap_or(c4route_core::ANY_GROUP), true);
+    }
+    Ok(live.build())
 }

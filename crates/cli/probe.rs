@@ -308,7 +308,14 @@ impl Prober {
                 continue;
             }
             if t.when_down
-                && self.state.gateways.snapshot.load().status_of_key(&t.key) == GatewayStatus::Up
+                && self
+                    .state
+                    .gateways
+                    .snapshot
+                    .load()
+                    .gateways()
+                    .status_of_key(&t.key)
+                    == GatewayStatus::Up
             {
                 continue;
             }
@@ -511,7 +518,16 @@ impl Prober {
     ) {
         record(&self.state, code, rtt, result);
         let r = ProbeResult { code, rtt, error };
-        if ok && self.state.gateways.snapshot.load().status_of_key(&key) == GatewayStatus::Up {
+        if ok
+            && self
+                .state
+                .gateways
+                .snapshot
+                .load()
+                .gateways()
+                .status_of_key(&key)
+                == GatewayStatus::Up
+        {
             if self.batch.is_empty() {
                 self.batch_since = Instant::now();
             }

@@ -370,10 +370,8 @@ async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap:
     let outcome = {
         // The guard lives only in this synchronous block (no .await).
         let loaded = state.current.load();
-        let gateways = state.gateways.snapshot.load();
-        let decision = loaded
-            .table
-            .route_with(&query, &gateways, SystemTime::now());
+        let live = state.gateways.snapshot.load();
+        let decision = c4route_core::decide(&loaded.table, &live, &query, SystemTime::now());
         decision.write_json(&mut out, wrap);
         if let Some(id) = decision.rule_id {
             loaded.hit(id, &state.metrics);

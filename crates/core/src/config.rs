@@ -41,6 +41,26 @@ pub(crate) struct DefaultsDef {
     pub health: Option<Spanned<HealthDef>>,
     /// Seconds of the call whose cost orders `then.lcr` (SPEC §7).
     pub lcr_duration: Option<Spanned<i64>>,
+    /// `[defaults.calls]` (SPEC §9.1); checked in compile/limits.rs.
+    pub calls: Option<Spanned<CallsDef>>,
+}
+
+/// `[defaults.calls]`: how call records are kept (SPEC §9.1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallsDef {
+    /// A record with no event for this long is closed (`"4h"`).
+    pub max_duration: Option<Spanned<String>>,
+}
+
+/// `[trunks.NAME.limits]` (SPEC §9.2).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsDef {
+    /// Calls at once on the trunk.
+    pub calls: Option<Spanned<i64>>,
+    /// New attempts per second on the trunk.
+    pub cps: Option<Spanned<i64>>,
 }
 
 /// `[defaults.health]` or `[trunks.NAME.health]` (SPEC §8): every key optional,
@@ -80,15 +100,19 @@ pub(crate) struct TrunkDef {
     pub health: Option<Spanned<HealthDef>>,
     /// The trunk's rate deck, relative to routes.d (SPEC §7).
     pub rates: Option<Spanned<String>>,
+    /// Capacity limits (SPEC §9.2); checked in compile/limits.rs.
+    pub limits: Option<Spanned<LimitsDef>>,
 }
 
-/// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true }`.
+/// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true, calls = 60 }`.
 #[derive(Debug)]
 pub(crate) struct GatewayDef {
     pub uri: String,
     pub priority: i64,
     pub weight: i64,
     pub enabled: bool,
+    /// Calls at once on this gateway (SPEC §9.2).
+    pub calls: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +125,7 @@ struct GatewayTable {
     weight: i64,
     #[serde(default = "yes")]
     enabled: bool,
+    calls: Option<i64>,
 }
 
 fn one() -> i64 {
@@ -116,7 +141,9 @@ impl<'de> Deserialize<'de> for GatewayDef {
         impl<'de> Visitor<'de> for V {
             type Value = GatewayDef;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a gateway URI string or a table { uri, priority, weight, enabled }")
+                f.write_str(
+                    "a gateway URI string or a table { uri, priority, weight, enabled, calls }",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<GatewayDef, E> {
                 Ok(GatewayDef {
@@ -124,6 +151,7 @@ impl<'de> Deserialize<'de> for GatewayDef {
                     priority: 0,
                     weight: 1,
                     enabled: true,
+                    calls: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<GatewayDef, A::Error> {
@@ -133,6 +161,7 @@ impl<'de> Deserialize<'de> for GatewayDef {
                     priority: t.priority,
                     weight: t.weight,
                     enabled: t.enabled,
+                    calls: t.calls,
                 })
             }
         }
@@ -225,6 +254,8 @@ pub(crate) struct ThenDef {
     pub lcr: Option<Box<Spanned<Vec<Spanned<String>>>>>,
     pub max_rate: Option<Box<Spanned<f64>>>,
     pub no_rate: Option<Box<Spanned<RejectDef>>>,
+    /// The answer when limits leave no route (SPEC §9.2).
+    pub no_capacity: Option<Box<Spanned<RejectDef>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +336,10 @@ pub(crate) struct TestDef {
     pub expect: Spanned<ExpectDef>,
     /// Gateways decided as down (SPEC §8).
     pub down: Option<Vec<Spanned<String>>>,
+    /// Trunks decided as carrying this many calls (SPEC §9.2).
+    pub load: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
+    /// Gateways decided as poor, `URI` or `URI@GROUP` (SPEC §9.3).
+    pub poor: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,15 +49,18 @@
 //! 4. then the longest matching `source` prefix (any source condition beats none);
 //! 5. then declaration order: file name order, then position in the file.
 //!
-//! ## Live gateway state
+//! ## Live facts
 //!
-//! [`RouteTable::route_with`] also takes a [`GatewayState`], an immutable
-//! snapshot of the gateways that are down or disabled (SPEC §8), as it
-//! takes the clock: routes of down gateways go after all others, disabled
-//! ones are left out, and `max_routes` cuts after that. [`RouteTable::route`]
-//! is `route_with` an empty state. [`RouteTable::gateways`] lists the
-//! distinct gateways with their trunks and `health` settings, for a server
-//! that probes them; how they go up and down is the server's business.
+//! [`decide`] also takes a [`Live`] snapshot, as it takes the clock: which
+//! gateways are down or drained (SPEC §8), how many calls each trunk and
+//! gateway carries (SPEC §9.2) and which gateways serve a destination
+//! poorly (SPEC §9.3). Drained gateways and trunks at their limit are left
+//! out, poor gateways go behind good ones, down gateways last, and
+//! `max_routes` cuts after all of that. [`RouteTable::route`] decides with
+//! `Live::default()`, which knows nothing. [`RouteTable::gateways`] lists
+//! the distinct gateways with their trunks and `health` settings, for a
+//! server that probes them; how the facts come about is the server's
+//! business.
 //!
 //! ## Phases
 //!
@@ -76,6 +79,7 @@ mod config;
 mod diag;
 mod fastparse;
 mod health;
+mod live;
 mod matcher;
 mod query;
 mod rates;
@@ -90,18 +94,20 @@ mod template;
 mod uri;
 
 pub use answer::{
-    Decision, LcrReport, LcrTrunk, Outcome, PartyHeader, RateLookup, RateRow, RouteAnswer, Wrap,
+    Decision, LcrReport, LcrTrunk, LeftOut, Limit, Outcome, PartyHeader, RateLookup, RateRow,
+    RouteAnswer, Wrap,
 };
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use health::{
     GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,
     ProbeTransport, gateway_key,
 };
+pub use live::{ANY_GROUP, Live, LiveBuilder, TrunkLoad};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};
 pub use sources::Sources;
-pub use table::{Expect, RouteTable, RuleMatch, TestCase, TestResult};
+pub use table::{Expect, RouteTable, RuleMatch, TestCase, TestResult, decide};
 
 pub use compile::TimeError;
 

@@ -480,6 +480,8 @@ pub(crate) struct RouteAction {
     pub headers: Box<[Template]>,
     /// `then.lcr`: `trunks` are ordered by price (SPEC §7).
     pub lcr: Option<Box<LcrSpec>>,
+    /// `then.no_capacity` (SPEC §9.2); `None`: 503 All Trunks Busy.
+    pub no_capacity: Option<Box<(u16, Box<str>)>>,
 }
 
 /// What `then.lcr` adds to a routed action.
@@ -506,6 +508,8 @@ pub(crate) struct Gateway {
     pub key: Box<str>,
     /// [`crate::health::key_hash`] of `key`.
     pub key_hash: u64,
+    /// Most calls at once on this gateway (SPEC §9.2).
+    pub calls: Option<u32>,
 }
 
 /// A compiled trunk; timers are already resolved against `[defaults]`.
@@ -524,6 +528,17 @@ pub(crate) struct Trunk {
     pub headers: Box<[Template]>,
     /// `[trunks.NAME.health]` over `[defaults.health]` (SPEC §8).
     pub health: crate::health::HealthSettings,
+    /// [`crate::health::key_hash`] of `name`, for load look-ups.
+    pub name_hash: u64,
+    /// `[trunks.NAME.limits]` (SPEC §9.2).
+    pub limits: TrunkLimits,
+}
+
+/// `[trunks.NAME.limits]`: `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TrunkLimits {
+    pub calls: Option<u32>,
+    pub cps: Option<u32>,
 }
 
 /// A rule as validated, with every condition (the reference evaluator's input,
@@ -571,6 +586,8 @@ pub(crate) struct Defaults {
     pub health: crate::health::HealthSettings,
     /// Seconds of the call whose cost orders `then.lcr`.
     pub lcr_duration: u32,
+    /// `[defaults.calls] max_duration` (SPEC §9.1).
+    pub max_call_duration: std::time::Duration,
 }
 
 impl Default for Defaults {
@@ -585,6 +602,7 @@ impl Default for Defaults {
             timezone: jiff::tz::TimeZone::UTC,
             health: crate::health::HealthSettings::default(),
             lcr_duration: 60,
+            max_call_duration: std::time::Duration::from_secs(4 * 3600),
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::Query;
 use crate::answer::Plan;
 use crate::candidate::Candidate;
 use crate::diag::Diagnostics;
-use crate::health::{GatewayInfo, GatewayState, GatewayStatus};
+use crate::health::{GatewayInfo, GatewayStatus};
+use crate::live::{Live, TrunkLoad};
 use crate::matcher::ip::SourceIndex;
 use crate::matcher::prefix::StrIndex;
 use crate::rule::{Conds, Env, Field, Loc, RegexEval, RuleId, SpecParts, Specificity, user_spec};
@@ -48,6 +49,10 @@ pub struct TestCase {
     pub at: Option<SystemTime>,
     /// The gateways to decide as down (SPEC §8), as [`crate::gateway_key`]s.
     pub down: Vec<String>,
+    /// Trunks to decide as carrying this many calls (SPEC §9.2).
+    pub load: Vec<(String, u32)>,
+    /// Gateways (keys) to decide as poor for a group (SPEC §9.3).
+    pub poor: Vec<(String, String)>,
     /// What it expects.
     pub expect: Expect,
 }
@@ -71,6 +76,27 @@ pub(crate) struct Rule {
     pub priority: i64,
     /// The conditions no index checked; `None` when the index said it all.
     pub conds: Option<Box<Conds>>,
+}
+
+/// Decides where a call goes (SPEC §1, §9): the winning rule for `query`
+/// at `now`, and its routes ordered with what `live` knows — drained
+/// gateways and trunks or gateways at their capacity limit left out, poor
+/// gateways behind good ones, down gateways last, and `max_routes` cut
+/// after all of that, so what falls off the end is the worst. Pure: no
+/// I/O, no locks, and the same inputs always give the same decision.
+pub fn decide<'t>(
+    table: &'t RouteTable,
+    live: &Live,
+    query: &Query<'_>,
+    now: SystemTime,
+) -> crate::Decision<'t> {
+    let c = Candidate::new(query);
+    let best = table.search(&c, now, None);
+    let winner = best.map(|(id, _)| {
+        let r = &table.rules[id as usize];
+        (RuleId(id), table.rule_name(RuleId(id)), r.action)
+    });
+    table.plan.decide(winner, &c, live, now)
 }
 
 /// Which index a rule was filed under, and so what a hit proves.
@@ -205,29 +231,47 @@ impl RouteTable {
         &self.tests
     }
 
-    /// Decides where a call goes with every gateway up. Pure: no I/O, no
-    /// locks; `now` only matters for schedules.
+    /// Decides where a call goes knowing nothing live: every gateway up,
+    /// no load, no quality verdict. Pure: no I/O, no locks; `now` only
+    /// matters for schedules and rate decks. See [`crate::decide`].
     pub fn route<'t>(&'t self, query: &Query<'_>, now: SystemTime) -> crate::Decision<'t> {
-        self.route_with(query, &GatewayState::all_up(), now)
+        decide(self, &Live::default(), query, now)
     }
 
-    /// Decides where a call goes given the live gateway `state` (SPEC §8):
-    /// the routes of down gateways come after all others (in their own
-    /// order), disabled gateways are left out, and `max_routes` cuts the
-    /// reordered list, so down gateways are the first to fall off its end.
-    pub fn route_with<'t>(
-        &'t self,
-        query: &Query<'_>,
-        state: &GatewayState,
-        now: SystemTime,
-    ) -> crate::Decision<'t> {
-        let c = Candidate::new(query);
-        let best = self.search(&c, now, None);
-        let winner = best.map(|(id, _)| {
-            let r = &self.rules[id as usize];
-            (RuleId(id), self.rule_name(RuleId(id)), r.action)
-        });
-        self.plan.decide(winner, &c, state, now)
+    /// How long a call record may go without an event (`[defaults.calls]
+    /// max_duration`, SPEC §9.1).
+    pub fn max_call_duration(&self) -> std::time::Duration {
+        self.plan.defaults.max_call_duration
+    }
+
+    /// The limits of a trunk by name (`None` when no trunk has that name):
+    /// `(calls, cps)`, each `None` when unset.
+    pub fn trunk_limits(&self, name: &str) -> Option<(Option<u32>, Option<u32>)> {
+        self.plan
+            .trunks
+            .iter()
+            .find(|t| &*t.name == name)
+            .map(|t| (t.limits.calls, t.limits.cps))
+    }
+
+    /// Every trunk's name with its limits `(calls, cps)`, in name order.
+    pub fn trunks(&self) -> impl Iterator<Item = (&str, Option<u32>, Option<u32>)> {
+        self.plan
+            .trunks
+            .iter()
+            .map(|t| (&*t.name, t.limits.calls, t.limits.cps))
+    }
+
+    /// The most calls at once on a gateway (`calls` in its trunk's
+    /// `gateways`), by its key; the smallest when several trunks list it.
+    pub fn gateway_calls_limit(&self, key: &str) -> Option<u32> {
+        self.plan
+            .trunks
+            .iter()
+            .flat_map(|t| t.gateways.iter())
+            .filter(|g| &*g.key == key)
+            .filter_map(|g| g.calls)
+            .min()
     }
 
     /// The distinct gateways the trunks list (one per [`crate::gateway_key`],
@@ -336,12 +380,18 @@ impl RouteTable {
         self.tests
             .iter()
             .map(|t| {
-                let mut state = GatewayState::all_up();
+                let mut live = Live::builder();
                 for k in &t.down {
-                    state.set_key(k.clone(), GatewayStatus::Down);
+                    live = live.gateway_status_key(k.clone(), GatewayStatus::Down);
+                }
+                for (trunk, calls) in &t.load {
+                    live = live.trunk_load(trunk, TrunkLoad::new(*calls, 0));
+                }
+                for (key, group) in &t.poor {
+                    live = live.poor_key(key, group, true);
                 }
                 let at = t.at.unwrap_or_else(SystemTime::now);
-                let d = self.route_with(&t.query, &state, at);
+                let d = decide(self, &live.build(), &t.query, at);
                 TestResult {
                     name: t.name.clone(),
                     location: t.location.clone(),

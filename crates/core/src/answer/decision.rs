@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::pipeline::LeftOut;
 use crate::rule::{Routing, RuleId};
 
 /// The decision for one query.
@@ -23,6 +24,9 @@ pub struct Decision<'t> {
     /// be rebuilt. A party the query does not have is not counted. At most 2;
     /// `c4route serve` adds it to `c4route_rewrites_skipped_total`.
     pub skipped_rewrites: u32,
+    /// The trunks and gateways a capacity limit left out of this answer
+    /// (SPEC §9.2), once each; empty when nothing was at its limit.
+    pub left_out: Vec<LeftOut<'t>>,
 }
 
 /// What happens to the call.
@@ -57,6 +61,13 @@ pub struct RouteAnswer<'t> {
     pub socket: &'t str,
     /// The trunk this route belongs to.
     pub trunk: &'t str,
+    /// The gateway's normalised URI ([`crate::gateway_key`]), which call
+    /// events and live state name it by (with a `proxy`, `dst_uri` is the
+    /// proxy; this is still the gateway).
+    pub gateway: &'t str,
+    /// The destination group quality is judged per (SPEC §9.3): the rule's
+    /// name, or `rule@prefix` (the rate row's prefix) for an LCR route.
+    pub group: Cow<'t, str>,
     /// From rewrite (`""` parts are kept as they are); shared by the routes of a decision.
     pub from: Arc<PartyHeader>,
     /// To rewrite.

@@ -1,14 +1,17 @@
 //! The answer (SPEC §3): [`Decision`] (what was decided), built by
-//! `routes.rs` from the winning rule's action, ordered by `order.rs`, and
-//! written as rtjson by `rtjson.rs`.
+//! `routes.rs` from the winning rule's action, ordered by `order.rs` (SRV)
+//! and `pipeline.rs` (live facts: drained, full, poor and down gateways),
+//! and written as rtjson by `rtjson.rs`.
 //!
 //! Nothing here knows how the winner was found: the table hands over the
 //! rule and its action, and the [`Plan`] holds what turns them into routes.
 
 mod decision;
+#[cfg(test)]
 mod health;
 mod lcr;
 mod order;
+mod pipeline;
 mod routes;
 mod rtjson;
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 pub use decision::{Decision, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use lcr::{LcrReport, LcrTrunk, RateLookup, RateRow};
+pub use pipeline::{LeftOut, Limit};
 
 use crate::rule::{Action, Defaults, Trunk};
 

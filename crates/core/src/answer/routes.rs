@@ -1,6 +1,7 @@
-//! From a winning rule to the answer: the R-URI user after rewrites, each
-//! trunk's gateways in SRV order with strip and prefix, rendered headers,
-//! From/To rewrites, timers and `max_routes`.
+//! From a winning rule to the answer: the R-URI user after rewrites, the
+//! slots in static order, the live pipeline (`pipeline.rs`) and the
+//! `max_routes` cut, then each surviving route rendered: strip and prefix,
+//! headers (once per trunk), From/To rewrites and timers.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,11 +9,12 @@ use std::time::SystemTime;
 
 use super::Plan;
 use super::decision::{Decision, Outcome, PartyHeader, RouteAnswer};
-use super::health::last;
+use super::lcr::Priced;
 use super::order::{fnv1a, srv_order};
+use super::pipeline::{LeftOut, Slot, Steps, down_last, leave_out, poor_behind};
 use crate::candidate::{Candidate, Party};
-use crate::health::{GatewayState, GatewayStatus};
-use crate::rule::{Action, PartyRewrite, RouteAction, Routing, RuleId};
+use crate::live::Live;
+use crate::rule::{Action, PartyRewrite, RouteAction, Routing, RuleId, Trunk};
 use crate::sip::MAX_URI;
 use crate::uri::{is_sendable_uri, push_escaped_user, quote_display, replace_user, strip_ctl};
 
@@ -54,6 +56,23 @@ fn party_header(
     PartyHeader { display, uri }
 }
 
+/// The trunks of one decision, in static order (the rule's, or cheapest
+/// first), with each one's destination group.
+struct Trunks<'t, 'p> {
+    plan: &'t Plan,
+    ids: Vec<(u32, Option<&'p Priced>)>,
+    groups: Vec<Cow<'t, str>>,
+}
+
+impl<'t> Steps<'t> for Trunks<'t, '_> {
+    fn trunk(&self, step: u32) -> &'t Trunk {
+        &self.plan.trunks[self.ids[step as usize].0 as usize]
+    }
+    fn group(&self, step: u32) -> &str {
+        &self.groups[step as usize]
+    }
+}
+
 impl Plan {
     /// The decision for `winner` (the rule, its name and its action), or
     /// the no-match answer.
@@ -61,7 +80,7 @@ impl Plan {
         &'t self,
         winner: Option<(RuleId, &'t str, u32)>,
         c: &Candidate<'_>,
-        state: &GatewayState,
+        live: &Live,
         now: SystemTime,
     ) -> Decision<'t> {
         let Some((id, name, action)) = winner else {
@@ -75,16 +94,18 @@ impl Plan {
                     no_match: true,
                 },
                 skipped_rewrites: 0,
+                left_out: Vec::new(),
             };
         };
         let mut skipped = 0;
+        let mut left_out = Vec::new();
         let outcome = match &self.actions[action as usize] {
             Action::Reject { code, reason } => Outcome::Reject {
                 code: *code,
                 reason: Cow::Borrowed(reason),
                 no_match: false,
             },
-            Action::Route(ra) => self.routes(ra, name, c, state, now, &mut skipped),
+            Action::Route(ra) => self.routes(ra, name, c, live, now, &mut skipped, &mut left_out),
         };
         Decision {
             rule_id: Some(id),
@@ -96,23 +117,80 @@ impl Plan {
                 0
             },
             outcome,
+            left_out,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn routes<'t>(
         &'t self,
         ra: &'t RouteAction,
-        rule: &str,
+        rule: &'t str,
         c: &Candidate<'_>,
-        state: &GatewayState,
+        live: &Live,
         now: SystemTime,
         skipped: &mut u32,
+        left_out: &mut Vec<LeftOut<'t>>,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
         let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
             Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
             None => Cow::Borrowed(&c.ruri().user),
         };
+        // 1. The static order: the trunks (cheapest first for then.lcr),
+        // each one's gateways in SRV order.
+        let mut priced = Vec::new();
+        if let Some(spec) = &ra.lcr {
+            self.lcr_order(ra, spec, &ruri_user, now, &mut priced);
+            if priced.is_empty() {
+                let (code, reason) = spec.no_rate.as_ref().unwrap_or(&self.defaults.no_match);
+                return reject(*code, reason);
+            }
+        }
+        let trunks = if ra.lcr.is_some() {
+            Trunks {
+                plan: self,
+                groups: priced
+                    .iter()
+                    .map(|p| Cow::Owned(format!("{rule}@{}", self.rate_vars(p).1)))
+                    .collect(),
+                ids: priced.iter().map(|p| (p.trunk, Some(p))).collect(),
+            }
+        } else {
+            Trunks {
+                plan: self,
+                groups: vec![Cow::Borrowed(rule); ra.trunks.len()],
+                ids: ra.trunks.iter().map(|&t| (t, None)).collect(),
+            }
+        };
+        let seed = fnv1a(c.call_id.as_bytes());
+        let mut slots = Vec::with_capacity(4);
+        let mut order = Vec::with_capacity(4);
+        for (step, &(tid, _)) in trunks.ids.iter().enumerate() {
+            let t = &self.trunks[tid as usize];
+            order.clear();
+            // Seeded by Call-ID and trunk name: a trunk's order for a call does not
+            // depend on which trunks come before it in the rule.
+            srv_order(&t.gateways, seed ^ fnv1a(t.name.as_bytes()), &mut order);
+            slots.extend(order.iter().map(|&g| Slot {
+                step: step as u32,
+                gw: g as u32,
+            }));
+        }
+        // 2–4. What live facts change (pipeline.rs), then 5. the cut.
+        leave_out(&mut slots, &trunks, live, left_out);
+        poor_behind(&mut slots, &trunks, live);
+        down_last(&mut slots, &trunks, live);
+        slots.truncate(self.defaults.max_routes as usize);
+        if slots.is_empty() {
+            if !left_out.is_empty() {
+                return match ra.no_capacity.as_deref() {
+                    Some((code, reason)) => reject(*code, reason),
+                    None => reject(503, "All Trunks Busy"),
+                };
+            }
+            return reject(503, "Service Unavailable");
+        }
         let (from, to) = match rw {
             Some(r) => (
                 Arc::new(party_header(c.from(), &r.from, c, rule, skipped)),
@@ -121,132 +199,109 @@ impl Plan {
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };
         let serial = ra.routing == Routing::Serial;
-        let max = self.defaults.max_routes as usize;
-        // Routes of down gateways wait here and go last (see `health.rs`).
-        let live = !state.is_empty();
-        let mut late = Vec::new();
-        let seed = fnv1a(c.call_id.as_bytes());
-        let mut routes = Vec::with_capacity(4);
-        let mut order = Vec::with_capacity(4);
-        let mut user = String::new();
-        // then.lcr: the priced trunks, cheapest first (SPEC §7).
-        let mut priced = Vec::new();
-        if let Some(spec) = &ra.lcr {
-            self.lcr_order(ra, spec, &ruri_user, now, &mut priced);
-            if priced.is_empty() {
-                let (code, reason) = spec.no_rate.as_ref().unwrap_or(&self.defaults.no_match);
-                return Outcome::Reject {
-                    code: *code,
-                    reason: Cow::Borrowed(reason),
-                    no_match: false,
-                };
-            }
-        }
-        let mut plain = ra.trunks.iter().map(|&t| (t, None));
-        let mut cheapest = priced.iter().map(|p| (p.trunk, Some(p)));
-        let steps: &mut dyn Iterator<Item = (u32, Option<&super::lcr::Priced>)> =
-            if ra.lcr.is_some() {
-                &mut cheapest
-            } else {
-                &mut plain
-            };
-        'trunks: for (tid, price) in steps {
+        // Rendered once per trunk: (step, R-URI user, extra headers).
+        let mut rendered: Vec<(u32, String, Arc<str>)> = Vec::new();
+        let mut routes = Vec::with_capacity(slots.len());
+        for s in &slots {
+            let (tid, price) = trunks.ids[s.step as usize];
             let t = &self.trunks[tid as usize];
-            user.clear();
-            let rest = match ruri_user.char_indices().nth(t.strip as usize) {
-                Some((i, _)) => &ruri_user[i..],
-                None => "",
-            };
-            user.push_str(&t.prefix);
-            user.push_str(rest);
-            let mut lines = String::new();
-            let rate = match price {
-                Some(p) if serial && !(ra.headers.is_empty() && t.headers.is_empty()) => {
-                    Some(self.rate_vars(p))
+            let k = match rendered.iter().position(|r| r.0 == s.step) {
+                Some(k) => k,
+                None => {
+                    let user = trunk_user(&ruri_user, t);
+                    let extra = self.extra_headers(ra, t, price, serial, c, rule);
+                    rendered.push((s.step, user, extra));
+                    rendered.len() - 1
                 }
-                _ => None,
             };
-            let rate = rate.as_ref().map_or(("", ""), |(r, p)| (*r, p.as_str()));
-            if serial {
-                for h in ra.headers.iter().chain(t.headers.iter()) {
-                    let start = lines.len();
-                    h.render_priced(&mut lines, c, rule, &t.name, rate);
-                    // SPEC §4.3: a header whose value renders empty is left
-                    // out, not sent empty. The name is a literal SIP token
-                    // (checked at load), so the first `:` ends it.
-                    let value = lines[start..].split_once(':').map_or("", |(_, v)| v);
-                    if value.trim_matches([' ', '\t']).is_empty() {
-                        lines.truncate(start);
-                    } else {
-                        lines.push_str("\r\n");
-                    }
-                }
+            let (_, user, extra) = &rendered[k];
+            let gw = &t.gateways[s.gw as usize];
+            let mut uri =
+                String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
+            uri.push_str(&gw.scheme);
+            uri.push(':');
+            if !user.is_empty() {
+                push_escaped_user(&mut uri, user);
+                uri.push('@');
             }
-            let extra: Arc<str> = if lines.is_empty() {
-                self.no_extra.clone()
-            } else {
-                lines.into()
-            };
-            order.clear();
-            // Seeded by Call-ID and trunk name: a trunk's order for a call does not
-            // depend on which trunks come before it in the rule.
-            srv_order(&t.gateways, seed ^ fnv1a(t.name.as_bytes()), &mut order);
-            for &g in &order {
-                if routes.len() == max {
-                    break 'trunks;
-                }
-                let gw = &t.gateways[g];
-                let down = live
-                    && match state.status_of_gateway(gw.key_hash, &gw.key) {
-                        GatewayStatus::Disabled => continue,
-                        s => s == GatewayStatus::Down,
-                    };
-                let mut uri =
-                    String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
-                uri.push_str(&gw.scheme);
-                uri.push(':');
-                if !user.is_empty() {
-                    push_escaped_user(&mut uri, &user);
-                    uri.push('@');
-                }
-                uri.push_str(&gw.host_rest);
-                if uri.len() > MAX_URI {
-                    return Outcome::Reject {
-                        code: 414,
-                        reason: Cow::Borrowed("Request-URI Too Long"),
-                        no_match: false,
-                    };
-                }
-                let r = RouteAnswer {
-                    uri,
-                    dst_uri: t.proxy.as_deref().unwrap_or(&gw.uri),
-                    socket: &t.socket,
-                    trunk: &t.name,
-                    from: from.clone(),
-                    to: to.clone(),
-                    extra: extra.clone(),
-                    branch_flags: t.branch_flags,
-                    fr_timer: if serial { t.fr_timer } else { 0 },
-                    fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
-                };
-                if down {
-                    late.push(r);
-                } else {
-                    routes.push(r);
-                }
+            uri.push_str(&gw.host_rest);
+            if uri.len() > MAX_URI {
+                return reject(414, "Request-URI Too Long");
             }
-        }
-        last(&mut routes, late, max);
-        if routes.is_empty() {
-            return Outcome::Reject {
-                code: 503,
-                reason: Cow::Borrowed("Service Unavailable"),
-                no_match: false,
-            };
+            routes.push(RouteAnswer {
+                uri,
+                dst_uri: t.proxy.as_deref().unwrap_or(&gw.uri),
+                socket: &t.socket,
+                trunk: &t.name,
+                gateway: &gw.key,
+                group: trunks.groups[s.step as usize].clone(),
+                from: from.clone(),
+                to: to.clone(),
+                extra: extra.clone(),
+                branch_flags: t.branch_flags,
+                fr_timer: if serial { t.fr_timer } else { 0 },
+                fr_inv_timer: if serial { t.fr_inv_timer } else { 0 },
+            });
         }
         Outcome::Route {
             routing: ra.routing,
             routes,
         }
+    }
+
+    /// The rule's and the trunk's header lines, rendered (serial only).
+    fn extra_headers(
+        &self,
+        ra: &RouteAction,
+        t: &Trunk,
+        price: Option<&Priced>,
+        serial: bool,
+        c: &Candidate<'_>,
+        rule: &str,
+    ) -> Arc<str> {
+        if !serial || (ra.headers.is_empty() && t.headers.is_empty()) {
+            return self.no_extra.clone();
+        }
+        let rate = price.map(|p| self.rate_vars(p));
+        let rate = rate.as_ref().map_or(("", ""), |(r, p)| (*r, p.as_str()));
+        let mut lines = String::new();
+        for h in ra.headers.iter().chain(t.headers.iter()) {
+            let start = lines.len();
+            h.render_priced(&mut lines, c, rule, &t.name, rate);
+            // SPEC §4.3: a header whose value renders empty is left
+            // out, not sent empty. The name is a literal SIP token
+            // (checked at load), so the first `:` ends it.
+            let value = lines[start..].split_once(':').map_or("", |(_, v)| v);
+            if value.trim_matches([' ', '\t']).is_empty() {
+                lines.truncate(start);
+            } else {
+                lines.push_str("\r\n");
+            }
+        }
+        if lines.is_empty() {
+            self.no_extra.clone()
+        } else {
+            lines.into()
+        }
+    }
+}
+
+/// The R-URI user for a trunk: its `strip`, then its `prefix`.
+fn trunk_user(ruri_user: &str, t: &Trunk) -> String {
+    let rest = match ruri_user.char_indices().nth(t.strip as usize) {
+        Some((i, _)) => &ruri_user[i..],
+        None => "",
+    };
+    let mut user = String::with_capacity(t.prefix.len() + rest.len());
+    user.push_str(&t.prefix);
+    user.push_str(rest);
+    user
+}
+
+fn reject(code: u16, reason: &str) -> Outcome<'_> {
+    Outcome::Reject {
+        code,
+        reason: Cow::Borrowed(reason),
+        no_match: false,
     }
 }

@@ -111,8 +111,12 @@ impl Compiler<'_> {
                 None
             }
             (None, Some(r)) => {
-                if t.routing.is_some() || t.rewrite.is_some() || t.headers.is_some() {
-                    self.err(&at, format!("rule `{name}` rejects; then.routing, then.rewrite and then.headers only apply to routed calls"));
+                if t.routing.is_some()
+                    || t.rewrite.is_some()
+                    || t.headers.is_some()
+                    || t.no_capacity.is_some()
+                {
+                    self.err(&at, format!("rule `{name}` rejects; then.routing, then.rewrite, then.headers and then.no_capacity only apply to routed calls"));
                 }
                 let (code, reason) = self.reject(i, r)?;
                 let key = format!("R{code}|{reason}");
@@ -199,11 +203,17 @@ impl Compiler<'_> {
         if gw_count > ctx.defaults.max_routes as usize {
             self.warn(&at, format!("rule `{name}` can produce {gw_count} routes, more than max_routes = {}; the answer keeps the first {}", ctx.defaults.max_routes, ctx.defaults.max_routes), None);
         }
+        let no_capacity = t
+            .no_capacity
+            .as_ref()
+            .and_then(|r| self.reject(i, r))
+            .map(Box::new);
         let simple = rw.ruri_user.is_none()
             && rw.to.is_empty()
             && rw.from.is_empty()
             && headers.is_empty()
-            && lcr.is_none();
+            && lcr.is_none()
+            && no_capacity.is_none();
         let action = || {
             Action::Route(Box::new(RouteAction {
                 trunks: ids.clone().into(),
@@ -215,6 +225,7 @@ impl Compiler<'_> {
                 },
                 headers: headers.clone().into(),
                 lcr: lcr.clone(),
+                no_capacity: no_capacity.clone(),
             }))
         };
         if simple {

@@ -83,6 +83,7 @@ impl Compiler<'_> {
                 ),
             }
         }
+        d.max_call_duration = self.max_call_duration(i, def.calls.as_ref(), d.max_call_duration);
         if let Some(tz) = &def.timezone {
             match schedule::time_zone(tz.get_ref()) {
                 Ok(z) => d.timezone = z,

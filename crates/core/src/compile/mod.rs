@@ -34,6 +34,7 @@ mod defaults;
 mod freeze;
 mod health;
 mod lcr;
+mod limits;
 mod lints;
 mod names;
 mod rates;
@@ -312,7 +313,7 @@ impl<'s> Compiler<'s> {
             ats: rule_ats,
             names: rule_names,
         } = out;
-        let tests = self.test_cases(&parsed, &rule_names, &gateways);
+        let tests = self.test_cases(&parsed, &rule_names, &gateways, &trunk_ids);
         if !parse_failed {
             self.unused(&ctx, &trunks, &trunk_ids, &schedule_ids);
             if rules.is_empty() && self.rep.errors() == 0 {

@@ -3,7 +3,7 @@
 
 use toml::Spanned;
 
-use super::names::RuleNames;
+use super::names::{Registry, RuleNames};
 use super::values::parse_time;
 use super::{Compiler, Parsed};
 use crate::Query;
@@ -18,11 +18,12 @@ impl Compiler<'_> {
         parsed: &Parsed,
         rule_names: &RuleNames,
         gateways: &[GatewayInfo],
+        trunks: &Registry<'_>,
     ) -> Vec<TestCase> {
         let mut tests = Vec::new();
         for (i, f) in parsed {
             for t in &f.tests {
-                if let Some(tc) = self.test(*i, t, rule_names, gateways) {
+                if let Some(tc) = self.test(*i, t, rule_names, gateways, trunks) {
                     tests.push(tc);
                 }
             }
@@ -36,6 +37,7 @@ impl Compiler<'_> {
         t: &Spanned<TestDef>,
         rule_names: &RuleNames,
         gateways: &[GatewayInfo],
+        trunks: &Registry<'_>,
     ) -> Option<TestCase> {
         let def = t.get_ref();
         let errors_before = self.error_count();
@@ -119,6 +121,44 @@ impl Compiler<'_> {
                 Err(e) => self.err(&(i, u.span()), format!("down: {e}")),
             }
         }
+        let mut poor = Vec::new();
+        for p in def.poor.iter().flatten() {
+            let (uri, group) = match p.get_ref().split_once('@') {
+                Some((u, g)) => (u, g),
+                None => (p.get_ref().as_str(), crate::live::ANY_GROUP),
+            };
+            match gateway_key(uri) {
+                Ok(k) if gateways.iter().any(|g| g.key == k) => poor.push((k, group.to_owned())),
+                Ok(_) => self.err(
+                    &(i, p.span()),
+                    format!("poor names {uri:?}, which no trunk lists as a gateway"),
+                ),
+                Err(e) => self.err(&(i, p.span()), format!("poor: {e}")),
+            }
+        }
+        let mut load = Vec::new();
+        for (trunk, calls) in def.load.iter().flatten() {
+            if trunks.get(trunk.get_ref()).is_none() {
+                self.err(
+                    &(i, trunk.span()),
+                    format!(
+                        "load names trunk `{}`, which is not defined",
+                        trunk.get_ref()
+                    ),
+                );
+            }
+            match u32::try_from(*calls.get_ref()) {
+                Ok(n) => load.push((trunk.get_ref().clone(), n)),
+                Err(_) => self.err(
+                    &(i, calls.span()),
+                    format!(
+                        "load.{} must be a number of calls >= 0, found {}",
+                        trunk.get_ref(),
+                        calls.get_ref()
+                    ),
+                ),
+            }
+        }
         if self.error_count() != errors_before {
             return None;
         }
@@ -130,6 +170,8 @@ impl Compiler<'_> {
             query,
             at,
             down,
+            load,
+            poor,
             expect: Expect {
                 rule: e.rule.as_ref().map(|r| r.get_ref().clone()),
                 routes: e.routes.clone(),

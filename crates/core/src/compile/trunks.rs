@@ -74,7 +74,9 @@ impl<'s> Compiler<'s> {
                 priority,
                 weight,
                 enabled,
+                calls,
             } = g.get_ref();
+            let calls = calls.and_then(|n| self.limit_value(&at, n, "gateway calls"));
             let parts = self.sip_uri(&at, uri, "gateway");
             let priority = u16::try_from(*priority).map_err(|_| {
                 self.err(
@@ -102,6 +104,7 @@ impl<'s> Compiler<'s> {
                     host_rest,
                     priority,
                     weight,
+                    calls,
                 });
             }
         }
@@ -178,8 +181,11 @@ impl<'s> Compiler<'s> {
             }
         }
         let health = self.health(i, d.health.as_ref(), &defaults.health);
+        let limits = self.limits(i, d.limits.as_ref());
         (self.error_count() == errors_before).then(|| Trunk {
             health,
+            limits,
+            name_hash: crate::health::key_hash(name),
             name: name.into(),
             gateways: gateways.into(),
             strip,
