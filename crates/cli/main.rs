@@ -19,6 +19,7 @@ use tikv_jemallocator::Jemalloc;
 mod gateway_metrics;
 mod gateways;
 mod lcr;
+mod live;
 mod metrics;
 mod probe;
 mod reload;
