@@ -362,7 +362,7 @@ fn entry_json(e: &Entry, now: Instant) -> Value {
 // ------------------------------------------------------------------ HTTP
 
 /// Reads a small body (reports and commands are tiny), at most 64 KiB.
-async fn body(
+pub(crate) async fn body(
     req: hyper::Request<Incoming>,
     state: &AppState,
 ) -> Result<(Bytes, Option<String>), Resp> {
@@ -386,7 +386,7 @@ async fn body(
 }
 
 /// The fields of a JSON object or a form body, as strings.
-fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, String> {
+pub(crate) fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, String> {
     let is_form = ct.is_some_and(|c| {
         c.split(';').next().is_some_and(|m| {
             m.trim()

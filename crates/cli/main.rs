@@ -16,6 +16,7 @@ use c4route_core::{
 use clap::{Parser, Subcommand};
 use tikv_jemallocator::Jemalloc;
 
+mod call_metrics;
 mod gateway_metrics;
 mod gateways;
 mod lcr;

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Gateway state, probes and reports (SPEC §8).
     pub gateways: crate::gateway_metrics::GatewayMetrics,
+    /// Calls in progress and capacity limits (SPEC §9).
+    pub calls: crate::call_metrics::CallMetrics,
 }
 
 /// The `c4route_rule_hits_total` series, one per rule that decided a query.
@@ -225,8 +227,10 @@ impl Metrics {
             last_reload_duration.clone(),
         );
         let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
+        let calls = crate::call_metrics::CallMetrics::register(&mut registry);
         Metrics {
             gateways,
+            calls,
             registry,
             routed,
             rejected,
