@@ -97,7 +97,7 @@ pub use health::{
     GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,
     ProbeTransport, gateway_key,
 };
-pub use query::{MAX_BODY, Query, QueryError};
+pub use query::{MAX_BODY, Query, QueryError, is_form_body};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};
 pub use sources::Sources;
