@@ -18,6 +18,7 @@ use tikv_jemallocator::Jemalloc;
 
 mod gateway_metrics;
 mod gateways;
+mod guard;
 mod lcr;
 mod metrics;
 mod probe;
@@ -452,16 +453,7 @@ fn summary(d: &Decision<'_>) -> String {
 fn down_state(table: &RouteTable, down: &[String]) -> Result<GatewayState, ExitCode> {
     let mut state = GatewayState::all_up();
     for uri in down {
-        let known = c4route_core::gateway_key(uri)
-            .map_err(|e| e.to_string())
-            .and_then(|k| {
-                if table.gateway(&k).is_some() {
-                    Ok(k)
-                } else {
-                    Err(format!("no trunk lists the gateway {uri:?} ({k})"))
-                }
-            });
-        match known {
+        match gateways::known_gateway(table, uri) {
             Ok(k) => state.set_key(k, GatewayStatus::Down),
             Err(e) => {
                 eprintln!("c4route: --down: {e}");

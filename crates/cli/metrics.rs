@@ -40,6 +40,12 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// Label of `c4route_task_panics_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: &'static str,
+}
+
 /// Every metric of the service, plus the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,6 +86,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Gateway state, probes and reports (SPEC §8).
     pub gateways: crate::gateway_metrics::GatewayMetrics,
+    /// Panics caught in background tasks, by task (see `guard.rs`).
+    task_panics: Family<TaskLabel, Counter>,
 }
 
 /// The `c4route_rule_hits_total` series, one per rule that decided a query.
@@ -225,8 +233,15 @@ impl Metrics {
             last_reload_duration.clone(),
         );
         let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
+        let task_panics = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Panics caught in a background task (a bug in c4route), by task; the task went on or was restarted",
+            task_panics.clone(),
+        );
         Metrics {
             gateways,
+            task_panics,
             registry,
             routed,
             rejected,
@@ -255,6 +270,23 @@ impl Metrics {
             "rejected" => &self.rejected,
             _ => &self.no_match,
         }
+    }
+
+    /// Counts a panic caught in `task`.
+    pub fn task_panic(&self, task: &'static str) {
+        self.task_panics.get_or_create(&TaskLabel { task }).inc();
+    }
+
+    /// Sets the gauges that describe the serving table: rules, trunks,
+    /// generation and when it was loaded. The one place they are set, at
+    /// start and on every swap.
+    pub fn set_table(&self, rules: usize, trunks: usize, generation: u64, loaded_at: jiff::Timestamp) {
+        self.table_rules.set(i64::try_from(rules).unwrap_or(i64::MAX));
+        self.table_trunks.set(i64::try_from(trunks).unwrap_or(i64::MAX));
+        self.table_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.last_reload_success_timestamp
+            .set(loaded_at.as_millisecond() as f64 / 1000.0);
     }
 
     /// Renders the Prometheus text format (with `# EOF`).
