@@ -804,7 +804,8 @@ fn oversized_report_and_command_bodies_get_413() {
     let routes = "[trunks.a]\ngateways = [\"sip:192.0.2.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\n";
     let s = Server::start(&[("10.toml", routes)], &[]);
     let pad = "x".repeat(70 * 1024);
-    let body = format!(r#"{{"dst_uri":"sip:192.0.2.1","uri":"sip:192.0.2.1","code":503,"pad":"{pad}"}}"#);
+    let body =
+        format!(r#"{{"dst_uri":"sip:192.0.2.1","uri":"sip:192.0.2.1","code":503,"pad":"{pad}"}}"#);
     for path in [
         "/kamailio/feedback",
         "/gateways/disable",
@@ -820,7 +821,10 @@ fn oversized_report_and_command_bodies_get_413() {
         );
         assert_eq!(r.header("connection"), Some("close"), "{path}");
     }
-    assert_eq!(gateway(&s, "sip:192.0.2.1:5060;transport=udp")["state"], "up");
+    assert_eq!(
+        gateway(&s, "sip:192.0.2.1:5060;transport=udp")["state"],
+        "up"
+    );
 }
 
 /// Sends `requests` in one write (HTTP/1.1 pipelining) and reads as many

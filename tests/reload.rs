@@ -367,7 +367,10 @@ fn deck_edits_reload_after_the_rates_folder_is_replaced() {
         h["status"] == "degraded"
     });
     assert!(
-        h["last_error"].as_str().unwrap().contains("rates/a.csv:2:4"),
+        h["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rates/a.csv:2:4"),
         "{h}"
     );
     wait_cheapest(&s, A, "the last good table");
@@ -402,9 +405,11 @@ fn a_directory_that_keeps_changing_reloads_within_debounce_max() {
     let first_change = started_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("the writer started");
-    let h = s.wait_health("a reload while the file keeps changing", Duration::from_secs(5), |h| {
-        h["generation"].as_u64() >= Some(2)
-    });
+    let h = s.wait_health(
+        "a reload while the file keeps changing",
+        Duration::from_secs(5),
+        |h| h["generation"].as_u64() >= Some(2),
+    );
     let took = first_change.elapsed();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -106,7 +106,9 @@ impl GatewayMetrics {
 
     /// Counts a dropped probe reply.
     pub fn reply_dropped(&self, reason: &'static str) {
-        self.replies_dropped.get_or_create(&ReasonLabel { reason }).inc();
+        self.replies_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts a report.

@@ -174,14 +174,14 @@ async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Cmd>) {
     // leaves at worst that gateway's counts or its published state one
     // step behind, which the next outcome or change corrects.
     const TASK: &str = "gateway state task";
-    guard::catch(&state, TASK, || t.sync());
+    guard::catch(state.panics(), TASK, || t.sync());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(c) => {
-                    guard::catch(&state, TASK, || {
+                    guard::catch(state.panics(), TASK, || {
                         t.sync();
                         t.handle(c);
                     });
@@ -189,7 +189,7 @@ async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Cmd>) {
                 None => break,
             },
             _ = tick.tick() => {
-                guard::catch(&state, TASK, || {
+                guard::catch(state.panics(), TASK, || {
                     t.sync();
                     t.tick();
                 });

@@ -280,9 +280,17 @@ impl Metrics {
     /// Sets the gauges that describe the serving table: rules, trunks,
     /// generation and when it was loaded. The one place they are set, at
     /// start and on every swap.
-    pub fn set_table(&self, rules: usize, trunks: usize, generation: u64, loaded_at: jiff::Timestamp) {
-        self.table_rules.set(i64::try_from(rules).unwrap_or(i64::MAX));
-        self.table_trunks.set(i64::try_from(trunks).unwrap_or(i64::MAX));
+    pub fn set_table(
+        &self,
+        rules: usize,
+        trunks: usize,
+        generation: u64,
+        loaded_at: jiff::Timestamp,
+    ) {
+        self.table_rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        self.table_trunks
+            .set(i64::try_from(trunks).unwrap_or(i64::MAX));
         self.table_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.last_reload_success_timestamp

@@ -21,8 +21,8 @@
 //! loaded; an unresolvable host fails its probes.
 
 use std::cmp::Reverse;
-use std::hash::Hasher as _;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hasher as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,9 +125,12 @@ pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAdd
                 // table: open probes are forgotten, the socket is kept.
                 let st = state.clone();
                 let max = cfg.max_in_flight.max(1);
-                crate::guard::supervise(&state, "prober", Duration::from_secs(1), move || {
-                    Prober::new(st.clone(), sock.clone(), local, max).run()
-                })
+                crate::guard::supervise(
+                    state.panics(),
+                    "prober",
+                    Duration::from_secs(1),
+                    move || Prober::new(st.clone(), sock.clone(), local, max).run(),
+                )
                 .await;
             });
         })

@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Client networks allowed to send routing queries (repeatable); others get 403.
+    /// Client networks allowed to send queries and reports and to read or
+    /// change gateway state (repeatable); others get 403.
     /// Default: every client. /health and /metrics stay open to all.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<IpNet>,

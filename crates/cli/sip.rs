@@ -376,7 +376,10 @@ mod tests {
             parse_response(with_length("10").as_bytes()),
             Err(ParseError::Incomplete)
         );
-        assert_eq!(parse_response(with_length("0").as_bytes()).unwrap().code, 200);
+        assert_eq!(
+            parse_response(with_length("0").as_bytes()).unwrap().code,
+            200
+        );
     }
 
     #[test]
@@ -387,7 +390,10 @@ mod tests {
         assert_eq!(unique.len(), n);
         for t in &tokens {
             assert_eq!(t.len(), 2 * TOKEN_BYTES, "{t}");
-            assert!(t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{t}");
+            assert!(
+                t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{t}"
+            );
         }
         // No counter inside: the former tokens were SplitMix64(seed + n·γ),
         // so undoing the mix on the first 64 bits of consecutive tokens
@@ -396,7 +402,10 @@ mod tests {
             .iter()
             .map(|t| unsplitmix(u64::from_str_radix(&t[..16], 16).unwrap()))
             .collect();
-        let steps: Vec<u64> = unmixed.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        let steps: Vec<u64> = unmixed
+            .windows(2)
+            .map(|w| w[1].wrapping_sub(w[0]))
+            .collect();
         let repeated = steps.windows(2).filter(|w| w[0] == w[1]).count();
         assert_eq!(repeated, 0, "tokens follow a counter");
         // Every bit position takes both values (a fixed field would not).

@@ -143,6 +143,14 @@ impl AppState {
         }
     }
 
+    /// Where background tasks record a caught panic (`guard.rs`).
+    pub fn panics(&self) -> crate::guard::PanicSink<'_> {
+        crate::guard::PanicSink {
+            metrics: &self.metrics,
+            task_error: &self.task_error,
+        }
+    }
+
     /// Whether a client at `ip` may send routing queries (`--allow`).
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

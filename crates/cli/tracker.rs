@@ -268,9 +268,17 @@ mod tests {
         let h = settings();
         let now = Instant::now();
         let mut t = Tracker::new(now);
-        assert_eq!(t.observe(false, Source::Report, &h, now, "report 503"), None);
-        assert_eq!(t.observe(false, Source::Report, &h, now, "report 503"), None);
-        let c = t.observe(false, Source::Report, &h, now, "probe: no reply in 2s").unwrap();
+        assert_eq!(
+            t.observe(false, Source::Report, &h, now, "report 503"),
+            None
+        );
+        assert_eq!(
+            t.observe(false, Source::Report, &h, now, "report 503"),
+            None
+        );
+        let c = t
+            .observe(false, Source::Report, &h, now, "probe: no reply in 2s")
+            .unwrap();
         assert_eq!((c.from, c.to), (Up, Down));
         assert_eq!(c.reason, "probe: no reply in 2s: 3 consecutive failures");
     }
@@ -287,7 +295,13 @@ mod tests {
         let c = t.tick(&h, false, t0 + Duration::from_secs(61)).unwrap();
         assert_eq!((c.from, c.to), (Down, Up));
         // One failure takes it back down…
-        let c = t.observe(false, Source::Report, &h, t0 + Duration::from_secs(62), "report 503");
+        let c = t.observe(
+            false,
+            Source::Report,
+            &h,
+            t0 + Duration::from_secs(62),
+            "report 503",
+        );
         assert_eq!(c.map(|c| c.to), Some(Down));
         // …and retry_after counts from then.
         assert_eq!(t.tick(&h, false, t0 + Duration::from_secs(100)), None);
@@ -305,12 +319,18 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         // Three failures, each 61 s after the last: never three in a run.
         for s in [0, 61, 122, 183] {
-            assert_eq!(t.observe(false, Source::Report, &h, at(s), "report 503"), None, "{s}");
+            assert_eq!(
+                t.observe(false, Source::Report, &h, at(s), "report 503"),
+                None,
+                "{s}"
+            );
             assert_eq!(t.failures, 1);
         }
         // Within 60 s of each other they do.
         t.observe(false, Source::Report, &h, at(200), "report 503");
-        let c = t.observe(false, Source::Report, &h, at(230), "report 503").unwrap();
+        let c = t
+            .observe(false, Source::Report, &h, at(230), "report 503")
+            .unwrap();
         assert_eq!((c.from, c.to), (Up, Down));
     }
 
@@ -325,7 +345,9 @@ mod tests {
         assert_eq!(t.observe(false, Source::Probe, &h, at(0), "probe"), None);
         assert_eq!(t.observe(false, Source::Probe, &h, at(90), "probe"), None);
         assert_eq!(t.failures, 2);
-        let c = t.observe(false, Source::Probe, &h, at(180), "probe").unwrap();
+        let c = t
+            .observe(false, Source::Probe, &h, at(180), "probe")
+            .unwrap();
         assert_eq!((c.from, c.to), (Up, Down));
         // A success still breaks the run.
         let mut t = Tracker::new(t0);
@@ -338,7 +360,10 @@ mod tests {
         let mut t = Tracker::new(t0);
         t.observe(false, Source::Probe, &h, at(0), "probe");
         t.observe(false, Source::Probe, &h, at(90), "probe");
-        assert_eq!(t.observe(false, Source::Report, &h, at(200), "report"), None);
+        assert_eq!(
+            t.observe(false, Source::Report, &h, at(200), "report"),
+            None
+        );
         assert_eq!(t.failures, 1);
     }
 
@@ -366,6 +391,9 @@ mod tests {
         assert_eq!((c.from, c.to), (Disabled, Down));
         assert_eq!(t.enable(now), None);
         t.observe(true, Source::Report, &h, now, "x");
-        assert_eq!(t.observe(true, Source::Report, &h, now, "x").map(|c| c.to), Some(Up));
+        assert_eq!(
+            t.observe(true, Source::Report, &h, now, "x").map(|c| c.to),
+            Some(Up)
+        );
     }
 }

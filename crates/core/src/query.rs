@@ -483,7 +483,10 @@ mod tests {
     fn form_or_json_by_content_type_and_first_byte() {
         let form = Some("application/x-www-form-urlencoded");
         assert!(is_form_body(b"a=1", form));
-        assert!(is_form_body(b"a=1", Some(" Application/X-WWW-Form-Urlencoded ; charset=utf-8")));
+        assert!(is_form_body(
+            b"a=1",
+            Some(" Application/X-WWW-Form-Urlencoded ; charset=utf-8")
+        ));
         assert!(!is_form_body(b" \n{\"a\":1}", form));
         assert!(!is_form_body(b"a=1", Some("application/json")));
         assert!(!is_form_body(b"a=1", None));
