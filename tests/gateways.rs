@@ -35,7 +35,14 @@ struct Responder {
 
 impl Responder {
     fn start(mode: u8) -> Responder {
+        Self::start_from(mode, None)
+    }
+
+    /// A responder on 127.0.0.1 that sends its replies from another socket,
+    /// bound to `reply_from` (`127.0.0.2:0`: another host on loopback).
+    fn start_from(mode: u8, reply_from: Option<&str>) -> Responder {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let out = reply_from.map(|a| UdpSocket::bind(a).unwrap());
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
@@ -61,7 +68,8 @@ impl Responder {
                     _ => 0,
                 };
                 if code != 0 {
-                    let _ = sock.send_to(reply(&text, code).as_bytes(), from);
+                    let via = out.as_ref().unwrap_or(&sock);
+                    let _ = via.send_to(reply(&text, code).as_bytes(), from);
                     let _ = rep_tx.send(code);
                 }
                 let _ = req_tx.send(text);
@@ -532,8 +540,13 @@ fn drain_and_reports_obey_allow() {
         );
         assert_eq!(r.status, 403, "{path}: {}", r.body);
     }
-    // Reading the state is open, as /health and /metrics are.
-    assert_eq!(s.conn().get("/gateways").status, 200);
+    // The gateways' state names carriers' addresses: not for everyone.
+    let r = s.conn().get("/gateways");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("not allowed"));
+    // /health and /metrics stay open.
+    assert_eq!(s.conn().get("/health").status, 200);
+    assert_eq!(s.conn().get("/metrics").status, 200);
 }
 
 fn c4route(args: &[&str]) -> (i32, String, String) {
@@ -672,4 +685,204 @@ then.trunks = ["a"]
     let g = gateway(&s, &key);
     assert_eq!(g["last_probe"]["code"], 503, "{g}");
     stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn a_reply_from_another_host_does_not_answer_a_probe() {
+    // The gateway itself is silent; a reply carrying its probe's branch and
+    // Call-ID comes from 127.0.0.2, another host. A second gateway answers
+    // from another port of its own host, which RFC 3261 allows.
+    let forged = Responder::start_from(OK, Some("127.0.0.2:0"));
+    let other_port = Responder::start_from(OK, Some("127.0.0.1:0"));
+    let routes = format!(
+        r#"
+[defaults.health]
+probe = "always"
+interval = 0.2
+timeout = 0.3
+down_after = 2
+
+[trunks.a]
+gateways = ["{forged}", "{other}"]
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#,
+        forged = forged.uri(),
+        other = other_port.uri()
+    );
+    let s = Server::start(&[("10.toml", &routes)], &["--probe-bind", "127.0.0.1:0"]);
+    let (kf, ko) = (forged.key(), other_port.key());
+    wait_gateways(&s, "the gateway with forged replies down", 5, |g| {
+        state_of(g, &kf) == "down"
+    });
+    assert!(
+        forged.replies.try_iter().count() >= 2,
+        "forged replies were sent"
+    );
+    let g = gateways(&s);
+    assert_eq!(state_of(&g, &ko), "up", "{g:?}");
+    assert_eq!(gateway(&s, &ko)["last_probe"]["code"], 200);
+    let m = s.metrics();
+    assert!(
+        metric(
+            &m,
+            "c4route_probe_replies_dropped_total{reason=\"wrong_source\"}"
+        ) >= 2.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_dead_gateway_goes_down_when_interval_is_longer_than_retry_after() {
+    // interval 1.5 s > retry_after 1 s: every failed probe comes more than
+    // retry_after after the previous one, and they still add up.
+    let silent = Responder::start(SILENT);
+    let routes = format!(
+        r#"
+[trunks.a]
+gateways = ["{gw}"]
+health = {{ probe = "always", interval = 1.5, timeout = 0.3, down_after = 2, retry_after = 1 }}
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#,
+        gw = silent.uri()
+    );
+    let s = Server::start(&[("10.toml", &routes)], &["--probe-bind", "127.0.0.1:0"]);
+    wait_gateways(&s, "the silent gateway down", 8, |g| {
+        state_of(g, &silent.key()) == "down"
+    });
+}
+
+#[test]
+fn when_down_probes_only_a_gateway_that_is_down_disabled_or_not() {
+    let gw = Responder::start(OK);
+    let routes = format!(
+        r#"
+[trunks.a]
+gateways = ["{gw}"]
+health = {{ probe = "when_down", interval = 0.1, timeout = 0.3, down_after = 1, up_after = 1 }}
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#,
+        gw = gw.uri()
+    );
+    let s = Server::start(&[("10.toml", &routes)], &["--probe-bind", "127.0.0.1:0"]);
+    let post = |path: &str, body: &str| s.conn().post(path, "application/json", body.as_bytes());
+    let uri = format!(r#"{{"uri":"{}"}}"#, gw.uri());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 0, "up: not probed");
+    // Disabled while healthy: still not probed.
+    assert_eq!(post("/gateways/disable", &uri).status, 200);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        gw.seen.load(Ordering::SeqCst),
+        0,
+        "a disabled gateway that is up was probed"
+    );
+    // Down by a report while disabled: probed until its probes bring it up.
+    let report = format!(r#"{{"dst_uri":"{}","code":503}}"#, gw.uri());
+    assert_eq!(post("/kamailio/feedback", &report).status, 204);
+    gw.replies
+        .recv_timeout(Duration::from_secs(3))
+        .expect("a probe of the down, disabled gateway");
+    wait_gateways(&s, "up by health (still disabled)", 3, |g| {
+        g[0]["failures"] == 0 && g[0]["successes"].as_u64() >= Some(1)
+    });
+    assert_eq!(gateway(&s, &gw.key())["state"], "disabled");
+    let r = post("/gateways/enable", &uri);
+    assert_eq!(r.json()["state"], "up", "{}", r.body);
+}
+
+#[test]
+fn oversized_report_and_command_bodies_get_413() {
+    let routes = "[trunks.a]\ngateways = [\"sip:192.0.2.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\n";
+    let s = Server::start(&[("10.toml", routes)], &[]);
+    let pad = "x".repeat(70 * 1024);
+    let body =
+        format!(r#"{{"dst_uri":"sip:192.0.2.1","uri":"sip:192.0.2.1","code":503,"pad":"{pad}"}}"#);
+    for path in [
+        "/kamailio/feedback",
+        "/gateways/disable",
+        "/gateways/enable",
+        "/kamailio/rtjson",
+    ] {
+        let r = s.conn().post(path, "application/json", body.as_bytes());
+        assert_eq!(r.status, 413, "{path}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("larger than"),
+            "{path}: {}",
+            r.body
+        );
+        assert_eq!(r.header("connection"), Some("close"), "{path}");
+    }
+    assert_eq!(
+        gateway(&s, "sip:192.0.2.1:5060;transport=udp")["state"],
+        "up"
+    );
+}
+
+/// Sends `requests` in one write (HTTP/1.1 pipelining) and reads as many
+/// responses.
+fn pipelined(s: &Server, requests: &[(&str, &str)]) -> Vec<crate::util::Resp> {
+    let mut c = s.conn();
+    let mut bytes = Vec::new();
+    for (path, body) in requests {
+        bytes.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: c4route\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    c.send(&bytes);
+    requests
+        .iter()
+        .map(|_| c.read_response().expect("a pipelined response"))
+        .collect()
+}
+
+#[test]
+fn a_report_is_in_force_when_its_204_is_sent() {
+    let routes = r#"
+[defaults.health]
+down_after = 1
+up_after = 1
+
+[trunks.a]
+gateways = [{ uri = "sip:192.0.2.1", priority = 1 }, { uri = "sip:192.0.2.2", priority = 2 }]
+
+[[rules]]
+name = "all"
+then.trunks = ["a"]
+"#;
+    // One worker thread: the state task can run only when the connection
+    // yields, so a 204 sent before the report is applied shows at once.
+    let s = Server::start(&[("10.toml", routes)], &["--threads", "1"]);
+    let query = r#"{"to_uri":"sip:123@example.com","call_id":"gw-test"}"#;
+    let first = |r: &crate::util::Resp| -> String {
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        v["rtjson"]["routes"][0]["dst_uri"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    for round in 0..10 {
+        for (code, want) in [(503, "sip:192.0.2.2"), (200, "sip:192.0.2.1")] {
+            let report = format!(r#"{{"dst_uri":"sip:192.0.2.1","code":{code}}}"#);
+            let r = pipelined(
+                &s,
+                &[("/kamailio/feedback", &report), ("/kamailio/rtjson", query)],
+            );
+            assert_eq!(r[0].status, 204, "{}", r[0].body);
+            assert_eq!(first(&r[1]), want, "round {round}, after a {code}");
+        }
+    }
 }

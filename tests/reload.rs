@@ -289,3 +289,132 @@ fn many_reloads_under_load_never_fail_or_mix() {
         0.0
     );
 }
+
+const LCR: &str = r#"
+[trunks.a]
+gateways = ["sip:198.51.100.10:5060"]
+rates = "rates/a.csv"
+
+[trunks.b]
+gateways = ["sip:203.0.113.20:5060"]
+rates = "rates/b.csv"
+
+[[rules]]
+name = "lcr"
+match.ruri.prefix = ["+"]
+then.lcr = ["a", "b"]
+"#;
+const A: &str = "sip:198.51.100.10:5060";
+const B: &str = "sip:203.0.113.20:5060";
+
+/// Writes decks pricing +44 at `a` and `b` into `dir`.
+fn decks(dir: &std::path::Path, a: &str, b: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("a.csv"), format!("prefix,rate\n44,{a}\n")).unwrap();
+    std::fs::write(dir.join("b.csv"), format!("prefix,rate\n44,{b}\n")).unwrap();
+}
+
+/// Waits (at most 5 s) until the cheapest carrier for +44 is `want`.
+fn wait_cheapest(s: &Server, want: &str, what: &str) {
+    let q = br#"{"ruri":"sip:+447700900123@x","call_id":"r1"}"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = s.conn().post("/rtjson", "text/plain", q);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let first = v["routes"][0]["dst_uri"].as_str().unwrap_or("").to_owned();
+        if first == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {first}, want {want}; /health: {}",
+            s.health()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn deck_edits_reload_after_the_rates_folder_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("routes.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("10-lcr.toml"), LCR).unwrap();
+    let rates = dir.join("rates");
+    decks(&rates, "0.0100", "0.0200");
+    let mut s = Server::start_in(tmp, dir.clone(), &[]);
+    s.wait_log("for rate deck changes", Duration::from_secs(5));
+    wait_cheapest(&s, A, "at start");
+
+    // A deploy that swaps the whole folder: reloads (a change in routes.d)…
+    decks(&dir.join("rates.new"), "0.0500", "0.0200");
+    std::fs::rename(&rates, dir.join("rates.old")).unwrap();
+    std::fs::rename(dir.join("rates.new"), &rates).unwrap();
+    wait_cheapest(&s, B, "after the folder swap");
+    // …and an edit inside the new folder reloads too.
+    atomic_write(&rates.join("a.csv"), "prefix,rate\n44,0.0010\n");
+    wait_cheapest(&s, A, "after an edit in the swapped folder");
+
+    // Deleted and made again within one debounce window.
+    std::fs::remove_dir_all(&rates).unwrap();
+    decks(&rates, "0.0500", "0.0200");
+    wait_cheapest(&s, B, "after rm -rf and mkdir");
+    std::fs::write(rates.join("b.csv"), "prefix,rate\n44,0.5000\n").unwrap();
+    wait_cheapest(&s, A, "after an edit in the re-made folder");
+    // A broken deck in it is reported, and the last good table serves.
+    std::fs::write(rates.join("a.csv"), "prefix,rate\n44,cheap\n").unwrap();
+    let h = s.wait_health("degraded", Duration::from_secs(5), |h| {
+        h["status"] == "degraded"
+    });
+    assert!(
+        h["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rates/a.csv:2:4"),
+        "{h}"
+    );
+    wait_cheapest(&s, A, "the last good table");
+}
+
+#[test]
+fn a_directory_that_keeps_changing_reloads_within_debounce_max() {
+    let main_file = "10-routes.toml";
+    let s = Server::start(
+        &[(main_file, &table("alpha", 1))],
+        &["--reload-debounce", "250ms", "--debounce-max", "1s"],
+    );
+    let path = s.dir.join(main_file);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Every 100 ms for 3 s: never a quiet 250 ms.
+            for i in 0..30u8 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::fs::write(&path, table(&format!("t{i}"), 2 + i % 2)).unwrap();
+                if i == 0 {
+                    let _ = started_tx.send(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let first_change = started_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the writer started");
+    let h = s.wait_health(
+        "a reload while the file keeps changing",
+        Duration::from_secs(5),
+        |h| h["generation"].as_u64() >= Some(2),
+    );
+    let took = first_change.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        took < Duration::from_millis(2000),
+        "first reload {took:?} after the first change (debounce-max 1s); {h}"
+    );
+}

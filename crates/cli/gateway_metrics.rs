@@ -45,6 +45,15 @@ pub struct GatewayMetrics {
     pub probes: Family<ResultLabel, Counter>,
     /// `c4route_gateway_reports_total{result}`: success, failure, unknown_gateway, bad_request.
     pub reports: Family<ResultLabel, Counter>,
+    /// `c4route_probe_replies_dropped_total{reason}`: wrong_source, unmatched, invalid.
+    pub replies_dropped: Family<ReasonLabel, Counter>,
+}
+
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl GatewayMetrics {
@@ -57,6 +66,7 @@ impl GatewayMetrics {
             probe_rtt: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             probes: Family::default(),
             reports: Family::default(),
+            replies_dropped: Family::default(),
         };
         registry.register(
             "gateway_up",
@@ -84,7 +94,21 @@ impl GatewayMetrics {
             "POST /kamailio/feedback reports by result (success, failure, unknown_gateway, bad_request)",
             m.reports.clone(),
         );
+        registry.register(
+            "probe_replies_dropped",
+            "Replies on the UDP probe socket that matched no probe, by reason: wrong_source (the \
+             tokens of an open probe, from another host than the probed one), unmatched (no open \
+             probe has that branch and Call-ID: a late or stray reply), invalid (not a SIP response)",
+            m.replies_dropped.clone(),
+        );
         m
+    }
+
+    /// Counts a dropped probe reply.
+    pub fn reply_dropped(&self, reason: &'static str) {
+        self.replies_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts a report.

@@ -12,16 +12,16 @@
 //! HTTP: `POST /kamailio/feedback`, `GET /gateways`,
 //! `POST /gateways/disable|enable` are handled here; `serve.rs` dispatches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use c4route_core::{
-    GatewayInfo, GatewayState, GatewayStatus, Live, ProbeMode, ProbeTransport, gateway_key,
+    GatewayInfo, GatewayState, GatewayStatus, Live, ProbeMode, ProbeTransport, RouteTable,
+    gateway_key, is_form_body,
 };
-use http_body_util::{BodyExt as _, Limited};
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -29,9 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::gateway_metrics::{GatewayLabel, TransitionLabel};
-use crate::serve::{Resp, json, json_error};
+use crate::guard;
+use crate::serve::{Resp, json, json_error, read_request_body};
 use crate::state::AppState;
-use crate::tracker::{Change, Tracker};
+use crate::tracker::{Change, Source, Tracker, is_success};
 
 /// How often down gateways are checked for `retry_after` and the table
 /// for a reload.
@@ -39,6 +40,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// Commands queued for the state task; a report beyond this is dropped
 /// (and counted) rather than slowing Kamailio down.
 const QUEUE: usize = 16_384;
+/// The longest an HTTP handler waits for the state task to apply a report
+/// or a command (it takes microseconds; a wait this long means the task is
+/// stuck far behind).
+const APPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// What a probe found.
 #[derive(Debug, Clone)]
@@ -63,6 +68,8 @@ enum Cmd {
         key: String,
         code: u16,
         call_id: String,
+        /// Answered once the report is applied and the snapshot published.
+        done: oneshot::Sender<()>,
     },
     Mark {
         key: String,
@@ -77,6 +84,9 @@ enum Cmd {
 pub struct Gateways {
     /// The current state; replaced whole on each change.
     pub snapshot: ArcSwap<Live>,
+    /// The gateways down by health, disabled or not (the snapshot says
+    /// `disabled` over `down`): what `probe = "when_down"` asks about.
+    health_down: ArcSwap<HashSet<String>>,
     tx: mpsc::Sender<Cmd>,
     /// Taken once by [`spawn`].
     rx_slot: tokio::sync::Mutex<Option<mpsc::Receiver<Cmd>>>,
@@ -93,6 +103,7 @@ impl Default for Gateways {
         let (tx, rx) = mpsc::channel(QUEUE);
         Gateways {
             snapshot: ArcSwap::from_pointee(Live::default()),
+            health_down: ArcSwap::from_pointee(HashSet::new()),
             tx,
             rx_slot: tokio::sync::Mutex::new(Some(rx)),
         }
@@ -100,6 +111,12 @@ impl Default for Gateways {
 }
 
 impl Gateways {
+    /// Whether the gateway `key` is down by its probes and reports
+    /// (whether or not an operator has also disabled it).
+    pub fn is_down_by_health(&self, key: &str) -> bool {
+        self.health_down.load().contains(key)
+    }
+
     /// Hands a probe's result to the state task (waits for room: the
     /// prober is bounded by its in-flight limit anyway).
     pub async fn probed(&self, key: String, result: ProbeResult) {
@@ -150,16 +167,33 @@ async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Cmd>) {
         order: Vec::new(),
         generation: 0,
     };
-    t.sync();
+    let state = t.state.clone();
+    // Each step runs under a panic guard (guard.rs): a panic is recorded
+    // and the task goes on with the next command. Unwind safety: a step
+    // changes one gateway's tracker and then publishes; cut short, it
+    // leaves at worst that gateway's counts or its published state one
+    // step behind, which the next outcome or change corrects.
+    const TASK: &str = "gateway state task";
+    guard::catch(state.panics(), TASK, || t.sync());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(c) => { t.sync(); t.handle(c); }
+                Some(c) => {
+                    guard::catch(state.panics(), TASK, || {
+                        t.sync();
+                        t.handle(c);
+                    });
+                }
                 None => break,
             },
-            _ = tick.tick() => { t.sync(); t.tick(); }
+            _ = tick.tick() => {
+                guard::catch(state.panics(), TASK, || {
+                    t.sync();
+                    t.tick();
+                });
+            }
         }
     }
 }
@@ -224,7 +258,8 @@ impl Task {
                     return;
                 };
                 e.last_probe = Some((result.code, result.rtt, SystemTime::now()));
-                let ok = result.code.is_some_and(|c| !e.info.health.is_failure(c));
+                let ok = is_success(&e.info.health, result.code);
+                let was_down = e.tracker.is_down();
                 let what = match (result.code, &result.error) {
                     (Some(c), _) => format!(
                         "probe: {c} in {} ms",
@@ -233,17 +268,30 @@ impl Task {
                     (None, Some(err)) => format!("probe: {err}"),
                     (None, None) => "probe: no final reply".into(),
                 };
-                let change = e.tracker.observe(ok, &e.info.health, now, &what);
-                self.changed(&key, change);
+                let change = e
+                    .tracker
+                    .observe(ok, Source::Probe, &e.info.health, now, &what);
+                let moved = e.tracker.is_down() != was_down;
+                self.changed_or_moved(&key, change, moved);
             }
-            Cmd::Report { key, code, call_id } => {
-                let Some(e) = self.entries.get_mut(&key) else {
-                    return;
-                };
-                let ok = !e.info.health.is_failure(code);
-                let what = format!("report: {code} (call {call_id})");
-                let change = e.tracker.observe(ok, &e.info.health, now, &what);
-                self.changed(&key, change);
+            Cmd::Report {
+                key,
+                code,
+                call_id,
+                done,
+            } => {
+                if let Some(e) = self.entries.get_mut(&key) {
+                    let ok = is_success(&e.info.health, Some(code));
+                    let what = format!("report: {code} (call {call_id})");
+                    let was_down = e.tracker.is_down();
+                    let change = e
+                        .tracker
+                        .observe(ok, Source::Report, &e.info.health, now, &what);
+                    let moved = e.tracker.is_down() != was_down;
+                    self.changed_or_moved(&key, change, moved);
+                }
+                // After the publish: the 204 means the next query sees it.
+                let _ = done.send(());
             }
             Cmd::Mark { key, disable, done } => {
                 let change = self.entries.get_mut(&key).and_then(|e| {
@@ -276,18 +324,36 @@ impl Task {
     fn tick(&mut self) {
         let now = Instant::now();
         let mut changes = Vec::new();
+        let mut moved = false;
         for (key, e) in &mut self.entries {
             if !e.tracker.is_down() {
                 continue;
             }
             let probed = e.info.health.probe != ProbeMode::Never
                 && e.info.transport != ProbeTransport::Unsupported;
-            if let Some(c) = e.tracker.tick(&e.info.health, probed, now) {
+            let c = e.tracker.tick(&e.info.health, probed, now);
+            moved |= !e.tracker.is_down();
+            if let Some(c) = c {
                 changes.push((key.clone(), c));
             }
         }
+        let published = !changes.is_empty();
         for (key, c) in changes {
             self.changed(&key, Some(c));
+        }
+        if moved && !published {
+            self.publish(); // up by health, still disabled
+        }
+    }
+
+    /// [`Task::changed`], and a publish when only the health under an
+    /// operator's `disabled` `moved` (no change of the status queries see,
+    /// but `probe = "when_down"` asks about it).
+    fn changed_or_moved(&mut self, key: &str, change: Option<Change>, moved: bool) {
+        if change.is_some() {
+            self.changed(key, change);
+        } else if moved {
+            self.publish();
         }
     }
 
@@ -315,15 +381,19 @@ impl Task {
     /// A new snapshot from every gateway that is not up.
     fn publish(&self) {
         let mut s = GatewayState::all_up();
+        let mut down = HashSet::new();
         for (key, e) in &self.entries {
             let st = e.tracker.status();
             if st != GatewayStatus::Up {
                 s.set_key(key.clone(), st);
             }
+            if e.tracker.is_down() {
+                down.insert(key.clone());
+            }
         }
-        self.state
-            .gateways
-            .snapshot
+        let g = &self.state.gateways;
+        g.health_down.store(Arc::new(down));
+        g.snapshot
             .store(Arc::new(Live::builder().gateway_state(s).build()));
     }
 }
@@ -361,41 +431,22 @@ fn entry_json(e: &Entry, now: Instant) -> Value {
 
 // ------------------------------------------------------------------ HTTP
 
-/// Reads a small body (reports and commands are tiny), at most 64 KiB.
+/// Reads a small body (reports and commands are tiny): the server's one
+/// body reader, so an oversized one gets the same 413 as a query.
 pub(crate) async fn body(
     req: hyper::Request<Incoming>,
     state: &AppState,
 ) -> Result<(Bytes, Option<String>), Resp> {
-    let ct = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let read = Limited::new(req.into_body(), c4route_core::MAX_BODY).collect();
-    match tokio::time::timeout(state.limits.body_timeout, read).await {
-        Ok(Ok(b)) => Ok((b.to_bytes(), ct)),
-        Ok(Err(e)) => Err(json_error(
-            StatusCode::BAD_REQUEST,
-            &format!("reading the body: {e}"),
-        )),
-        Err(_) => Err(json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time",
-        )),
-    }
+    let (b, ct) = read_request_body(req, state).await?;
+    let ct = ct.and_then(|v| v.to_str().ok().map(str::to_owned));
+    Ok((b, ct))
 }
 
 /// The fields of a JSON object or a form body, as strings.
 pub(crate) fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, String>, String> {
-    let is_form = ct.is_some_and(|c| {
-        c.split(';').next().is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-    });
-    // As for queries: libcurl labels every POST without a header as a
-    // form, so a body that is plainly a JSON object is read as JSON.
-    if is_form && !body.trim_ascii_start().starts_with(b"{") {
+    // As for queries (the same rule): libcurl labels every POST without a
+    // header as a form, so a body that is plainly a JSON object is JSON.
+    if is_form_body(body, ct) {
         return Ok(form_urlencoded::parse(body).into_owned().collect());
     }
     let v: Value =
@@ -413,19 +464,47 @@ pub(crate) fn fields(body: &[u8], ct: Option<&str>) -> Result<HashMap<String, St
         .collect())
 }
 
-/// The key of a URI if the serving table lists that gateway; else the
-/// status (400 or 404) and message of the error.
-fn known(state: &AppState, uri: &str) -> Result<String, (StatusCode, String)> {
-    let key = gateway_key(uri).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    let cur = state.current.load();
-    if cur.table.gateway(&key).is_some() {
+/// Why a URI names no gateway of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownGateway {
+    /// Not a `sip:`/`sips:` gateway URI.
+    BadUri(String),
+    /// A URI no trunk lists.
+    NotListed(String),
+}
+
+impl std::fmt::Display for UnknownGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnknownGateway::BadUri(m) | UnknownGateway::NotListed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The key of `uri` if `table` lists that gateway (any spelling of its
+/// URI): the one check behind `/kamailio/feedback`, `/gateways/disable`,
+/// `/gateways/enable` and `eval --down`.
+///
+/// # Errors
+/// [`UnknownGateway`]: not a gateway URI, or one no trunk lists.
+pub fn known_gateway(table: &RouteTable, uri: &str) -> Result<String, UnknownGateway> {
+    let key = gateway_key(uri).map_err(|e| UnknownGateway::BadUri(e.to_string()))?;
+    if table.gateway(&key).is_some() {
         Ok(key)
     } else {
-        Err((
-            StatusCode::NOT_FOUND,
-            format!("no trunk lists the gateway {uri:?} ({key})"),
-        ))
+        Err(UnknownGateway::NotListed(format!(
+            "no trunk lists the gateway {uri:?} ({key})"
+        )))
     }
+}
+
+/// [`known_gateway`] in the serving table; else the status (400 or 404)
+/// and message of the error.
+fn known(state: &AppState, uri: &str) -> Result<String, (StatusCode, String)> {
+    known_gateway(&state.current.load().table, uri).map_err(|e| match e {
+        UnknownGateway::BadUri(m) => (StatusCode::BAD_REQUEST, m),
+        UnknownGateway::NotListed(m) => (StatusCode::NOT_FOUND, m),
+    })
 }
 
 /// `POST /kamailio/feedback`: `dst_uri`, `code`, `call_id` → 204.
@@ -469,25 +548,48 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
             return json_error(status, &msg);
         }
     };
-    let cur = state.current.load();
-    let failure = cur
+    let success = state
+        .current
+        .load()
         .table
         .gateway(&key)
-        .is_some_and(|g| g.health.is_failure(code));
-    drop(cur);
-    m.report(if failure { "failure" } else { "success" });
+        .is_some_and(|g| is_success(&g.health, Some(code)));
+    m.report(if success { "success" } else { "failure" });
     let call_id = f.get("call_id").cloned().unwrap_or_default();
-    if state
-        .gateways
-        .tx
-        .try_send(Cmd::Report { key, code, call_id })
-        .is_err()
-    {
+    let (done, applied) = oneshot::channel();
+    let cmd = Cmd::Report {
+        key,
+        code,
+        call_id,
+        done,
+    };
+    if state.gateways.tx.try_send(cmd).is_err() {
+        // Queue full: dropped rather than slowing Kamailio down.
         m.report("dropped");
+    } else {
+        // Answer once the state task has applied it and published the
+        // snapshot: a query sent after the 204 sees the report.
+        match tokio::time::timeout(APPLY_WAIT, applied).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return task_down(),
+            Err(_) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the report is queued but the gateway state task did not apply it within 2s",
+                );
+            }
+        }
     }
     let mut r = json(StatusCode::NO_CONTENT, Vec::new());
     r.headers_mut().remove(hyper::header::CONTENT_TYPE);
     r
+}
+
+fn task_down() -> Resp {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway state task is not running",
+    )
 }
 
 /// `GET /gateways`.
@@ -498,18 +600,17 @@ pub async fn list(state: &AppState) -> Resp {
 
 /// Sends `cmd` to the state task and answers with the JSON of its reply.
 async fn ask<T: serde::Serialize>(state: &AppState, cmd: Cmd, rx: oneshot::Receiver<T>) -> Resp {
-    let down = || {
-        json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway state task is not running",
-        )
+    let asked = async {
+        state.gateways.tx.send(cmd).await.ok()?;
+        rx.await.ok()
     };
-    if state.gateways.tx.send(cmd).await.is_err() {
-        return down();
-    }
-    match rx.await {
-        Ok(v) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Err(_) => down(),
+    match tokio::time::timeout(APPLY_WAIT, asked).await {
+        Ok(Some(v)) => json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
+        Ok(None) => task_down(),
+        Err(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway state task did not answer within 2s",
+        ),
     }
 }
 

@@ -19,6 +19,7 @@ use tikv_jemallocator::Jemalloc;
 mod call_metrics;
 mod gateway_metrics;
 mod gateways;
+mod guard;
 mod lcr;
 mod live;
 mod metrics;
@@ -477,17 +478,7 @@ fn eval_live(
         eprintln!("c4route: {flag}: {e}");
         ExitCode::from(2)
     };
-    let known = |uri: &str| {
-        c4route_core::gateway_key(uri)
-            .map_err(|e| e.to_string())
-            .and_then(|k| {
-                if table.gateway(&k).is_some() {
-                    Ok(k)
-                } else {
-                    Err(format!("no trunk lists the gateway {uri:?} ({k})"))
-                }
-            })
-    };
+    let known = |uri: &str| gateways::known_gateway(table, uri).map_err(|e| e.to_string());
     let mut live = Live::builder();
     for uri in down {
         let k = known(uri).map_err(|e| fail("--down", e))?;

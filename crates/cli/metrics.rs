@@ -40,6 +40,12 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// Label of `c4route_task_panics_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: &'static str,
+}
+
 /// Every metric of the service, plus the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -82,6 +88,8 @@ pub struct Metrics {
     pub gateways: crate::gateway_metrics::GatewayMetrics,
     /// Calls in progress and capacity limits (SPEC §9).
     pub calls: crate::call_metrics::CallMetrics,
+    /// Panics caught in background tasks, by task (see `guard.rs`).
+    task_panics: Family<TaskLabel, Counter>,
 }
 
 /// The `c4route_rule_hits_total` series, one per rule that decided a query.
@@ -228,9 +236,16 @@ impl Metrics {
         );
         let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
         let calls = crate::call_metrics::CallMetrics::register(&mut registry);
+        let task_panics = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Panics caught in a background task (a bug in c4route), by task; the task went on or was restarted",
+            task_panics.clone(),
+        );
         Metrics {
             gateways,
             calls,
+            task_panics,
             registry,
             routed,
             rejected,
@@ -259,6 +274,31 @@ impl Metrics {
             "rejected" => &self.rejected,
             _ => &self.no_match,
         }
+    }
+
+    /// Counts a panic caught in `task`.
+    pub fn task_panic(&self, task: &'static str) {
+        self.task_panics.get_or_create(&TaskLabel { task }).inc();
+    }
+
+    /// Sets the gauges that describe the serving table: rules, trunks,
+    /// generation and when it was loaded. The one place they are set, at
+    /// start and on every swap.
+    pub fn set_table(
+        &self,
+        rules: usize,
+        trunks: usize,
+        generation: u64,
+        loaded_at: jiff::Timestamp,
+    ) {
+        self.table_rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        self.table_trunks
+            .set(i64::try_from(trunks).unwrap_or(i64::MAX));
+        self.table_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.last_reload_success_timestamp
+            .set(loaded_at.as_millisecond() as f64 / 1000.0);
     }
 
     /// Renders the Prometheus text format (with `# EOF`).

@@ -12,7 +12,8 @@
 //!   probe is still open;
 //! - a UDP OPTIONS is retransmitted as timer A does (500 ms, then doubling,
 //!   capped at 4 s) until a final reply or `timeout`; a provisional reply
-//!   stops the retransmissions; replies are matched by Via branch and Call-ID;
+//!   stops the retransmissions; replies are matched by Via branch and Call-ID
+//!   (random, 128 bits each) and must come from the probed host;
 //! - at most `--probe-max-in-flight` probes are open at once; beyond that,
 //!   due probes wait (a few ms) rather than leave together.
 //!
@@ -21,6 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hasher as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@ use tracing::{debug, error, info, warn};
 use crate::gateways::ProbeResult;
 use crate::sip::{self, ParseError, Transport};
 use crate::state::AppState;
+use crate::tracker::is_success;
 
 /// RFC 3261 T1 and T2.
 const T1: Duration = Duration::from_millis(500);
@@ -112,29 +115,23 @@ pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAdd
             };
             rt.block_on(async move {
                 let sock = match UdpSocket::from_std(sock) {
-                    Ok(s) => s,
+                    Ok(s) => Arc::new(s),
                     Err(e) => {
                         error!("probe socket: {e}; no gateway is probed");
                         return;
                     }
                 };
-                let (tcp_tx, tcp_rx) = mpsc::channel(1024);
-                let p = Prober {
-                    state,
-                    sock,
-                    local,
-                    max: cfg.max_in_flight.max(1),
-                    targets: Vec::new(),
-                    generation: 0,
-                    due: BinaryHeap::new(),
-                    pending: HashMap::new(),
-                    timers: BinaryHeap::new(),
-                    tcp_open: 0,
-                    tcp_tx,
-                    batch: Vec::new(),
-                    batch_since: Instant::now(),
-                };
-                p.run(tcp_rx).await;
+                // A panic (a bug) restarts the prober from the serving
+                // table: open probes are forgotten, the socket is kept.
+                let st = state.clone();
+                let max = cfg.max_in_flight.max(1);
+                crate::guard::supervise(
+                    state.panics(),
+                    "prober",
+                    Duration::from_secs(1),
+                    move || Prober::new(st.clone(), sock.clone(), local, max).run(),
+                )
+                .await;
             });
         })
         .context("starting the prober thread")?;
@@ -143,7 +140,7 @@ pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAdd
 
 struct Prober {
     state: Arc<AppState>,
-    sock: UdpSocket,
+    sock: Arc<UdpSocket>,
     local: SocketAddr,
     max: usize,
     targets: Vec<Target>,
@@ -154,6 +151,7 @@ struct Prober {
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     tcp_open: usize,
     tcp_tx: mpsc::Sender<(usize, u64)>,
+    tcp_rx: Option<mpsc::Receiver<(usize, u64)>>,
     /// Successes of gateways that were up, handed over together.
     batch: Vec<(String, ProbeResult)>,
     /// When the oldest of them came in.
@@ -169,7 +167,30 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 const BATCH_MAX: usize = 256;
 
 impl Prober {
-    async fn run(mut self, mut tcp_rx: mpsc::Receiver<(usize, u64)>) {
+    fn new(state: Arc<AppState>, sock: Arc<UdpSocket>, local: SocketAddr, max: usize) -> Self {
+        let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+        Prober {
+            state,
+            sock,
+            local,
+            max,
+            targets: Vec::new(),
+            generation: 0,
+            due: BinaryHeap::new(),
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            tcp_open: 0,
+            tcp_tx,
+            tcp_rx: Some(tcp_rx),
+            batch: Vec::new(),
+            batch_since: Instant::now(),
+        }
+    }
+
+    async fn run(mut self) {
+        let Some(mut tcp_rx) = self.tcp_rx.take() else {
+            return;
+        };
         let mut buf = vec![0u8; 65_536];
         loop {
             let generation = self.state.current.load().generation;
@@ -249,7 +270,7 @@ impl Prober {
                 format!("sip:{host_port}")
             };
             // Spread: each gateway starts at its own offset in its interval.
-            let frac = (fnv1a(g.key.as_bytes()) % 10_000) as f64 / 10_000.0;
+            let frac = (offset_hash(&g.key) % 10_000) as f64 / 10_000.0;
             let idx = self.targets.len();
             self.due
                 .push(Reverse((now + g.health.interval.mul_f64(frac), idx)));
@@ -307,16 +328,11 @@ impl Prober {
             if t.open {
                 continue;
             }
-            if t.when_down
-                && self
-                    .state
-                    .gateways
-                    .snapshot
-                    .load()
-                    .gateways()
-                    .status_of_key(&t.key)
-                    == GatewayStatus::Up
-            {
+            // "when_down": only while down by health, whether or not an
+            // operator has also disabled it (a disabled gateway that is
+            // healthy is not probed; a disabled one that is down is, so
+            // that `enable` finds its real state).
+            if t.when_down && !self.state.gateways.is_down_by_health(&t.key) {
                 continue;
             }
             self.send(idx, now).await;
@@ -373,7 +389,15 @@ impl Prober {
             });
             return;
         }
-        let o = sip::options(&t.ruri, &t.host_port, &t.local, Transport::Udp);
+        let o = match sip::options(&t.ruri, &t.host_port, &t.local, Transport::Udp) {
+            Ok(o) => o,
+            Err(e) => {
+                let key = t.key.clone();
+                t.open = false;
+                self.finish(key, None, None, Some(e), "error", false).await;
+                return;
+            }
+        };
         let timeout = t.timeout;
         let dest = self.dest(addr);
         if let Err(e) = self.sock.send_to(&o.bytes, dest).await {
@@ -435,7 +459,9 @@ impl Prober {
                 continue; // answered
             };
             if horizon >= p.deadline {
-                let p = self.pending.remove(&branch).expect("present");
+                let Some(p) = self.pending.remove(&branch) else {
+                    continue;
+                };
                 let timeout = p.deadline - p.sent;
                 self.close(p.target, p.generation);
                 if let Some(key) = self.key_of(p.target, p.generation) {
@@ -459,18 +485,34 @@ impl Prober {
         }
     }
 
+    /// A datagram on the probe socket. It answers a probe only if it is a
+    /// response with the branch and Call-ID of an open probe *and* comes
+    /// from the host that probe went to: the tokens are random (see
+    /// `sip::token`), and the source check means that even a gateway that
+    /// learnt them could not answer for another host. The port is not
+    /// checked: RFC 3261 §18.2.2 lets a server answer from another port
+    /// than the one the request reached (docs/GATEWAYS.md).
     async fn response(&mut self, bytes: &[u8], from: SocketAddr) {
+        let m = &self.state.metrics.gateways;
         let r = match sip::parse_response(bytes) {
             Ok(r) => r,
             Err(ParseError::Incomplete | ParseError::Invalid(_)) => {
                 debug!(%from, "probe socket: not a usable SIP response");
+                m.reply_dropped("invalid");
                 return;
             }
         };
         let Some(p) = self.pending.get_mut(r.branch) else {
-            return; // a late retransmission's answer
+            m.reply_dropped("unmatched"); // a late retransmission's answer
+            return;
         };
         if p.call_id != r.call_id || !r.cseq_method.eq_ignore_ascii_case("OPTIONS") {
+            m.reply_dropped("unmatched");
+            return;
+        }
+        if from.ip().to_canonical() != p.addr.ip().to_canonical() {
+            debug!(%from, probed = %p.addr, "probe reply from another host: dropped");
+            m.reply_dropped("wrong_source");
             return;
         }
         if r.code < 200 {
@@ -479,11 +521,13 @@ impl Prober {
         }
         let code = r.code;
         let branch = r.branch.to_owned();
-        let p = self.pending.remove(&branch).expect("present");
+        let Some(p) = self.pending.remove(&branch) else {
+            return;
+        };
         self.close(p.target, p.generation);
         if let Some(key) = self.key_of(p.target, p.generation) {
             let rtt = p.sent.elapsed();
-            let ok = !self.targets[p.target].fail.is_failure(code);
+            let ok = is_success(&self.targets[p.target].fail, Some(code));
             self.finish(key, Some(code), Some(rtt), None, "reply", ok)
                 .await;
         }
@@ -562,7 +606,7 @@ async fn tcp_probe(addr: SocketAddr, ruri: &str, host_port: &str) -> Result<u16,
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
     let local = s.local_addr().map_err(|e| e.to_string())?;
-    let o = sip::options(ruri, host_port, &local.to_string(), Transport::Tcp);
+    let o = sip::options(ruri, host_port, &local.to_string(), Transport::Tcp)?;
     s.write_all(&o.bytes)
         .await
         .map_err(|e| format!("writing to {addr}: {e}"))?;
@@ -593,7 +637,7 @@ async fn tcp_probe(addr: SocketAddr, ruri: &str, host_port: &str) -> Result<u16,
                 Err(ParseError::Invalid(why)) => return Err(format!("{addr} sent {why}")),
             }
         }
-        if buf.len() > 1 << 20 {
+        if buf.len() > sip::MAX_MESSAGE {
             return Err(format!("{addr} sent over 1 MiB without a final reply"));
         }
     }
@@ -629,12 +673,23 @@ fn source_ip(dest: &SocketAddr) -> Option<IpAddr> {
     s.local_addr().ok().map(|a| a.ip())
 }
 
-/// FNV-1a: a stable offset per gateway URI.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// A stable offset per gateway URI: FNV-1a of its bytes (`Hasher::write`
+/// only: `write_str` would append a terminator and move every offset).
+fn offset_hash(key: &str) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_fnv_1a_of_the_key() {
+        // FNV-1a 64 test vectors: "" is the offset basis, "a" and "foobar".
+        assert_eq!(offset_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(offset_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(offset_hash("foobar"), 0x8594_4171_f739_67e8);
     }
-    h
 }

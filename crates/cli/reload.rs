@@ -11,17 +11,26 @@
 //! the same channel. An event that arrives during a reload leaves the slot
 //! full, so the directory is read again afterwards and no change is lost.
 //!
+//! The quiet window has a ceiling: a directory that keeps changing (a file
+//! rewritten every 0.2 s with a 250 ms window) would otherwise never be
+//! read; `--debounce-max` (2 s) after the first change it is read anyway.
+//!
 //! Rate decks (SPEC §7) may live in folders below routes.d
 //! (`routes.d/rates/acme.csv`): after every read of the directory, the
 //! folders holding the decks it names are watched too, so an edited deck
 //! reloads like an edited TOML file (and a broken one keeps the last good
-//! table serving, like a broken TOML file).
+//! table serving, like a broken TOML file). An inotify watch follows an
+//! inode, not a path, so before every read the deck folders are watched
+//! afresh by path: a folder replaced under the same name (`mv rates.new
+//! rates`, `rm -rf rates; mkdir rates`) is followed from the read that the
+//! replacement itself triggers (it is a change in routes.d). Comparing
+//! inodes instead would miss `rm -rf; mkdir`, where the new folder often
+//! gets the old inode number back.
 //!
 //! A panic inside one reload attempt (a bug in the compiler, say) is caught
 //! and reported like a failed reload: were it to unwind out of the reload
 //! thread, reloads would stop for good while `/health` still said `ok`.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,12 +42,22 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::guard::panic_message;
 use crate::state::{AppState, Loaded};
 
 /// Keeps the directory watcher alive; drop it to stop watching.
 #[derive(Debug)]
 pub struct ReloadHandle {
     _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// When a change is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Debounce {
+    /// Quiet time after the last change (`--reload-debounce`).
+    pub quiet: Duration,
+    /// Longest time from the first change to the read (`--debounce-max`).
+    pub max: Duration,
 }
 
 /// Starts the reload task (and the watcher when `watch`) and the SIGHUP
@@ -48,7 +67,7 @@ pub struct ReloadHandle {
 /// The watcher or the SIGHUP handler could not be installed.
 pub fn spawn(
     state: Arc<AppState>,
-    debounce: Duration,
+    debounce: Debounce,
     watch: bool,
 ) -> anyhow::Result<ReloadHandle> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
@@ -92,7 +111,7 @@ pub fn spawn(
             .collect(),
     ));
     let mut watched = Vec::new();
-    watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
+    watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched, false);
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -113,15 +132,31 @@ pub fn spawn(
         .name("c4route-reload".into())
         .spawn(move || {
             while rx.blocking_recv().is_some() {
-                // Debounce: wait until a whole window passes without new events.
+                // Debounce: wait until a whole quiet window passes without
+                // new events, or `max` after the first one. An event left in
+                // the slot by then reads the directory again afterwards.
+                let first = Instant::now();
                 loop {
-                    std::thread::sleep(debounce);
+                    let left = debounce.max.saturating_sub(first.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(debounce.quiet.min(left));
                     if rx.try_recv().is_err() {
                         break;
                     }
                 }
+                // Watches first, then the read: a deck edited after the
+                // watch is a new event, one edited before it is in the read.
+                // Afresh each time, so that a deck folder replaced under the
+                // same name (`mv rates.new rates`) is followed.
+                watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched, true);
                 reload(&state);
-                watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched);
+                if watch_deck_dirs(&state, decks_watcher.as_mut(), &mut watched, false) {
+                    // A folder first named by that read was watched after
+                    // it: read once more (usually "unchanged").
+                    reload(&state);
+                }
             }
         })
         .context("starting the reload thread")?;
@@ -130,13 +165,17 @@ pub fn spawn(
 
 /// Watches the folders that hold the rate decks routes.d names (other
 /// than routes.d itself, which is always watched), and stops watching
-/// those no deck is in any more.
+/// those no deck is in any more. With `refresh`, every folder is watched
+/// afresh (unwatched, then watched by path): an inotify watch stays on the
+/// inode it was set on, so this is what follows a folder replaced under the
+/// same name. Returns whether it watched a folder it did not watch before.
 fn watch_deck_dirs(
     state: &AppState,
     watcher: Option<&mut notify::RecommendedWatcher>,
     watched: &mut Vec<PathBuf>,
-) {
-    let Some(w) = watcher else { return };
+    refresh: bool,
+) -> bool {
+    let Some(w) = watcher else { return false };
     let root = std::fs::canonicalize(&state.routes_dir).ok();
     let files = state.deck_files.load_full();
     let mut want: Vec<PathBuf> = files
@@ -147,19 +186,29 @@ fn watch_deck_dirs(
         .collect();
     want.sort();
     want.dedup();
-    if want == *watched {
-        return;
+    if want == *watched && !refresh {
+        return false;
     }
-    for d in watched.iter().filter(|d| !want.contains(d)) {
+    for d in watched.iter().filter(|d| refresh || !want.contains(d)) {
         let _ = w.unwatch(d);
     }
-    for d in want.iter().filter(|d| !watched.contains(d)) {
+    let mut new = false;
+    for d in want.iter() {
+        let before = watched.contains(d);
+        if before && !refresh {
+            continue;
+        }
         match w.watch(d, RecursiveMode::NonRecursive) {
-            Ok(()) => info!("watching {} for rate deck changes", d.display()),
+            Ok(()) if !before => {
+                new = true;
+                info!("watching {} for rate deck changes", d.display());
+            }
+            Ok(()) => {}
             Err(e) => warn!("cannot watch {} for rate deck changes: {e}", d.display()),
         }
     }
     *watched = want;
+    new
 }
 
 /// Whether an event only reports a read (open, close without writing).
@@ -203,11 +252,7 @@ fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Err
             let generation = st.current.load().generation + 1;
             let new = Arc::new(Loaded::new(table, generation));
             let m = &st.metrics;
-            m.table_rules.set(new.table.rule_count() as i64);
-            m.table_trunks.set(new.table.trunk_count() as i64);
-            m.table_generation.set(generation as i64);
-            m.last_reload_success_timestamp
-                .set(new.loaded_at.as_millisecond() as f64 / 1000.0);
+            new.set_gauges(m);
             for w in new.table.warnings() {
                 warn!("{w}");
             }
@@ -307,15 +352,6 @@ fn reload_with(state: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTab
             state.last_error.store(Some(Arc::new(text)));
         }
     }
-}
-
-/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]

@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Client networks allowed to send routing queries (repeatable); others get 403.
+    /// Client networks allowed to send queries and reports and to read or
+    /// change gateway state (repeatable); others get 403.
     /// Default: every client. /health and /metrics stay open to all.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<IpNet>,
@@ -62,6 +63,10 @@ pub struct ServeArgs {
     /// Quiet time after a change in DIR before it is re-read.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
     pub reload_debounce: Duration,
+    /// Longest wait from the first change in DIR to its reload, however
+    /// often files keep changing (the quiet time alone could wait for ever).
+    #[arg(long, alias = "reload-debounce-max", value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub debounce_max: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -132,7 +137,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.listen))?;
         let local = listener.local_addr().context("reading the bound address")?;
-        let _watcher = reload::spawn(state.clone(), args.reload_debounce, !args.no_watch)?;
+        let debounce = reload::Debounce {
+            quiet: args.reload_debounce,
+            max: args.debounce_max,
+        };
+        let _watcher = reload::spawn(state.clone(), debounce, !args.no_watch)?;
         crate::gateways::spawn(state.clone());
         let probe = crate::probe::ProbeConfig {
             bind: args.probe_bind,
@@ -265,8 +274,10 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
         (&Method::GET | &Method::HEAD, "/health") => return health(state),
         (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
         // SPEC §8: live gateway state (gateways.rs).
-        (&Method::GET, "/gateways") => return crate::gateways::list(state).await,
-        (&Method::POST, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable")
+        // Gateway state names carriers' addresses: only for `--allow`ed
+        // clients, like the queries and the reports.
+        (&Method::GET, "/gateways")
+        | (&Method::POST, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable")
             if !allowed =>
         {
             state.metrics.forbidden.inc();
@@ -275,6 +286,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
                 &format!("client {} is not allowed here", peer.ip()),
             );
         }
+        (&Method::GET, "/gateways") => return crate::gateways::list(state).await,
         (&Method::POST, "/kamailio/feedback") => {
             return crate::gateways::feedback(req, state).await;
         }
@@ -311,45 +323,12 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
 }
 
 async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap: Wrap) -> Resp {
-    let too_large = || {
-        let mut r = json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("query body is larger than {MAX_BODY} bytes"),
-        );
-        // The rest of the body may still be on its way: do not read a next
-        // request from this connection.
-        r.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        r
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-        state.metrics.bad_request.inc();
-        return too_large();
-    }
-    let content_type = req.headers().get(CONTENT_TYPE).cloned();
-    let read = tokio::time::timeout(state.limits.body_timeout, read_body(req.into_body()));
-    let body = match read.await {
-        Ok(BodyRead::Complete(b)) => b,
-        Ok(BodyRead::TooLarge) => {
+    let (body, content_type) = match read_request_body(req, state).await {
+        Ok(b) => b,
+        Err(r) => {
             state.metrics.bad_request.inc();
-            return too_large();
-        }
-        Ok(BodyRead::Failed(e)) => {
-            state.metrics.bad_request.inc();
-            debug!(%peer, "reading body: {e}");
-            return json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"));
-        }
-        Err(_) => {
-            state.metrics.bad_request.inc();
-            return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body did not arrive in time",
-            );
+            debug!(%peer, status = r.status().as_u16(), "query body refused");
+            return r;
         }
     };
     let started = Instant::now();
@@ -394,14 +373,16 @@ async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap:
 fn health(state: &AppState) -> Resp {
     let cur = state.current.load_full();
     let err = state.last_error.load_full();
+    let task_err = state.task_error.load_full();
     let body = serde_json::json!({
-        "status": if err.is_some() { "degraded" } else { "ok" },
+        "status": if err.is_some() || task_err.is_some() { "degraded" } else { "ok" },
         "rules": cur.table.rule_count(),
         "trunks": cur.table.trunk_count(),
         "version": cur.table.version(),
         "generation": cur.generation,
         "loaded_at": cur.loaded_at.to_string(),
         "last_error": err.as_deref(),
+        "task_error": task_err.as_deref(),
     });
     json(
         StatusCode::OK,
@@ -439,6 +420,51 @@ enum BodyRead {
     /// Over [`MAX_BODY`]; the rest was drained up to [`DRAIN_LIMIT`].
     TooLarge,
     Failed(hyper::Error),
+}
+
+/// Reads the body of a POST, with its `Content-Type`: the one body reader
+/// of every POST endpoint (queries, reports, drain and restore), so they
+/// refuse a body the same way. `Err` is the answer to send: 413 for a body
+/// over [`MAX_BODY`] (with `Connection: close`, after draining up to
+/// [`DRAIN_LIMIT`]), 408 when it does not arrive within `--body-timeout`,
+/// 400 when the connection fails under it. The caller counts it.
+pub(crate) async fn read_request_body(
+    req: Request<Incoming>,
+    state: &AppState,
+) -> Result<(Bytes, Option<HeaderValue>), Resp> {
+    let too_large = || {
+        let mut r = json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {MAX_BODY} bytes"),
+        );
+        // The rest of the body may still be on its way: do not read a next
+        // request from this connection.
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let read = tokio::time::timeout(state.limits.body_timeout, read_body(req.into_body()));
+    match read.await {
+        Ok(BodyRead::Complete(b)) => Ok((b, content_type)),
+        Ok(BodyRead::TooLarge) => Err(too_large()),
+        Ok(BodyRead::Failed(e)) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("reading the body: {e}"),
+        )),
+        Err(_) => Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )),
+    }
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes. A body in one frame

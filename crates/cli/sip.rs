@@ -8,8 +8,6 @@
 //! answers (compact header forms, folded case, a body after the headers).
 
 use std::fmt::Write as _;
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// SIP over UDP or TCP (what the Via says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,23 +27,32 @@ impl Transport {
     }
 }
 
-/// A unique-enough token: a per-process random seed (std's `RandomState`)
-/// mixed with a counter. Branches and Call-IDs must not repeat; they need
-/// not be unpredictable.
-pub fn token() -> String {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
-        h.finish()
-    });
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    // SplitMix64 of seed + n: distinct for distinct n.
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    format!("{:016x}", z ^ (z >> 31))
+/// Random bytes in a token: 128 bits, 32 hex digits.
+pub const TOKEN_BYTES: usize = 16;
+
+/// The longest response a probe reads (head and body): a `Content-Length`
+/// beyond it makes the response invalid, not merely incomplete.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A token for a Via branch, a From tag or a Call-ID: 128 bits from the
+/// operating system's CSPRNG (`getrandom(2)` on Linux), as hex.
+///
+/// Unpredictable, not only unique: a probe's reply is recognised by the
+/// branch and Call-ID of its OPTIONS, so a gateway that could work out
+/// the tokens of later probes from one it received could answer the
+/// probes of every other gateway (issue 13; the former SplitMix64 of a
+/// counter was invertible).
+///
+/// # Errors
+/// The operating system's random source failed.
+pub fn token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes)?;
+    let mut s = String::with_capacity(2 * TOKEN_BYTES);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    Ok(s)
 }
 
 /// One OPTIONS transaction's identity.
@@ -61,10 +68,19 @@ pub struct Options {
 
 /// Builds an OPTIONS to `target` (`sip:host:port[;transport=tcp]`) sent from
 /// `local` (`host:port` of the probing socket, for Via, From and Contact).
-pub fn options(target: &str, host_port: &str, local: &str, transport: Transport) -> Options {
-    let branch = format!("z9hG4bK{}", token());
-    let tag = token();
-    let call_id = format!("{}@c4route", token());
+///
+/// # Errors
+/// No random tokens (the operating system's random source failed).
+pub fn options(
+    target: &str,
+    host_port: &str,
+    local: &str,
+    transport: Transport,
+) -> Result<Options, String> {
+    let random = |what: &str| token().map_err(|e| format!("no random {what} for the OPTIONS: {e}"));
+    let branch = format!("z9hG4bK{}", random("branch")?);
+    let tag = random("tag")?;
+    let call_id = format!("{}@c4route", random("Call-ID")?);
     let mut m = String::with_capacity(512);
     let _ = write!(
         m,
@@ -82,11 +98,11 @@ pub fn options(target: &str, host_port: &str, local: &str, transport: Transport)
         transport.via(),
         env!("CARGO_PKG_VERSION"),
     );
-    Options {
+    Ok(Options {
         branch,
         call_id,
         bytes: m.into_bytes(),
-    }
+    })
 }
 
 /// What a probe needs of a response.
@@ -178,11 +194,20 @@ pub fn parse_response(buf: &[u8]) -> Result<Response<'_>, ParseError> {
             cseq_method = value.split_whitespace().nth(1);
         } else if is("content-length", "l") {
             content_length = value
-                .parse()
+                .parse::<usize>()
                 .map_err(|_| ParseError::Invalid("bad Content-Length"))?;
+            if content_length > MAX_MESSAGE {
+                return Err(ParseError::Invalid("Content-Length too large"));
+            }
         }
     }
-    let len = start + head_end + 4 + content_length;
+    // Checked: a Content-Length near usize::MAX must not wrap into a short
+    // length (RFC 3261 §18.3: such a message is discarded).
+    let len = start
+        .checked_add(head_end)
+        .and_then(|n| n.checked_add(4))
+        .and_then(|n| n.checked_add(content_length))
+        .ok_or(ParseError::Invalid("Content-Length too large"))?;
     if buf.len() < len {
         return Err(ParseError::Incomplete);
     }
@@ -212,7 +237,8 @@ mod tests {
             "198.51.100.10:5060",
             "192.0.2.1:40000",
             Transport::Udp,
-        );
+        )
+        .unwrap();
         let text = String::from_utf8(o.bytes.clone()).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(lines[0], "OPTIONS sip:198.51.100.10:5060 SIP/2.0");
@@ -220,7 +246,7 @@ mod tests {
             lines[1],
             format!("Via: SIP/2.0/UDP 192.0.2.1:40000;branch={};rport", o.branch)
         );
-        assert!(o.branch.starts_with("z9hG4bK") && o.branch.len() > 7 + 8);
+        assert!(o.branch.starts_with("z9hG4bK") && o.branch.len() == 7 + 2 * TOKEN_BYTES);
         for h in [
             "Max-Forwards: 70",
             "To: <sip:198.51.100.10:5060>",
@@ -240,7 +266,7 @@ mod tests {
         );
         assert!(text.ends_with("\r\n\r\n"));
         // A fresh branch, tag and Call-ID for every transaction.
-        let o2 = options("sip:x", "x", "l:1", Transport::Tcp);
+        let o2 = options("sip:x", "x", "l:1", Transport::Tcp).unwrap();
         assert_ne!(o.branch, o2.branch);
         assert_ne!(o.call_id, o2.call_id);
         assert!(
@@ -317,6 +343,142 @@ mod tests {
                 Err(ParseError::Invalid(why)),
                 "{bad}"
             );
+        }
+    }
+
+    /// A 200 with the given Content-Length value and no body.
+    fn with_length(value: &str) -> String {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: {value}\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn a_content_length_that_would_wrap_is_invalid_not_a_200() {
+        // usize::MAX: the sum of the offsets wrapped to a short length (a
+        // valid 200 in release, a panic in debug).
+        for (value, why) in [
+            ("18446744073709551615", "Content-Length too large"),
+            ("18446744073709551614", "Content-Length too large"),
+            ("1048577", "Content-Length too large"),
+            ("18446744073709551616", "bad Content-Length"),
+            ("-1", "bad Content-Length"),
+        ] {
+            assert_eq!(
+                parse_response(with_length(value).as_bytes()),
+                Err(ParseError::Invalid(why)),
+                "{value}"
+            );
+        }
+        // Within bounds and not all there: incomplete, as before.
+        assert_eq!(
+            parse_response(with_length("10").as_bytes()),
+            Err(ParseError::Incomplete)
+        );
+        assert_eq!(
+            parse_response(with_length("0").as_bytes()).unwrap().code,
+            200
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_128_bit_hex() {
+        let n = 2000;
+        let tokens: Vec<String> = (0..n).map(|_| token().unwrap()).collect();
+        let unique: std::collections::HashSet<&String> = tokens.iter().collect();
+        assert_eq!(unique.len(), n);
+        for t in &tokens {
+            assert_eq!(t.len(), 2 * TOKEN_BYTES, "{t}");
+            assert!(
+                t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{t}"
+            );
+        }
+        // No counter inside: the former tokens were SplitMix64(seed + n·γ),
+        // so undoing the mix on the first 64 bits of consecutive tokens
+        // gave a constant step γ. Random tokens give no repeated step.
+        let unmixed: Vec<u64> = tokens
+            .iter()
+            .map(|t| unsplitmix(u64::from_str_radix(&t[..16], 16).unwrap()))
+            .collect();
+        let steps: Vec<u64> = unmixed
+            .windows(2)
+            .map(|w| w[1].wrapping_sub(w[0]))
+            .collect();
+        let repeated = steps.windows(2).filter(|w| w[0] == w[1]).count();
+        assert_eq!(repeated, 0, "tokens follow a counter");
+        // Every bit position takes both values (a fixed field would not).
+        let (mut ones, mut zeros) = (0u64, 0u64);
+        for u in &unmixed {
+            ones |= *u;
+            zeros |= !*u;
+        }
+        assert_eq!((ones, zeros), (u64::MAX, u64::MAX));
+    }
+
+    /// The inverse of SplitMix64's output mix.
+    fn unsplitmix(mut z: u64) -> u64 {
+        fn unxorshift(y: u64, s: u32) -> u64 {
+            let mut x = y;
+            for _ in 0..64 / s + 1 {
+                x = y ^ (x >> s);
+            }
+            x
+        }
+        fn inverse(c: u64) -> u64 {
+            // Newton's iteration for the inverse of an odd c modulo 2^64.
+            let mut x = c;
+            for _ in 0..6 {
+                x = x.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(x)));
+            }
+            x
+        }
+        z = unxorshift(z, 31);
+        z = z.wrapping_mul(inverse(0x94D0_49BB_1331_11EB));
+        z = unxorshift(z, 27);
+        z = z.wrapping_mul(inverse(0xBF58_476D_1CE4_E5B9));
+        unxorshift(z, 30)
+    }
+
+    #[test]
+    fn unsplitmix_undoes_the_old_token_mix() {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        for x in [0, 1, 42, u64::MAX, 0x9E37_79B9_7F4A_7C15] {
+            assert_eq!(unsplitmix(mix(x)), x);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_response_never_panics_on_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_response(&bytes);
+        }
+
+        #[test]
+        fn parse_response_never_panics_on_sip_like_input(
+            code in "[0-9]{1,4}",
+            headers in proptest::collection::vec(
+                ("(Via|v|Call-ID|i|CSeq|Content-Length|l|X)", "[ -~]{0,40}"), 0..8),
+            length in proptest::num::u64::ANY,
+            crlfs in 0usize..4,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut m = "\r\n".repeat(crlfs);
+            m.push_str(&format!("SIP/2.0 {code} OK\r\n"));
+            for (name, value) in &headers {
+                m.push_str(&format!("{name}: {value}\r\n"));
+            }
+            m.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+            let mut bytes = m.into_bytes();
+            bytes.extend_from_slice(&body);
+            if let Ok(r) = parse_response(&bytes) {
+                proptest::prop_assert!(r.len <= bytes.len());
+            }
         }
     }
 }

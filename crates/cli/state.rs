@@ -62,6 +62,16 @@ impl Loaded {
         }
     }
 
+    /// Sets the serving-table gauges to this table's.
+    pub fn set_gauges(&self, metrics: &Metrics) {
+        metrics.set_table(
+            self.table.rule_count(),
+            self.table.trunk_count(),
+            self.generation,
+            self.loaded_at,
+        );
+    }
+
     /// The names of the table's rules.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.table.rule_names()
@@ -95,6 +105,9 @@ pub struct AppState {
     pub current: ArcSwap<Loaded>,
     /// The diagnostics of the last reload if it failed (`/health` degraded).
     pub last_error: ArcSwapOption<String>,
+    /// The last panic caught in a background task (`/health` degraded
+    /// until the process restarts; see `guard.rs`).
+    pub task_error: ArcSwapOption<String>,
     /// Metrics rendered at `/metrics`.
     pub metrics: Metrics,
     /// Networks allowed to query; empty means everyone.
@@ -115,22 +128,26 @@ impl AppState {
     pub fn new(table: RouteTable, routes_dir: PathBuf, allow: Vec<IpNet>, limits: Limits) -> Self {
         let metrics = Metrics::new();
         let loaded = Loaded::new(table, 1);
-        metrics.table_rules.set(loaded.table.rule_count() as i64);
-        metrics.table_trunks.set(loaded.table.trunk_count() as i64);
-        metrics.table_generation.set(1);
+        loaded.set_gauges(&metrics);
         metrics.last_reload_success.set(1);
-        metrics
-            .last_reload_success_timestamp
-            .set(loaded.loaded_at.as_millisecond() as f64 / 1000.0);
         AppState {
             current: ArcSwap::from_pointee(loaded),
             last_error: ArcSwapOption::empty(),
+            task_error: ArcSwapOption::empty(),
             metrics,
             allow,
             limits,
             routes_dir,
             gateways: crate::gateways::Gateways::default(),
             deck_files: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// Where background tasks record a caught panic (`guard.rs`).
+    pub fn panics(&self) -> crate::guard::PanicSink<'_> {
+        crate::guard::PanicSink {
+            metrics: &self.metrics,
+            task_error: &self.task_error,
         }
     }
 

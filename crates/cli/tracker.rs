@@ -14,11 +14,15 @@
 //!   failed call takes it straight back down, the next good one clears it.
 //!   This is a circuit breaker's half-open step, and why a gateway cannot
 //!   stay down for ever on reports alone (OpenSIPS#1731).
-//! - Stale failures: a failure more than `retry_after` after the previous
-//!   one starts a new run. Kamailio reports failed branches only (a call
-//!   that succeeds costs nothing, so it says nothing), and without this a
-//!   gateway that carries thousands of good calls would still go down on its
-//!   third sporadic 503 of the day.
+//! - Stale failures: a *reported* failure more than `retry_after` after the
+//!   previous failure starts a new run. Kamailio reports failed branches
+//!   only (a call that succeeds costs nothing, so it says nothing), and
+//!   without this a gateway that carries thousands of good calls would still
+//!   go down on its third sporadic 503 of the day. A failed *probe* is never
+//!   stale: probes come at a fixed interval and every answered one is
+//!   counted, so a run of failed probes is unbroken evidence however long the
+//!   interval (with `interval = 90` and `retry_after = 60`, a stale reset
+//!   kept a dead gateway up for ever, issue 13).
 //! - `disabled` is an operator's mark over the health state: outcomes keep
 //!   being counted while it is disabled, and `enable` returns to whatever
 //!   health state they led to.
@@ -44,6 +48,23 @@ pub struct Tracker {
     down_at: Instant,
     /// When the last failure came in.
     last_failure: Option<Instant>,
+}
+
+/// Where an outcome comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A SIP OPTIONS probe of c4route's own.
+    Probe,
+    /// A call's failed (or answered) branch reported by Kamailio.
+    Report,
+}
+
+/// Whether a final reply `code` is a success for a gateway with settings
+/// `h`: any final reply not in `fail_codes`. No final reply (`None`: a
+/// timeout, a send error) is a failure. The one place that decides it, for
+/// probes and reports alike.
+pub fn is_success(h: &HealthSettings, code: Option<u16>) -> bool {
+    code.is_some_and(|c| !h.is_failure(c))
 }
 
 /// A change of the effective status, with what tipped it.
@@ -99,11 +120,12 @@ impl Tracker {
         })
     }
 
-    /// One outcome: `ok` is a success (a final reply not in `fail_codes`),
-    /// else a failure. `what` describes it (`"probe: 503 in 12 ms"`).
+    /// One outcome from `source`: `ok` is a success ([`is_success`]), else
+    /// a failure. `what` describes it (`"probe: 503 in 12 ms"`).
     pub fn observe(
         &mut self,
         ok: bool,
+        source: Source,
         h: &HealthSettings,
         now: Instant,
         what: &str,
@@ -121,9 +143,11 @@ impl Tracker {
                 );
             }
         } else {
-            if self
-                .last_failure
-                .is_some_and(|t| now.saturating_duration_since(t) > h.retry_after)
+            // Only a reported failure can be stale (see the module docs).
+            if source == Source::Report
+                && self
+                    .last_failure
+                    .is_some_and(|t| now.saturating_duration_since(t) > h.retry_after)
             {
                 self.failures = 0;
             }
@@ -202,7 +226,7 @@ mod tests {
         steps
             .chars()
             .map(|c| {
-                t.observe(c == 'S', &h, now, "test");
+                t.observe(c == 'S', Source::Report, &h, now, "test");
                 t.status()
             })
             .collect()
@@ -244,9 +268,17 @@ mod tests {
         let h = settings();
         let now = Instant::now();
         let mut t = Tracker::new(now);
-        assert_eq!(t.observe(false, &h, now, "report 503"), None);
-        assert_eq!(t.observe(false, &h, now, "report 503"), None);
-        let c = t.observe(false, &h, now, "probe: no reply in 2s").unwrap();
+        assert_eq!(
+            t.observe(false, Source::Report, &h, now, "report 503"),
+            None
+        );
+        assert_eq!(
+            t.observe(false, Source::Report, &h, now, "report 503"),
+            None
+        );
+        let c = t
+            .observe(false, Source::Report, &h, now, "probe: no reply in 2s")
+            .unwrap();
         assert_eq!((c.from, c.to), (Up, Down));
         assert_eq!(c.reason, "probe: no reply in 2s: 3 consecutive failures");
     }
@@ -263,13 +295,19 @@ mod tests {
         let c = t.tick(&h, false, t0 + Duration::from_secs(61)).unwrap();
         assert_eq!((c.from, c.to), (Down, Up));
         // One failure takes it back down…
-        let c = t.observe(false, &h, t0 + Duration::from_secs(62), "report 503");
+        let c = t.observe(
+            false,
+            Source::Report,
+            &h,
+            t0 + Duration::from_secs(62),
+            "report 503",
+        );
         assert_eq!(c.map(|c| c.to), Some(Down));
         // …and retry_after counts from then.
         assert_eq!(t.tick(&h, false, t0 + Duration::from_secs(100)), None);
         assert!(t.tick(&h, false, t0 + Duration::from_secs(123)).is_some());
         // One success clears the half-open state: failures start again at 0.
-        t.observe(true, &h, t0, "report 200");
+        t.observe(true, Source::Report, &h, t0, "report 200");
         assert_eq!(run(&mut t, "FF"), [Up, Up]);
     }
 
@@ -281,13 +319,62 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         // Three failures, each 61 s after the last: never three in a run.
         for s in [0, 61, 122, 183] {
-            assert_eq!(t.observe(false, &h, at(s), "report 503"), None, "{s}");
+            assert_eq!(
+                t.observe(false, Source::Report, &h, at(s), "report 503"),
+                None,
+                "{s}"
+            );
             assert_eq!(t.failures, 1);
         }
         // Within 60 s of each other they do.
-        t.observe(false, &h, at(200), "report 503");
-        let c = t.observe(false, &h, at(230), "report 503").unwrap();
+        t.observe(false, Source::Report, &h, at(200), "report 503");
+        let c = t
+            .observe(false, Source::Report, &h, at(230), "report 503")
+            .unwrap();
         assert_eq!((c.from, c.to), (Up, Down));
+    }
+
+    #[test]
+    fn probe_failures_further_apart_than_retry_after_still_add_up() {
+        // interval = 90 > retry_after = 60: every failed probe is more than
+        // retry_after after the previous one, and the run still counts.
+        let h = settings();
+        let t0 = Instant::now();
+        let mut t = Tracker::new(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.observe(false, Source::Probe, &h, at(0), "probe"), None);
+        assert_eq!(t.observe(false, Source::Probe, &h, at(90), "probe"), None);
+        assert_eq!(t.failures, 2);
+        let c = t
+            .observe(false, Source::Probe, &h, at(180), "probe")
+            .unwrap();
+        assert_eq!((c.from, c.to), (Up, Down));
+        // A success still breaks the run.
+        let mut t = Tracker::new(t0);
+        t.observe(false, Source::Probe, &h, at(0), "probe");
+        t.observe(false, Source::Probe, &h, at(90), "probe");
+        t.observe(true, Source::Probe, &h, at(180), "probe");
+        assert_eq!(t.observe(false, Source::Probe, &h, at(270), "probe"), None);
+        assert_eq!(t.failures, 1);
+        // A stale *report* after a run of probes starts a new run.
+        let mut t = Tracker::new(t0);
+        t.observe(false, Source::Probe, &h, at(0), "probe");
+        t.observe(false, Source::Probe, &h, at(90), "probe");
+        assert_eq!(
+            t.observe(false, Source::Report, &h, at(200), "report"),
+            None
+        );
+        assert_eq!(t.failures, 1);
+    }
+
+    #[test]
+    fn success_is_a_final_reply_not_in_fail_codes() {
+        let h = settings();
+        assert!(is_success(&h, Some(200)));
+        assert!(is_success(&h, Some(404)));
+        assert!(!is_success(&h, Some(503)));
+        assert!(!is_success(&h, Some(408)));
+        assert!(!is_success(&h, None));
     }
 
     #[test]
@@ -303,7 +390,10 @@ mod tests {
         let c = t.enable(now).unwrap();
         assert_eq!((c.from, c.to), (Disabled, Down));
         assert_eq!(t.enable(now), None);
-        t.observe(true, &h, now, "x");
-        assert_eq!(t.observe(true, &h, now, "x").map(|c| c.to), Some(Up));
+        t.observe(true, Source::Report, &h, now, "x");
+        assert_eq!(
+            t.observe(true, Source::Report, &h, now, "x").map(|c| c.to),
+            Some(Up)
+        );
     }
 }

@@ -103,7 +103,7 @@ pub use health::{
     ProbeTransport, gateway_key,
 };
 pub use live::{ANY_GROUP, Live, LiveBuilder, TrunkLoad};
-pub use query::{MAX_BODY, Query, QueryError};
+pub use query::{MAX_BODY, Query, QueryError, is_form_body};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};
 pub use sources::Sources;

@@ -144,6 +144,24 @@ pub enum QueryError {
     Form(String),
 }
 
+/// Whether a POST body is form data (`application/x-www-form-urlencoded`)
+/// rather than JSON: its content type says form, and it is not plainly a
+/// JSON object. libcurl labels any POST without a Content-Type as form
+/// data, so a Kamailio script that forgets the header sends JSON labelled
+/// as a form; a body opening with `{` is never meaningful form data. The
+/// rule for every body `c4route serve` reads (queries and reports alike).
+pub fn is_form_body(body: &[u8], content_type: Option<&str>) -> bool {
+    let is_form = content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    is_form && !looks_json
+}
+
 impl<'a> Query<'a> {
     /// Parses a body by content type: `application/x-www-form-urlencoded` as
     /// form data (unless the body is plainly a JSON object), anything else
@@ -152,18 +170,7 @@ impl<'a> Query<'a> {
     /// # Errors
     /// [`QueryError`] when the body is too large or malformed.
     pub fn parse(body: &'a [u8], content_type: Option<&str>) -> Result<Self, QueryError> {
-        let is_form = content_type.is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-        // libcurl labels any POST without a Content-Type as form data, so a
-        // Kamailio script that forgets the header sends JSON labelled as a
-        // form. A body opening with `{` is never meaningful form data.
-        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if is_form && !looks_json {
+        if is_form_body(body, content_type) {
             Self::from_form(body)
         } else {
             Self::from_json(body)
@@ -470,6 +477,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.source_port, Some(5062));
+    }
+
+    #[test]
+    fn form_or_json_by_content_type_and_first_byte() {
+        let form = Some("application/x-www-form-urlencoded");
+        assert!(is_form_body(b"a=1", form));
+        assert!(is_form_body(
+            b"a=1",
+            Some(" Application/X-WWW-Form-Urlencoded ; charset=utf-8")
+        ));
+        assert!(!is_form_body(b" \n{\"a\":1}", form));
+        assert!(!is_form_body(b"a=1", Some("application/json")));
+        assert!(!is_form_body(b"a=1", None));
+        assert!(is_form_body(b"", form));
     }
 
     #[test]
