@@ -104,7 +104,9 @@ impl CallMetrics {
 
     /// Counts one event.
     pub fn event(&self, event: &'static str, result: &'static str) {
-        self.events.get_or_create(&EventLabel { event, result }).inc();
+        self.events
+            .get_or_create(&EventLabel { event, result })
+            .inc();
     }
 
     /// Copies the board's figures into the families (at scrape time).
@@ -119,7 +121,9 @@ impl CallMetrics {
             self.trunk_calls
                 .get_or_create(&trunk)
                 .set(i64::from(t.calls()));
-            self.trunk_cps.get_or_create(&trunk).set(i64::from(t.cps(now)));
+            self.trunk_cps
+                .get_or_create(&trunk)
+                .set(i64::from(t.cps(now)));
             let (calls_out, cps_out, over) = t.counters();
             for (limit, n) in [("calls", calls_out), ("cps", cps_out)] {
                 let c = self.left_out.get_or_create(&LimitLabel {

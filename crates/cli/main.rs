@@ -18,18 +18,14 @@ use tikv_jemallocator::Jemalloc;
 
 mod call_metrics;
 mod gateway_metrics;
-mod gateways;
 mod guard;
 mod lcr;
 mod live;
 mod metrics;
-mod probe;
 mod reload;
 mod report;
 mod serve;
-mod sip;
 mod state;
-mod tracker;
 
 use report::print_diagnostics;
 
@@ -478,7 +474,7 @@ fn eval_live(
         eprintln!("c4route: {flag}: {e}");
         ExitCode::from(2)
     };
-    let known = |uri: &str| gateways::known_gateway(table, uri).map_err(|e| e.to_string());
+    let known = |uri: &str| live::gateways::known_gateway(table, uri).map_err(|e| e.to_string());
     let mut live = Live::builder();
     for uri in down {
         let k = known(uri).map_err(|e| fail("--down", e))?;

@@ -45,10 +45,22 @@ use tracing::{error, info, warn};
 use crate::guard::panic_message;
 use crate::state::{AppState, Loaded};
 
-/// Keeps the directory watcher alive; drop it to stop watching.
+/// Keeps the directory watcher alive; [`ReloadHandle::stop`] ends the
+/// watching and the reload thread.
 #[derive(Debug)]
 pub struct ReloadHandle {
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ReloadHandle {
+    /// Stops watching. The reload thread ends once shutdown has begun
+    /// (`AppState::stop`): the SIGHUP task wakes it then. Returns the
+    /// thread, to join (a reload still compiling finishes first).
+    pub fn stop(self) -> std::thread::JoinHandle<()> {
+        drop(self.watcher);
+        self.thread
+    }
 }
 
 /// When a change is read.
@@ -116,10 +128,24 @@ pub fn spawn(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let hup_tx = tx;
+    let stopped = state.stopped();
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading routes.d");
-            let _ = hup_tx.try_send(());
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = &mut stopped => {
+                    // Wakes the reload thread, which then sees the stop.
+                    let _ = hup_tx.try_send(());
+                    break;
+                }
+                s = hup.recv() => {
+                    if s.is_none() {
+                        break;
+                    }
+                    info!("SIGHUP: reloading routes.d");
+                    let _ = hup_tx.try_send(());
+                }
+            }
         }
     });
 
@@ -128,10 +154,13 @@ pub fn spawn(
     // with tokio's blocking pool each reload could land on another thread
     // and glibc would keep one compile's peak per arena (measured: RSS of a
     // 100k-rule server grew from 0.5 to 1 GiB over three reloads).
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("c4route-reload".into())
         .spawn(move || {
             while rx.blocking_recv().is_some() {
+                if *state.stop.borrow() {
+                    break;
+                }
                 // Debounce: wait until a whole quiet window passes without
                 // new events, or `max` after the first one. An event left in
                 // the slot by then reads the directory again afterwards.
@@ -160,7 +189,7 @@ pub fn spawn(
             }
         })
         .context("starting the reload thread")?;
-    Ok(ReloadHandle { _watcher: watcher })
+    Ok(ReloadHandle { watcher, thread })
 }
 
 /// Watches the folders that hold the rate decks routes.d names (other

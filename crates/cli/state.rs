@@ -117,7 +117,11 @@ pub struct AppState {
     /// The routes.d directory.
     pub routes_dir: PathBuf,
     /// Live gateway state (SPEC §8): the snapshot answers are ordered with.
-    pub gateways: crate::gateways::Gateways,
+    pub gateways: crate::live::hub::Gateways,
+    /// Calls in progress and the trunks' and gateways' counts (SPEC §9).
+    pub calls: crate::live::calls::Calls,
+    /// Set to `true` once at shutdown: every background task watches it.
+    pub stop: tokio::sync::watch::Sender<bool>,
     /// The rate decks the last read of routes.d named (whether or not they
     /// loaded): the reloader watches the folders that hold them.
     pub deck_files: ArcSwap<Vec<PathBuf>>,
@@ -138,7 +142,9 @@ impl AppState {
             allow,
             limits,
             routes_dir,
-            gateways: crate::gateways::Gateways::default(),
+            gateways: crate::live::hub::Gateways::default(),
+            calls: crate::live::calls::Calls::default(),
+            stop: tokio::sync::watch::Sender::new(false),
             deck_files: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -148,6 +154,14 @@ impl AppState {
         crate::guard::PanicSink {
             metrics: &self.metrics,
             task_error: &self.task_error,
+        }
+    }
+
+    /// Resolves once shutdown has begun (at once if it has).
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
         }
     }
 

@@ -25,7 +25,7 @@
 #![allow(clippy::disallowed_types)]
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -172,6 +172,16 @@ impl GatewaySlot {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Its `calls` limit.
+    pub fn limit(&self) -> Option<u32> {
+        limit_of(&self.max_calls)
+    }
+
+    /// Times its limit left it out of an answer.
+    pub fn left_out(&self) -> u64 {
+        self.left_out.load(Ordering::Relaxed)
+    }
+
     fn try_hold(&self) -> bool {
         let max = limit_of(&self.max_calls);
         self.calls
@@ -272,7 +282,14 @@ impl Board {
 
     /// A gateway's slot by key.
     pub fn gateway(&self, key: &str) -> Option<&Arc<GatewaySlot>> {
-        self.gateway_ids.get(key).map(|&i| &self.gateways[i as usize])
+        self.gateway_ids
+            .get(key)
+            .map(|&i| &self.gateways[i as usize])
+    }
+
+    /// Every gateway (and proxy) the board has seen.
+    pub fn gateways(&self) -> impl Iterator<Item = &Arc<GatewaySlot>> {
+        self.gateways.iter()
     }
 
     /// The serving table's trunks, in table order.
@@ -428,15 +445,26 @@ pub enum Applied {
 /// Why a channel could not be taken.
 pub type Refused = Limit;
 
+/// One shard of the records: Call-ID → record.
+type Shard = Mutex<HashMap<Box<str>, Record>>;
+
+/// Interned destination groups: name → id, and id → name.
+type Groups = Mutex<(HashMap<Arc<str>, u32>, Vec<Arc<str>>)>;
+
 /// Every call record, sharded by Call-ID.
 pub struct Calls {
-    shards: Box<[Mutex<HashMap<Box<str>, Record>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     /// The slots of every trunk and gateway.
     pub board: ArcSwap<Board>,
     /// Destination groups by id (append-only; a few per rule at most).
-    groups: Mutex<(HashMap<Arc<str>, u32>, Vec<Arc<str>>)>,
+    groups: Groups,
     started: Instant,
+    /// The table generation the board follows (0: none yet).
+    followed: AtomicU64,
+    /// Held while following a new table, so two threads that see a new
+    /// generation at once build one board, not two.
+    following: Mutex<()>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -455,15 +483,15 @@ impl Default for Calls {
             board: ArcSwap::from_pointee(Board::default()),
             groups: Mutex::default(),
             started: Instant::now(),
+            followed: AtomicU64::new(0),
+            following: Mutex::new(()),
         }
     }
 }
 
 impl Calls {
-    fn shard(&self, call_id: &str) -> &Mutex<HashMap<Box<str>, Record>> {
-        let mut h = self.hasher.build_hasher();
-        call_id.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, call_id: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(call_id) as usize) % SHARDS]
     }
 
     fn secs(&self, now: Instant) -> u32 {
@@ -477,8 +505,22 @@ impl Calls {
         self.board.store(Arc::new(next));
     }
 
+    /// Follows the serving table of `generation` unless the board already
+    /// does: one atomic load per decision once it does.
+    pub fn follow_generation(&self, table: &RouteTable, generation: u64) {
+        if self.followed.load(Ordering::Acquire) == generation {
+            return;
+        }
+        let _one = lock(&self.following);
+        if self.followed.load(Ordering::Acquire) != generation {
+            self.follow(table);
+            self.followed.store(generation, Ordering::Release);
+        }
+    }
+
     /// Registers a key the board did not know (a proxy `dst_uri`).
     pub fn register(&self, key: &str) {
+        let _one = lock(&self.following);
         let b = self.board.load();
         if b.key_id(key).is_none() {
             let next = (**b).clone().with_proxy(key);
@@ -497,15 +539,6 @@ impl Calls {
         g.1.push(name.clone());
         g.0.insert(name, id);
         id
-    }
-
-    /// The name of a group id.
-    pub fn group(&self, id: u32) -> Arc<str> {
-        lock(&self.groups)
-            .1
-            .get(id as usize)
-            .cloned()
-            .unwrap_or_else(|| "".into())
     }
 
     /// Takes the first route's channel and attempt for a decision: `Ok`
@@ -660,7 +693,8 @@ impl Calls {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// Closes every record (at shutdown, or in tests).
+    /// Closes every record.
+    #[cfg(test)]
     pub fn clear(&self) {
         let b = self.board.load();
         for shard in self.shards.iter() {
@@ -734,8 +768,13 @@ mod tests {
 
     fn open_call(c: &Calls, id: &str, now: Instant) {
         let b = c.board.load();
-        c.take(b.trunk("a").unwrap(), b.gateway(&key(1)).unwrap(), true, now)
-            .unwrap();
+        c.take(
+            b.trunk("a").unwrap(),
+            b.gateway(&key(1)).unwrap(),
+            true,
+            now,
+        )
+        .unwrap();
         c.open(id, routes(c, &[("a", 1), ("a", 2), ("b", 3)]), now);
     }
 
@@ -828,10 +867,20 @@ mod tests {
         let now = Instant::now();
         let b = c.board.load();
         // A call on trunk b fails over to trunk a, which is full.
-        c.take(b.trunk("a").unwrap(), b.gateway(&key(2)).unwrap(), true, now)
-            .unwrap();
-        c.take(b.trunk("b").unwrap(), b.gateway(&key(3)).unwrap(), true, now)
-            .unwrap();
+        c.take(
+            b.trunk("a").unwrap(),
+            b.gateway(&key(2)).unwrap(),
+            true,
+            now,
+        )
+        .unwrap();
+        c.take(
+            b.trunk("b").unwrap(),
+            b.gateway(&key(3)).unwrap(),
+            true,
+            now,
+        )
+        .unwrap();
         c.open("f", routes(&c, &[("b", 3), ("a", 1)]), now);
         c.apply("f", &key(3), &failed(Some(1)), now);
         assert_eq!(b.trunk("a").unwrap().calls(), 2);

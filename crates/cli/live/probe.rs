@@ -34,10 +34,10 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::gateways::ProbeResult;
-use crate::sip::{self, ParseError, Transport};
+use super::hub::ProbeResult;
+use super::sip::{self, ParseError, Transport};
+use super::tracker::is_success;
 use crate::state::AppState;
-use crate::tracker::is_success;
 
 /// RFC 3261 T1 and T2.
 const T1: Duration = Duration::from_millis(500);
@@ -92,7 +92,10 @@ struct Pending {
 ///
 /// # Errors
 /// The socket could not be bound, or the thread not started.
-pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAddr> {
+pub fn start(
+    state: Arc<AppState>,
+    cfg: ProbeConfig,
+) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let sock = std::net::UdpSocket::bind(cfg.bind)
         .with_context(|| format!("binding the probe socket {}", cfg.bind))?;
     sock.set_nonblocking(true)
@@ -100,7 +103,7 @@ pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAdd
     let local = sock
         .local_addr()
         .context("reading the probe socket address")?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("c4route-probe".into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -125,17 +128,22 @@ pub fn start(state: Arc<AppState>, cfg: ProbeConfig) -> anyhow::Result<SocketAdd
                 // table: open probes are forgotten, the socket is kept.
                 let st = state.clone();
                 let max = cfg.max_in_flight.max(1);
-                crate::guard::supervise(
+                let run = crate::guard::supervise(
                     state.panics(),
                     "prober",
                     Duration::from_secs(1),
                     move || Prober::new(st.clone(), sock.clone(), local, max).run(),
-                )
-                .await;
+                );
+                // Shutdown: open probes are abandoned (their replies
+                // would change nothing any more).
+                tokio::select! {
+                    () = run => {}
+                    () = state.stopped() => {}
+                }
             });
         })
         .context("starting the prober thread")?;
-    Ok(local)
+    Ok((local, thread))
 }
 
 struct Prober {

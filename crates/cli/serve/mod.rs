@@ -14,17 +14,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use c4route_core::{MAX_BODY, Query, Sources, Wrap};
-use http_body_util::{BodyExt as _, Full};
+use c4route_core::{Sources, Wrap};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
@@ -32,9 +29,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+mod events;
+mod gateways;
+pub(crate) mod http;
+mod query;
+mod status;
+
 use crate::reload;
 use crate::report;
 use crate::state::{AppState, Limits};
+use http::{Resp, json_error, method_not_allowed};
 
 /// `c4route serve`: answer Kamailio's routing queries over HTTP.
 #[derive(clap::Args, Debug, Clone)]
@@ -141,13 +145,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             quiet: args.reload_debounce,
             max: args.debounce_max,
         };
-        let _watcher = reload::spawn(state.clone(), debounce, !args.no_watch)?;
-        crate::gateways::spawn(state.clone());
-        let probe = crate::probe::ProbeConfig {
+        let reloader = reload::spawn(state.clone(), debounce, !args.no_watch)?;
+        let gateway_task = crate::live::gateways::spawn(state.clone());
+        let expiry_task = crate::live::expiry::spawn(state.clone());
+        let probe = crate::live::probe::ProbeConfig {
             bind: args.probe_bind,
             max_in_flight: args.probe_max_in_flight,
         };
-        let probe_from = crate::probe::start(state.clone(), probe)?;
+        let (probe_from, prober) = crate::live::probe::start(state.clone(), probe)?;
         info!("SIP OPTIONS probes leave from {probe_from}");
         let shutdown = shutdown_signal()?;
         {
@@ -160,7 +165,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "listening on http://{local}"
             );
         }
-        serve(listener, state, shutdown).await;
+        serve(listener, state.clone(), shutdown).await;
+        // Every background task ends at the stop signal; each is awaited,
+        // within a bound (a reload still compiling is not waited for).
+        state.stop.send_replace(true);
+        let reload_thread = reloader.stop();
+        let wait = Duration::from_secs(2);
+        for (name, t) in [
+            ("gateway state task", gateway_task),
+            ("call expiry task", Some(expiry_task)),
+        ] {
+            if let Some(t) = t
+                && tokio::time::timeout(wait, t).await.is_err()
+            {
+                warn!("the {name} did not stop within {wait:?}");
+            }
+        }
+        for (name, t) in [("prober", prober), ("reload thread", reload_thread)] {
+            let joined = tokio::task::spawn_blocking(move || t.join());
+            if tokio::time::timeout(Duration::from_millis(500), joined)
+                .await
+                .is_err()
+            {
+                warn!("the {name} is still busy; not waiting for it");
+            }
+        }
         info!("stopped");
         Ok(ExitCode::SUCCESS)
     });
@@ -263,41 +292,45 @@ pub async fn serve(
     }
 }
 
-pub(crate) type Resp = Response<Full<Bytes>>;
-
 const QUERY_PATHS: &str = "POST /kamailio/rtjson, POST /1.0/kamailio/routing, POST /rtjson";
 
 async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allowed: bool) -> Resp {
     let wrap = match (req.method(), req.uri().path()) {
         (&Method::POST, "/kamailio/rtjson" | "/1.0/kamailio/routing") => Wrap::Rtjson,
         (&Method::POST, "/rtjson") => Wrap::Bare,
-        (&Method::GET | &Method::HEAD, "/health") => return health(state),
-        (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
+        (&Method::GET | &Method::HEAD, "/health") => return status::health(state),
+        (&Method::GET | &Method::HEAD, "/metrics") => return status::metrics(state),
         // SPEC §8: live gateway state (gateways.rs).
         // Gateway state names carriers' addresses: only for `--allow`ed
         // clients, like the queries and the reports.
-        (&Method::GET, "/gateways")
-        | (&Method::POST, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable")
-            if !allowed =>
-        {
+        (&Method::GET, "/gateways" | "/trunks")
+        | (
+            &Method::POST,
+            "/kamailio/feedback" | "/kamailio/event" | "/gateways/disable" | "/gateways/enable",
+        ) if !allowed => {
             state.metrics.forbidden.inc();
             return json_error(
                 StatusCode::FORBIDDEN,
                 &format!("client {} is not allowed here", peer.ip()),
             );
         }
-        (&Method::GET, "/gateways") => return crate::gateways::list(state).await,
+        (&Method::GET, "/gateways") => return gateways::list(state).await,
+        (&Method::GET, "/trunks") => return events::trunks(state),
+        (&Method::POST, "/kamailio/event") => return events::event(req, state).await,
         (&Method::POST, "/kamailio/feedback") => {
-            return crate::gateways::feedback(req, state).await;
+            return gateways::feedback(req, state).await;
         }
         (&Method::POST, "/gateways/disable") => {
-            return crate::gateways::mark(req, state, true).await;
+            return gateways::mark(req, state, true).await;
         }
         (&Method::POST, "/gateways/enable") => {
-            return crate::gateways::mark(req, state, false).await;
+            return gateways::mark(req, state, false).await;
         }
-        (_, "/gateways") => return method_not_allowed("GET", req.method()),
-        (_, "/kamailio/feedback" | "/gateways/disable" | "/gateways/enable") => {
+        (_, "/gateways" | "/trunks") => return method_not_allowed("GET", req.method()),
+        (
+            _,
+            "/kamailio/feedback" | "/kamailio/event" | "/gateways/disable" | "/gateways/enable",
+        ) => {
             return method_not_allowed("POST", req.method());
         }
         (_, "/kamailio/rtjson" | "/1.0/kamailio/routing" | "/rtjson") => {
@@ -319,208 +352,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
             &format!("client {} is not allowed to query", peer.ip()),
         );
     }
-    route(req, state, peer, wrap).await
-}
-
-async fn route(req: Request<Incoming>, state: &AppState, peer: SocketAddr, wrap: Wrap) -> Resp {
-    let (body, content_type) = match read_request_body(req, state).await {
-        Ok(b) => b,
-        Err(r) => {
-            state.metrics.bad_request.inc();
-            debug!(%peer, status = r.status().as_u16(), "query body refused");
-            return r;
-        }
-    };
-    let started = Instant::now();
-    let ct = content_type.as_ref().and_then(|v| v.to_str().ok());
-    let query = match Query::parse(&body, ct) {
-        Ok(q) => q,
-        Err(e) => {
-            state.metrics.bad_request.inc();
-            debug!(%peer, "bad query: {e}");
-            let status = match e {
-                c4route_core::QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return json_error(status, &e.to_string());
-        }
-    };
-    let mut out = Vec::with_capacity(1024);
-    let outcome = {
-        // The guard lives only in this synchronous block (no .await).
-        let loaded = state.current.load();
-        let live = state.gateways.snapshot.load();
-        let decision = c4route_core::decide(&loaded.table, &live, &query, SystemTime::now());
-        decision.write_json(&mut out, wrap);
-        if let Some(id) = decision.rule_id {
-            loaded.hit(id, &state.metrics);
-        }
-        if decision.skipped_rewrites > 0 {
-            let n = u64::from(decision.skipped_rewrites);
-            state.metrics.rewrites_skipped.inc_by(n);
-        }
-        debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
-        decision.outcome_label()
-    };
-    state
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
-    state.metrics.outcome(outcome).inc();
-    json(StatusCode::OK, out)
-}
-
-fn health(state: &AppState) -> Resp {
-    let cur = state.current.load_full();
-    let err = state.last_error.load_full();
-    let task_err = state.task_error.load_full();
-    let body = serde_json::json!({
-        "status": if err.is_some() || task_err.is_some() { "degraded" } else { "ok" },
-        "rules": cur.table.rule_count(),
-        "trunks": cur.table.trunk_count(),
-        "version": cur.table.version(),
-        "generation": cur.generation,
-        "loaded_at": cur.loaded_at.to_string(),
-        "last_error": err.as_deref(),
-        "task_error": task_err.as_deref(),
-    });
-    json(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
-}
-
-fn metrics(state: &AppState) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    r
-}
-
-fn method_not_allowed(allow: &'static str, method: &Method) -> Resp {
-    let mut r = json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method {method} not allowed here; use {allow}"),
-    );
-    r.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-/// How many bytes of an oversized body are read and dropped before the 413
-/// goes out. A client that writes its whole request before it reads (libcurl
-/// does) would otherwise find the connection reset under its writes and never
-/// see the 413; past this bound the connection is closed unread.
-const DRAIN_LIMIT: u64 = 1024 * 1024;
-
-enum BodyRead {
-    Complete(Bytes),
-    /// Over [`MAX_BODY`]; the rest was drained up to [`DRAIN_LIMIT`].
-    TooLarge,
-    Failed(hyper::Error),
-}
-
-/// Reads the body of a POST, with its `Content-Type`: the one body reader
-/// of every POST endpoint (queries, reports, drain and restore), so they
-/// refuse a body the same way. `Err` is the answer to send: 413 for a body
-/// over [`MAX_BODY`] (with `Connection: close`, after draining up to
-/// [`DRAIN_LIMIT`]), 408 when it does not arrive within `--body-timeout`,
-/// 400 when the connection fails under it. The caller counts it.
-pub(crate) async fn read_request_body(
-    req: Request<Incoming>,
-    state: &AppState,
-) -> Result<(Bytes, Option<HeaderValue>), Resp> {
-    let too_large = || {
-        let mut r = json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is larger than {MAX_BODY} bytes"),
-        );
-        // The rest of the body may still be on its way: do not read a next
-        // request from this connection.
-        r.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        r
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-        return Err(too_large());
-    }
-    let content_type = req.headers().get(CONTENT_TYPE).cloned();
-    let read = tokio::time::timeout(state.limits.body_timeout, read_body(req.into_body()));
-    match read.await {
-        Ok(BodyRead::Complete(b)) => Ok((b, content_type)),
-        Ok(BodyRead::TooLarge) => Err(too_large()),
-        Ok(BodyRead::Failed(e)) => Err(json_error(
-            StatusCode::BAD_REQUEST,
-            &format!("reading the body: {e}"),
-        )),
-        Err(_) => Err(json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time",
-        )),
-    }
-}
-
-/// Reads a request body of at most [`MAX_BODY`] bytes. A body in one frame
-/// (the usual case) is not copied.
-async fn read_body(mut body: Incoming) -> BodyRead {
-    let mut first: Option<Bytes> = None;
-    let mut more: Vec<u8> = Vec::new();
-    let mut seen: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(_) if seen > MAX_BODY as u64 => return BodyRead::TooLarge,
-            Err(e) => return BodyRead::Failed(e),
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        seen += data.len() as u64;
-        if seen > DRAIN_LIMIT {
-            return BodyRead::TooLarge;
-        }
-        if seen > MAX_BODY as u64 {
-            first = None;
-            more = Vec::new();
-            continue;
-        }
-        match &first {
-            None if more.is_empty() => first = Some(data),
-            _ => {
-                if let Some(f) = first.take() {
-                    more.extend_from_slice(&f);
-                }
-                more.extend_from_slice(&data);
-            }
-        }
-    }
-    if seen > MAX_BODY as u64 {
-        BodyRead::TooLarge
-    } else if more.is_empty() {
-        BodyRead::Complete(first.unwrap_or_default())
-    } else {
-        BodyRead::Complete(Bytes::from(more))
-    }
-}
-
-pub(crate) fn json_error(status: StatusCode, msg: &str) -> Resp {
-    let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
-    json(status, body)
-}
-
-pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    query::route(req, state, peer, wrap).await
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {

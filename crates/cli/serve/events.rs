@@ -1,0 +1,311 @@
+//! `POST /kamailio/event` (SPEC §9.1) and `GET /trunks` (SPEC §9.2): call
+//! events from Kamailio move the call records of `live/calls.rs`, and a
+//! `failed` event is also a §8 report for its gateway.
+
+use std::time::{Duration, Instant};
+
+use c4route_core::gateway_key;
+use hyper::StatusCode;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tracing::debug;
+
+use super::http::{Resp, body, fields, json as json_resp, json_error, no_content};
+use crate::live::calls::{Applied, Event};
+use crate::live::gateways::known_gateway;
+use crate::live::hub::Unapplied;
+use crate::state::AppState;
+
+/// A millisecond or second count: a whole number, at most a day's worth
+/// (anything larger is a bug on the sender's side).
+fn count(
+    f: &std::collections::HashMap<String, String>,
+    key: &str,
+    max: u64,
+) -> Result<Option<u64>, String> {
+    match f.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ => Err(format!(
+                "{key} must be a whole number in 0..={max}, found {v:?}"
+            )),
+        },
+    }
+}
+
+/// `POST /kamailio/event`.
+pub async fn event(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
+    let m = &state.metrics.calls;
+    let (b, ct) = match body(req, state).await {
+        Ok(x) => x,
+        Err(r) => {
+            m.event("-", "bad_request");
+            return r;
+        }
+    };
+    let parsed = fields(&b, ct.as_deref())
+        .map_err(|e| ("-", e))
+        .and_then(|f| parse(&f));
+    let (call_id, dst_uri, ev) = match parsed {
+        Ok(x) => x,
+        Err((name, msg)) => {
+            m.event(name, "bad_request");
+            return json_error(StatusCode::BAD_REQUEST, &msg);
+        }
+    };
+    let name = match &ev {
+        Event::Failed { .. } => "failed",
+        Event::Answered { .. } => "answered",
+        Event::Ended { .. } => "ended",
+    };
+    let Ok(dst) = gateway_key(&dst_uri) else {
+        m.event(name, "bad_request");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("dst_uri {dst_uri:?} is not a sip: or sips: URI"),
+        );
+    };
+    let now = Instant::now();
+    let applied = state.calls.apply(&call_id, &dst, &ev, now);
+    // A `failed` event is also a §8 report for its gateway, whether or not
+    // the call is still known (a restart forgets calls, not gateways).
+    if let Event::Failed { code, .. } = ev {
+        let table = state.current.load();
+        if let Ok(key) = known_gateway(&table.table, &dst_uri) {
+            let success = table
+                .table
+                .gateway(&key)
+                .is_some_and(|g| crate::live::tracker::is_success(&g.health, Some(code)));
+            drop(table);
+            let gm = &state.metrics.gateways;
+            gm.report(if success { "success" } else { "failure" });
+            match state.gateways.report(key, code, call_id.clone()).await {
+                Ok(()) => {}
+                Err(Unapplied::Dropped) => gm.report("dropped"),
+                Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.message()),
+            }
+        }
+    }
+    match applied {
+        Applied::Done { .. } => {
+            m.event(name, "ok");
+            no_content()
+        }
+        Applied::UnknownCall => {
+            m.event(name, "unknown_call");
+            debug!(call_id, "event for a call with no record");
+            json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no call {call_id:?} in progress (closed already, or never routed here)"),
+            )
+        }
+        Applied::UnknownRoute => {
+            m.event(name, "unknown_route");
+            json_error(
+                StatusCode::NOT_FOUND,
+                &format!("call {call_id:?} has no route to {dst_uri:?}"),
+            )
+        }
+    }
+}
+
+type Bad = (&'static str, String);
+
+/// `(call_id, dst_uri, event)` of a body's fields, or the event's name and
+/// what is wrong.
+fn parse(f: &std::collections::HashMap<String, String>) -> Result<(String, String, Event), Bad> {
+    let name: &'static str = match f.get("event").map(String::as_str) {
+        Some("failed") => "failed",
+        Some("ended") => "ended",
+        Some("answered") => "answered",
+        Some(other) => {
+            return Err((
+                "-",
+                format!("event must be \"failed\", \"ended\" or \"answered\", found {other:?}"),
+            ));
+        }
+        None => return Err(("-", "event is missing: failed, ended or answered".into())),
+    };
+    let bad = |msg: String| (name, msg);
+    let call_id = f
+        .get("call_id")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .ok_or_else(|| bad("call_id is missing".into()))?;
+    let dst_uri = f
+        .get("dst_uri")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .ok_or_else(|| bad("dst_uri is missing: the route the event is about".into()))?;
+    let ms = |key| count(f, key, 86_400_000).map_err(bad);
+    let pdd = ms("pdd_ms")?.map(Duration::from_millis);
+    let ev = match name {
+        "failed" => {
+            let code = match f.get("code").map(|c| c.trim().parse::<u16>()) {
+                Some(Ok(c)) if (200..=699).contains(&c) => c,
+                Some(_) => {
+                    return Err(bad(
+                        "code must be a final SIP code in 200..=699 (408 for a local timeout, 487 for a cancelled call)"
+                            .into(),
+                    ));
+                }
+                None => return Err(bad("code is missing".into())),
+            };
+            let next = match f.get("next").map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                Some(n) => Some(
+                    gateway_key(n)
+                        .map_err(|_| bad(format!("next {n:?} is not a sip: or sips: URI")))?,
+                ),
+                None => None,
+            };
+            Event::Failed { code, next, pdd }
+        }
+        "answered" => Event::Answered { pdd },
+        _ => Event::Ended {
+            pdd,
+            duration: count(f, "duration_s", 7 * 86_400)
+                .map_err(bad)?
+                .map(Duration::from_secs),
+        },
+    };
+    Ok((call_id, dst_uri, ev))
+}
+
+/// `GET /trunks`: each trunk's load, limits and how often a limit left it
+/// out.
+pub fn trunks(state: &AppState) -> Resp {
+    let board = state.calls.board.load();
+    let now = Instant::now();
+    let list: Vec<Value> = board
+        .trunks()
+        .map(|t| {
+            let (calls, cps) = t.limits();
+            let (out_calls, out_cps, over) = t.counters();
+            json!({
+                "name": &*t.name,
+                "calls": t.calls(),
+                "cps": t.cps(now),
+                "limits": { "calls": calls, "cps": cps },
+                "left_out": { "calls": out_calls, "cps": out_cps },
+                "over_limit": over,
+            })
+        })
+        .collect();
+    let gateways: Vec<Value> = board
+        .gateways()
+        .filter(|g| g.limit().is_some() || g.calls() > 0)
+        .map(|g| {
+            json!({
+                "key": &*g.key,
+                "calls": g.calls(),
+                "limit": g.limit(),
+                "left_out": g.left_out(),
+            })
+        })
+        .collect();
+    let body = json!({
+        "trunks": list,
+        "gateways": gateways,
+        "calls_open": state.calls.open_count(),
+    });
+    json_resp(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn events_parse_and_bad_ones_say_what_is_wrong() {
+        let (id, dst, ev) = parse(&f(&[
+            ("event", "failed"),
+            ("call_id", "c1"),
+            ("dst_uri", "sip:192.0.2.1"),
+            ("code", "503"),
+            ("next", "sip:192.0.2.2:5060"),
+            ("pdd_ms", "1200"),
+        ]))
+        .unwrap();
+        assert_eq!((id.as_str(), dst.as_str()), ("c1", "sip:192.0.2.1"));
+        assert_eq!(
+            ev,
+            Event::Failed {
+                code: 503,
+                next: Some("sip:192.0.2.2:5060;transport=udp".into()),
+                pdd: Some(Duration::from_millis(1200)),
+            }
+        );
+        let (_, _, ev) = parse(&f(&[
+            ("event", "ended"),
+            ("call_id", "c1"),
+            ("dst_uri", "sip:192.0.2.1"),
+            ("duration_s", "61"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ev,
+            Event::Ended {
+                pdd: None,
+                duration: Some(Duration::from_secs(61))
+            }
+        );
+        for (pairs, want) in [
+            (vec![("call_id", "c")], "event is missing"),
+            (vec![("event", "hangup")], "event must be"),
+            (
+                vec![("event", "ended"), ("dst_uri", "sip:a")],
+                "call_id is missing",
+            ),
+            (
+                vec![("event", "ended"), ("call_id", "c")],
+                "dst_uri is missing",
+            ),
+            (
+                vec![("event", "failed"), ("call_id", "c"), ("dst_uri", "sip:a")],
+                "code is missing",
+            ),
+            (
+                vec![
+                    ("event", "failed"),
+                    ("call_id", "c"),
+                    ("dst_uri", "sip:a"),
+                    ("code", "180"),
+                ],
+                "code must be a final SIP code",
+            ),
+            (
+                vec![
+                    ("event", "ended"),
+                    ("call_id", "c"),
+                    ("dst_uri", "sip:a"),
+                    ("pdd_ms", "-1"),
+                ],
+                "pdd_ms must be a whole number",
+            ),
+            (
+                vec![
+                    ("event", "failed"),
+                    ("call_id", "c"),
+                    ("dst_uri", "sip:a"),
+                    ("code", "503"),
+                    ("next", "tel:1"),
+                ],
+                "next \"tel:1\" is not",
+            ),
+        ] {
+            let e = parse(&f(&pairs)).unwrap_err().1;
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+    }
+}

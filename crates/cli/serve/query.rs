@@ -1,0 +1,76 @@
+//! The routing query (SPEC §2, §3): read the body, parse it, decide with
+//! the serving table and the live snapshot, hold what the decision takes
+//! (`live/decide.rs`), write rtjson.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use c4route_core::{Query, Wrap};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use tracing::debug;
+
+use super::http::{Resp, json, json_error, read_request_body};
+use crate::state::AppState;
+
+pub(super) async fn route(
+    req: Request<Incoming>,
+    state: &AppState,
+    peer: SocketAddr,
+    wrap: Wrap,
+) -> Resp {
+    let (body, content_type) = match read_request_body(req, state).await {
+        Ok(b) => b,
+        Err(r) => {
+            state.metrics.bad_request.inc();
+            debug!(%peer, status = r.status().as_u16(), "query body refused");
+            return r;
+        }
+    };
+    let started = Instant::now();
+    let ct = content_type.as_ref().and_then(|v| v.to_str().ok());
+    let query = match Query::parse(&body, ct) {
+        Ok(q) => q,
+        Err(e) => {
+            state.metrics.bad_request.inc();
+            debug!(%peer, "bad query: {e}");
+            let status = match e {
+                c4route_core::QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return json_error(status, &e.to_string());
+        }
+    };
+    let mut out = Vec::with_capacity(1024);
+    let outcome = {
+        // The guard lives only in this synchronous block (no .await).
+        let loaded = state.current.load();
+        let live = state.gateways.snapshot.load();
+        state
+            .calls
+            .follow_generation(&loaded.table, loaded.generation);
+        let decision = crate::live::decide::decide(
+            &loaded.table,
+            &live,
+            &state.calls,
+            &query,
+            SystemTime::now(),
+        );
+        decision.write_json(&mut out, wrap);
+        if let Some(id) = decision.rule_id {
+            loaded.hit(id, &state.metrics);
+        }
+        if decision.skipped_rewrites > 0 {
+            let n = u64::from(decision.skipped_rewrites);
+            state.metrics.rewrites_skipped.inc_by(n);
+        }
+        debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
+        decision.outcome_label()
+    };
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.outcome(outcome).inc();
+    json(StatusCode::OK, out)
+}
