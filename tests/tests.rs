@@ -1,3 +1,4 @@
+mod calls;
 mod cli;
 mod gateways;
 mod lcr;

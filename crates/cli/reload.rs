@@ -288,6 +288,9 @@ fn attempt(st: &AppState, build: impl FnOnce(&Sources) -> Result<RouteTable, Err
             // Before the swap, so the series are gone by the time /health
             // shows the new generation.
             st.current.load().retire(&new, m);
+            // The call board follows before the swap too: the trunks'
+            // new limits apply from the new table's first decision on.
+            st.calls.follow_generation(&new.table, generation);
             let old = st.current.swap(new);
             Outcome::Swapped { old, rules }
         }
