@@ -30,6 +30,8 @@
 #   bash kamailio/cps-sweep.sh                                   # static drouting c4route sync
 #   MODES="drouting c4route" REF_ROUNDS=5 MAX_PHASE=0 bash kamailio/cps-sweep.sh
 #   LOAD_PREFIXES=1000000 bash kamailio/cps-sweep.sh             # load time and memory only
+#   MODES="c4route c4route+C4_NO_EVENTS" MAX_PHASE=0 REF_ROUNDS=5 bash kamailio/cps-sweep.sh
+#                                        # call events on and off side by side (SPEC 9.1 cost)
 #
 # Environment (defaults): MODES="static drouting c4route sync", PREFIXES=100000, ALLOC=tlsf (or
 # qm), STEP_SECONDS=10, REF_RATE=1000, REF_ROUNDS=3, MAX_PHASE=1 (0: skip phase 2),
@@ -45,6 +47,11 @@
 # send their reports to the c4route under test (C4_FEEDBACK_URL), and the column "router
 # requests per call" (routing queries of every outcome plus gateway reports, from c4route's
 # /metrics) shows 1.00 when nothing but the routing query reaches c4route.
+# Call events (SPEC 9.1, on by default in the c4route modes) go to the c4route under test too
+# (C4_EVENT_URL): every call here is answered and ended at once with a BYE, so each costs one
+# `ended` event; "Kamailio HTTP requests/call" (http_async_client's counter) shows 2.00 for
+# `c4route` (query + event) and 1.00 for `c4route+C4_NO_EVENTS`. With both modes in MODES the
+# summary ends with the events' cost: Kamailio CPU per successful call, on ÷ off.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,7 +84,7 @@ OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 IP=127.0.0.1
 KAM_PORT0=26100 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182 C4_PORT2=28183
 C4ROUTE2_ARGS=${C4ROUTE2_ARGS:-"--threads 1"}
-C4ROUTE="$repo/target/release/c4route"
+C4ROUTE=${C4ROUTE:-"$repo/target/release/c4route"}
 FIXED_BIN=${FIXED_BIN:-"$repo/target/release/examples/fixed_answer"}
 FIXED2_BIN=${FIXED2_BIN:-}   # modes fixed2*: a second fixed-answer binary (say, a prototype answer)
 CLK_TCK=$(getconf CLK_TCK)
@@ -264,8 +271,14 @@ mode_defines() {
         fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
         fixed2-unwrapped) MODE_SERVER=fixed2; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/rtjson\"" ;;
     esac
-    # failed branches are reported to the c4route under test, so the requests column counts them
+    # failed branches are reported to the c4route under test, so the requests column counts them;
+    # so do the call events (one `ended` per call here: every call is answered, then BYE)
     [[ $MODE_SERVER == c4* ]] && echo "C4_FEEDBACK_URL=\"http://$IP:$port/kamailio/feedback\""
+    [[ $MODE_SERVER == c4* ]] && echo "C4_EVENT_URL=\"http://$IP:$port/kamailio/event\""
+    case $MODE_SERVER in
+        fixed) echo "C4_EVENT_URL=\"http://$IP:$FIXED_PORT/kamailio/event\"" ;;
+        fixed2) echo "C4_EVENT_URL=\"http://$IP:$FIXED2_PORT/kamailio/event\"" ;;
+    esac
     if [[ $1 == *+* ]]; then
         rest=${1#*+}
         IFS='+' read -ra ds <<<"$rest"
@@ -332,7 +345,9 @@ wait_ready() {
 server_pid() { case ${kserver[$1]} in c4) echo "$c4_pid" ;; c4b) echo "$c4b_pid" ;; fixed) echo "$fixed_pid" ;; fixed2) echo "$fixed2_pid" ;; *) echo "" ;; esac; }
 
 # run_step MODE RATE -> "ok|fail calls successful failed retrans avg_rt_ms kam_ms/call
-#   router_ms/call hac_err hac_timeouts router_req/call udp_rcvbuf_errors idle_pct_before"
+#   router_ms/call hac_err hac_timeouts router_req/call udp_rcvbuf_errors idle_pct_before
+#   hac_req/call" (the last: http_async_client requests per successful call: queries in the
+#   non-blocking modes, plus call events and reports)
 run_step() {
     local m=$1 rate=$2 calls=$(( $2 * STEP_SECONDS )) tag; tag=$(tr -c 'A-Za-z0-9_.-' '_' <<<"$1" | sed 's/_$//')
     local stf="$OUT/step-$tag-$rate-$(date +%H%M%S).csv"
@@ -382,7 +397,7 @@ n = max(succ, 1)
 hc = "%.4f" % (ht * 1000 / tck / n) if server != "none" else "-"
 rq = "%.3f" % (req / n) if server.startswith("c4") else "-"
 print("ok" if ok else "fail", calls, succ, failed, retr, rt_ms,
-      "%.4f" % (kt * 1000 / tck / n), hc, d[2], d[3], rq, udp, idle)
+      "%.4f" % (kt * 1000 / tck / n), hc, d[2], d[3], rq, udp, idle, "%.3f" % (d[0] / n))
 EOF
 }
 
@@ -444,7 +459,7 @@ for m in $MODES; do
     i=$(( i + 1 ))
 done
 
-echo "phase,mode,rate,result,calls,successful,failed,retransmissions,avg_invite_rt_ms,kamailio_cpu_ms_per_call,router_cpu_ms_per_call,hac_errors,hac_timeouts,router_requests_per_call,udp_rcvbuf_errors,idle_pct_before" >"$OUT/steps.csv"
+echo "phase,mode,rate,result,calls,successful,failed,retransmissions,avg_invite_rt_ms,kamailio_cpu_ms_per_call,router_cpu_ms_per_call,hac_errors,hac_timeouts,router_requests_per_call,udp_rcvbuf_errors,idle_pct_before,hac_requests_per_call" >"$OUT/steps.csv"
 declare -A refs best best_row searching good bad
 timed_out=0
 step() { # phase mode rate -> 0 if ok
@@ -542,15 +557,26 @@ for m in modes:
 base = "drouting" if "drouting" in modes else None
 print("%s prefixes, %s, Kamailio CPU per call = CPU time of all its processes / completed calls; medians of the ok steps at %s CPS (n = steps)." % (prefixes, alloc, ref_rate))
 print()
-print("| mode | max CPS, 0 failed | Kamailio CPU ms/call at %s CPS (n) | router CPU ms/call | router ÷ Kamailio | Kamailio ÷ drouting | max CPS ÷ drouting | Kamailio ms/call at max CPS | router requests/call | event_cb lines / died |" % ref_rate)
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+hreq = {m: med(r.get("hac_requests_per_call", "-") for r in ref[m] if r["result"] == "ok") for m in modes}
+print("| mode | max CPS, 0 failed | Kamailio CPU ms/call at %s CPS (n) | router CPU ms/call | router ÷ Kamailio | Kamailio ÷ drouting | max CPS ÷ drouting | Kamailio ms/call at max CPS | router requests/call | Kamailio HTTP requests/call | event_cb lines / died |" % ref_rate)
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for m in modes:
     n = len([r for r in ref[m] if r["result"] == "ok"])
     rk = f(rtr[m] / kam[m], 2) if (rtr[m] is not None and kam[m]) else "-"
     vk = f(kam[m] / kam[base], 2) if (base and kam[m] and kam[base]) else "-"
     vc = f(best[m] / best[base], 2) if (base and best.get(m) is not None and best.get(base)) else "-"
     b = "-" if best.get(m) is None else str(best[m])
-    print("| %s | %s | %s (%d) | %s | %s | %s | %s | %s | %s | %s |" % (m, b, f(kam[m]), n, f(rtr[m], 4), rk, vk, vc, f(bkam[m]), f(req[m], 2), health.get(m, "-")))
+    print("| %s | %s | %s (%d) | %s | %s | %s | %s | %s | %s | %s | %s |" % (m, b, f(kam[m]), n, f(rtr[m], 4), rk, vk, vc, f(bkam[m]), f(req[m], 2), f(hreq[m], 2), health.get(m, "-")))
+# call events' cost: each mode against the same mode with +C4_NO_EVENTS, when both ran
+pairs = [(m, m + "+C4_NO_EVENTS") for m in modes if "C4_NO_EVENTS" not in m and m + "+C4_NO_EVENTS" in modes]
+if pairs:
+    print()
+    for on, off in pairs:
+        r = f(kam[on] / kam[off], 3) if (kam[on] and kam[off]) else "-"
+        rs = [float(a["kamailio_cpu_ms_per_call"]) / float(b["kamailio_cpu_ms_per_call"])
+              for a, b in zip([x for x in ref[on] if x["result"] == "ok"], [x for x in ref[off] if x["result"] == "ok"])]
+        print("Call events' cost: Kamailio CPU per successful call, %s ÷ %s = %s (medians; per round: %s; target <= 1.15)"
+              % (on, off, r, ", ".join("%.3f" % x for x in rs) or "-"))
 fails = [r for r in rows if r["phase"] == "ref" and r["result"] != "ok"]
 if fails:
     print()

@@ -7,7 +7,12 @@
 #
 # Needs: kamailio with http_async_client (kamailio/install.sh), sipp, python3, and
 # target/release/c4route (built with `cargo build --release` when missing).
-# Environment: C4ROUTE=/path/to/c4route to test another binary; KEEP_OUT=1 keeps the
+# Call events (SPEC 9.1) go through tests/event_recorder.py, which passes them on to c4route and
+# logs what Kamailio sent and what c4route answered. Cases marked [needs c4route 9.1] or
+# [needs c4route 9.2] need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
+# (SPEC 9.1/9.2): they fail against a binary without them.
+# Environment: C4ROUTE=/path/to/c4route to test another binary (C4ROUTE_LIMITS= another one
+# for the capacity-limit cases only, e.g. tests/dev/mock_limits.py); KEEP_OUT=1 keeps the
 # traces of a passing run (always kept on failure) under kamailio/tests/out/.
 # Prints `N passed, M failed` last; exits 1 if anything failed.
 set -uo pipefail
@@ -22,7 +27,13 @@ IP=127.0.0.1
 KAM_PORT=25060
 KAM_PORT2=25061
 KAM_PORT3=25062
+KAM_PORT4=25063     # C4_NO_EVENTS variant
+KAM_PORT5=25064     # capacity limits (second c4route)
 HTTP_PORT=28080
+REC_PORT=28090      # event recorder -> c4route
+HTTP_PORT2=28081    # c4route on routes-limits.d
+REC_PORT2=28091     # event recorder -> c4route on routes-limits.d
+SLOWRING=25077 CAPPED=25081 OVERFLOW=25082 CPSCAPPED=25083 CPSOVERFLOW=25084
 CALLER_PORT=25090
 GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
 HTTP_TIMEOUT_MS=500
@@ -116,12 +127,29 @@ fi
 bad_combos=""
 for combo in "C4_HTTP_SYNC" "C4_HTTP_SYNC C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS" "C4_NO_FEEDBACK" \
     "C4_HTTP_SYNC C4_NO_FEEDBACK" "C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS" "DROUTING" "STATIC_ROUTING" \
-    "STATIC_ROUTING C4_NO_FEEDBACK" "DROUTING C4_NO_FEEDBACK"; do
+    "STATIC_ROUTING C4_NO_FEEDBACK" "DROUTING C4_NO_FEEDBACK" \
+    "C4_NO_EVENTS" "C4_NO_EVENTS C4_NO_FEEDBACK" "C4_HTTP_SYNC C4_NO_EVENTS" \
+    "C4_HTTP_SYNC C4_NO_EVENTS C4_NO_FEEDBACK" "C4_HTTP_SYNC C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS C4_NO_EVENTS" \
+    "C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS C4_NO_EVENTS" "C4_EVENT_ANSWERED" "C4_HTTP_SYNC C4_EVENT_ANSWERED" \
+    "STATIC_ROUTING C4_NO_EVENTS" "DROUTING C4_NO_EVENTS"; do
     defs=()
     for d in $combo; do defs+=(-A "$d"); done
     kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" "${defs[@]}" >"$OUT/kamailio-check-combo.log" 2>&1 \
         || bad_combos+=" [$combo]"
 done
+# the modes without c4route never send events: no dialog module, no event route
+no_ev_bad=""
+for combo in "STATIC_ROUTING" "DROUTING" "C4_NO_EVENTS"; do
+    kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" -A "$combo" -A C4_LOG_LEVEL=3 >"$OUT/kamailio-check-noev.log" 2>&1
+    grep -qE 'dialog\.so|C4_EV_' "$OUT/kamailio-check-noev.log" && no_ev_bad+=" [$combo]"
+done
+kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" -A C4_LOG_LEVEL=3 >"$OUT/kamailio-check-ev.log" 2>&1
+grep -q 'dialog\.so' "$OUT/kamailio-check-ev.log" || no_ev_bad+=" [default mode does not load dialog.so]"
+if [[ -z "$no_ev_bad" ]]; then
+    pass "call events: the default mode loads dialog.so; STATIC_ROUTING, DROUTING and C4_NO_EVENTS do not"
+else
+    fail "events only in the c4route modes" "wrong:$no_ev_bad"
+fi
 if [[ -z "$bad_combos" ]]; then
     pass "kamailio -c accepts kamailio.cfg with every mode's defines"
 else
@@ -138,14 +166,17 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING; do
+for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
+    $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
 done
-if ss -Hltn "sport = :$HTTP_PORT" 2>/dev/null | grep -q .; then
-    fail "prerequisites" "TCP port $HTTP_PORT is already in use"; finish
-fi
+for port in $HTTP_PORT $REC_PORT $HTTP_PORT2 $REC_PORT2; do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+        fail "prerequisites" "TCP port $port is already in use"; finish
+    fi
+done
 
 # --- c4route on a private copy of the test routes.d (the reload test edits it) ---------------
 routes="$OUT/routes.d"
@@ -171,6 +202,21 @@ if ! start_c4route; then
 fi
 say "c4route serve pid $c4_pid on $IP:$HTTP_PORT"
 
+# the event recorder: Kamailio's events and reports -> recorder -> c4route (bounded lifetime)
+EVENTS="$OUT/events.jsonl"
+: >"$EVENTS"
+start_recorder() { # listen-port upstream-port log
+    python3 "$here/event_recorder.py" "$IP:$1" "$IP:$2" "$3" 600 >>"$OUT/event_recorder.log" 2>&1 &
+    pids+=("$!")
+    local i
+    for i in $(seq 50); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+if ! start_recorder $REC_PORT $HTTP_PORT "$EVENTS"; then
+    fail "event recorder starts" "$(tail -5 "$OUT/event_recorder.log")"
+    finish
+fi
+
 # --- Kamailio on the shipped config, overrides as -A defines -----------------------------------
 # start_kamailio NAME PORT [extra -A defines...]: sets KPID, KCTL; log in $OUT/kamailio-NAME.log
 start_kamailio() {
@@ -183,7 +229,8 @@ start_kamailio() {
         -A "C4_HTTP_TIMEOUT=$HTTP_TIMEOUT_MS" \
         -A "C4_HTTP_WORKERS=2" -A "C4_CHILDREN=2" \
         -A "C4_CTL_SOCKET=\"$KCTL\"" \
-        -A "C4_FEEDBACK_URL=\"http://$IP:$HTTP_PORT/kamailio/feedback\"" \
+        -A "C4_FEEDBACK_URL=\"http://$IP:${REPORT_PORT:-$REC_PORT}/kamailio/feedback\"" \
+        -A "C4_EVENT_URL=\"http://$IP:${REPORT_PORT:-$REC_PORT}/kamailio/event\"" \
         "$@") >"$OUT/kamailio-$name.log" 2>&1 &
     KPID=$!
     pids+=("$KPID")
@@ -215,6 +262,7 @@ start_gw gw2 uas_200 $GW2
 start_gw gw503 uas_503 $GW503
 start_gw silent uas_silent $SILENT
 start_gw ringing uas_ring $RINGING
+start_gw slowring uas_slow_answer $SLOWRING
 sleep 0.5
 
 # --- one call --------------------------------------------------------------------------------
@@ -225,7 +273,7 @@ call() {
     CALLER="$OUT/caller-$name.msg"
     t0=$(now_ms)
     timeout 30 sipp "$IP:${TARGET_PORT:-$KAM_PORT}" -sf "$scen/$sf.xml" -s "$number" -i "$IP" -p "$CALLER_PORT" \
-        -m 1 -nostdin -timeout 20 -timeout_error -cid_str "$CID" \
+        -m 1 -nostdin -timeout 20 -timeout_error -cid_str "$CID" ${CALL_ARGS:-} \
         -trace_msg -message_file "$CALLER" -trace_err -error_file "$OUT/caller-$name.err" \
         >"$OUT/caller-$name.out" 2>&1
     RC=$?
@@ -241,6 +289,55 @@ has() { # has FILE CALLID FIRSTLINE-REGEX [LINE-REGEX...]: the call's message wi
         grep -qE -- "$re" <<<"$blk" || { MISSING="$re"; return 1; }
     done
     return 0
+}
+
+# ev_ok CALLID EXPR [LOG]: waits (up to 3 s) until the Python expression EXPR holds over the
+# call's records in the recorder log: E = bodies of its /kamailio/event requests (arrival order),
+# F = bodies of its /kamailio/feedback requests, S = c4route's statuses for its events. Sets
+# EV_SEEN to the events seen (compact JSON) for the messages. 0 when EXPR held.
+ev_ok() {
+    local out rc
+    out=$(python3 - "$1" "$2" "${3:-$EVENTS}" <<'PYEOF'
+import json, sys, time
+cid, expr, log = sys.argv[1:4]
+deadline = time.time() + 3.0
+settled = False
+while True:
+    E, F, S = [], [], []
+    for line in open(log):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        j = r.get("json") or {}
+        if not isinstance(j, dict) or j.get("call_id") != cid:
+            continue
+        if r["path"] == "/kamailio/event":
+            E.append(j); S.append(r["status"])
+        elif r["path"] == "/kamailio/feedback":
+            F.append(j)
+    try:
+        ok = bool(eval("(" + expr + ")"))
+    except Exception:
+        ok = False
+    if ok and not settled:      # held: look once more 0.3 s later (an extra late event fails it)
+        settled = True
+        time.sleep(0.3)
+        continue
+    if (ok and settled) or time.time() > deadline:
+        break
+    settled = False
+    time.sleep(0.1)
+seen = json.dumps(E, separators=(",", ":"), sort_keys=True)
+if F:
+    seen += " feedback " + json.dumps(F, separators=(",", ":"), sort_keys=True)
+print(seen)
+sys.exit(0 if ok else 1)
+PYEOF
+)
+    rc=$?
+    EV_SEEN=$out
+    return $rc
 }
 
 # 1. basic: the call reaches gateway 1, Kamailio stays in the path (Record-Route)
@@ -367,6 +464,99 @@ else
     fail "hot reload" "before: $before_ok, after: sipp rc=$RC; see caller-reload-*.msg, gw-gw2.msg, c4route.log"
 fi
 
+# 8a. call events (SPEC 9.1), as the recorder saw them on their way to c4route. The contents
+# are Kamailio's work; c4route's 204 for each is checked at the end [needs c4route 9.1].
+GW503_URI="sip:$IP:$GW503" GW2_URI="sip:$IP:$GW2" SILENT_URI="sip:$IP:$SILENT"
+RINGING_URI="sip:$IP:$RINGING" SLOWRING_URI="sip:$IP:$SLOWRING" UNSENDABLE_URI="sip:$IP:25079;transport=tcp"
+ev_cids=()
+# answered on its first route, held 1.5 s; the gateway rings after 300 ms: one `ended`
+CALL_ARGS="-d 1500" call ev-answered 1101 uac_hold
+if [[ $RC -eq 0 ]] && ev_ok "$CID" "len(E) == 1 and not F and E[0]['event'] == 'ended' and E[0]['dst_uri'] == '$SLOWRING_URI'
+        and 250 <= E[0]['pdd_ms'] <= 1000 and 1 <= E[0]['duration_s'] <= 2 and set(E[0]) == {'event','call_id','dst_uri','pdd_ms','duration_s'}"; then
+    pass "events: a call answered on route 1 sends exactly one 'ended' (pdd_ms ~300, duration_s of a 1.5 s call): $EV_SEEN"
+else
+    fail "events: answered call" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS"
+fi
+ev_cids+=("$CID")
+# 503 then 200: `failed` (503, next = gateway 2, no pdd_ms: it never rang), then `ended`
+call ev-failover 2001 uac_ok
+if [[ $RC -eq 0 ]] && ev_ok "$CID" "len(E) == 2 and not F
+        and [e['event'] for e in E if e['event'] == 'failed'] == ['failed'] and [e['event'] for e in E if e['event'] == 'ended'] == ['ended']
+        and [e for e in E if e['event'] == 'failed'][0] == {'event':'failed','call_id':'$CID','dst_uri':'$GW503_URI','code':503,'next':'$GW2_URI'}
+        and [e for e in E if e['event'] == 'ended'][0]['dst_uri'] == '$GW2_URI'"; then
+    pass "events: failover 503 -> 200 sends one 'failed' (503, next = gateway 2) and one 'ended', no separate feedback report: $EV_SEEN"
+else
+    fail "events: failover" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS"
+fi
+ev_cids+=("$CID")
+# every route fails: 503 (next = the silent gateway), then its fr_timer: 408 without next
+call ev-all-fail 2101 uac_fail
+if [[ $RC -eq 0 ]] && ev_ok "$CID" "len(E) == 2 and not F and all(e['event'] == 'failed' for e in E)
+        and sorted(E, key=lambda e: 'next' in e) == [{'event':'failed','call_id':'$CID','dst_uri':'$SILENT_URI','code':408},
+                                                     {'event':'failed','call_id':'$CID','dst_uri':'$GW503_URI','code':503,'next':'$SILENT_URI'}]"; then
+    pass "events: all routes failing sends 'failed' per route, the last (fr_timer expiry, 408) without next: $EV_SEEN"
+else
+    fail "events: all routes fail" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS"
+fi
+ev_cids+=("$CID")
+# fr_timer expiry on route 1, then gateway 2 answers
+call ev-timeout 3001 uac_ok
+if [[ $RC -eq 0 ]] && ev_ok "$CID" "len(E) == 2 and {'event':'failed','call_id':'$CID','dst_uri':'$SILENT_URI','code':408,'next':'$GW2_URI'} in E
+        and any(e['event'] == 'ended' and e['dst_uri'] == '$GW2_URI' for e in E)"; then
+    pass "events: fr_timer expiry sends 'failed' 408 with next, then 'ended': $EV_SEEN"
+else
+    fail "events: fr_timer expiry" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS"
+fi
+ev_cids+=("$CID")
+# the caller cancels while gateway 1 rings: `failed` 487, pdd_ms (it rang), no next
+call ev-cancel 4001 uac_cancel_ringing
+if [[ $RC -eq 0 ]] && ev_ok "$CID" "len(E) == 1 and E[0]['event'] == 'failed' and E[0]['code'] == 487 and E[0]['dst_uri'] == '$RINGING_URI'
+        and 'next' not in E[0] and 0 <= E[0]['pdd_ms'] < 1000"; then
+    pass "events: a CANCEL while the gateway rings sends 'failed' 487 with pdd_ms and no next: $EV_SEEN"
+else
+    fail "events: CANCEL" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS, $CALLER"
+fi
+ev_cids+=("$CID")
+# route 1 cannot be sent (TCP, and Kamailio listens on UDP only): `failed` with the caller's 500
+EV_SEEN=""
+call ev-unsendable 9101 uac_fail
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 500' \
+    && ev_ok "$CID" "E == [{'event':'failed','call_id':'$CID','dst_uri':'$UNSENDABLE_URI','code':500}]"; then
+    pass "events: a route t_relay cannot send is reported 'failed' with the code the caller gets (500): $EV_SEEN"
+else
+    fail "events: unsendable route" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS, $CALLER"
+fi
+ev_cids+=("$CID")
+# 503, then the next route cannot be sent: the first names it as next, it fails with the caller's 500
+EV_SEEN=""
+call ev-unsendable-next 9102 uac_fail
+if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 500 Relay Failed' \
+    && ev_ok "$CID" "len(E) == 2 and {'event':'failed','call_id':'$CID','dst_uri':'$GW503_URI','code':503,'next':'$UNSENDABLE_URI'} in E
+        and {'event':'failed','call_id':'$CID','dst_uri':'$UNSENDABLE_URI','code':500} in E"; then
+    pass "events: a next route t_relay cannot send is named as next, then reported 'failed' with the caller's 500: $EV_SEEN"
+else
+    fail "events: unsendable next route" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS, $CALLER"
+fi
+ev_cids+=("$CID")
+# c4route takes every event: 204 [needs c4route 9.1; today's main binary answers 404]
+# (one look: every event above has already been seen by its own case)
+bad_status=$(python3 - "$EVENTS" "${ev_cids[@]}" <<'PYEOF'
+import json, sys
+cids, st = sys.argv[2:], {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    cid = (r.get("json") or {}).get("call_id")
+    if r["path"] == "/kamailio/event" and cid in cids:
+        st.setdefault(cid, []).append(r["status"])
+print(" ".join("%s:%s" % (c, ",".join(map(str, st.get(c, ["none"])))) for c in cids if st.get(c, [0]) != [204] * len(st.get(c, [0]))))
+PYEOF
+)
+if [[ -z "$bad_status" ]]; then
+    pass "[needs c4route 9.1] c4route answers 204 to every call event above"
+else
+    fail "[needs c4route 9.1] c4route takes the events" "statuses other than 204: $bad_status"
+fi
+
 # 8b. live gateway state (SPEC section 8): the failure route reports each failed branch to
 # c4route; with probing turned on, the silent gateway is found down and calls to it go straight
 # to gateway 2 instead of waiting fr_timer. Asserts the order of the setup times, not the times.
@@ -423,9 +613,9 @@ if [[ $before_ok -eq 1 && $reported -eq 1 && $detected -eq 1 && $RC -eq 0 ]] \
     && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:25072' \
     && ! grep -q "Call-ID: $CID" "$OUT/gw-silent.msg" \
     && [[ $after_ms -lt $before_ms ]]; then
-    pass "silent gateway probed down: call setup ${before_ms} ms before detection (fr_timer, then gateway 2), ${after_ms} ms after (gateway 2 directly); Kamailio reported the failed branch"
+    pass "[needs c4route 9.1] silent gateway probed down: call setup ${before_ms} ms before detection (fr_timer, then gateway 2), ${after_ms} ms after (gateway 2 directly); Kamailio reported the failed branch (its 'failed' event counts as the report)"
 else
-    fail "live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
+    fail "[needs c4route 9.1] live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
 fi
 
 # 9. the other answer layout, and the blocking query: a second Kamailio with
@@ -443,17 +633,29 @@ variant() {
     local ok=1 why=""
     call "$name-basic" 1001 uac_ok
     { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071'; } || { ok=0; why+=" basic(rc=$RC)"; }
+    local cid_basic=$CID
     call "$name-rewrites" 5001 uac_ok
     { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' '^INVITE sip:99\+44001@' '^From: "Acme alice" <sip:\+1alice@' '^X-Carrier: acme'; } || { ok=0; why+=" rewrites(rc=$RC)"; }
     call "$name-failover" 2001 uac_ok
     { [[ $RC -eq 0 ]] && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; } || { ok=0; why+=" failover(rc=$RC)"; }
+    local cid_failover=$CID
     call "$name-reject" 6001 uac_fail
     { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; } || { ok=0; why+=" reject(rc=$RC)"; }
     call "$name-no-match" 9999 uac_fail
     { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 404 Not Found$'; } || { ok=0; why+=" no-match(rc=$RC)"; }
     unset TARGET_PORT
+    # its events: `ended` alone for the basic call; `failed` (503, next) and `ended` for the failover
+    if [[ " $* " == *" C4_NO_EVENTS "* ]]; then
+        ev_ok "$cid_basic" "not E and not F" || { ok=0; why+=" events-basic($EV_SEEN)"; }
+        ev_ok "$cid_failover" "not E and F == [{'dst_uri':'sip:$IP:$GW503','code':503,'call_id':'$cid_failover'}]" \
+            || { ok=0; why+=" feedback-failover($EV_SEEN)"; }
+    else
+        ev_ok "$cid_basic" "not F and [e['event'] for e in E] == ['ended']" || { ok=0; why+=" events-basic($EV_SEEN)"; }
+        ev_ok "$cid_failover" "not F and sorted(e['event'] for e in E) == ['ended','failed'] and {'event':'failed','call_id':'$cid_failover','dst_uri':'sip:$IP:$GW503','code':503,'next':'sip:$IP:$GW2'} in E" \
+            || { ok=0; why+=" events-failover($EV_SEEN)"; }
+    fi
     if [[ $ok -eq 1 ]]; then
-        pass "$name answers ($*): route, rewrites, failover, reject, no match"
+        pass "$name answers ($*): route, rewrites, failover, reject, no match; call events as expected"
     else
         fail "$name answers" "failed:$why; see caller-$name-*.msg, kamailio-$name.log"
     fi
@@ -462,6 +664,122 @@ variant() {
 variant unwrapped $KAM_PORT2 -A C4_RTJSON_UNWRAPPED -A C4_FAST_SUCCESS -A "C4_API_URL=\"http://$IP:$HTTP_PORT/rtjson\"" && stop_pid "$KPID"
 sync_pid=""
 variant sync $KAM_PORT3 -A C4_HTTP_SYNC -A "C4_HTTPCON=\"c4route=>http://$IP:$HTTP_PORT/kamailio/rtjson\"" && sync_pid=$KPID
+# events off: today's behaviour, the failure route's section 8 report instead of events
+variant noevents $KAM_PORT4 -A C4_NO_EVENTS -A "C4_API_URL=\"http://$IP:$HTTP_PORT/kamailio/rtjson\"" && stop_pid "$KPID"
+
+# 9b. capacity limits (SPEC 9.2) [needs c4route 9.2]: a second c4route on routes-limits.d, its own
+# Kamailio (events through a second recorder) and four SIPp gateways answering 200. Concurrency
+# and rates are measured on the gateways' side, from their message traces.
+# uas_stats FILE... -> per file: "<INVITEs> <max calls at once>", and a last line
+# "<first INVITE time> <last INVITE time> <max INVITEs of FILE 1 in any 1 s window>"
+uas_stats() {
+    python3 - "$@" <<'PYEOF'
+import re, sys
+from datetime import datetime
+allt, first = [], None
+for k, path in enumerate(sys.argv[1:]):
+    inv, bye = {}, {}
+    try:
+        text = "\n" + open(path, errors="replace").read()
+    except OSError:
+        text = ""
+    for blk in text.split("\n-----------------------------------------------")[0:]:
+        m = re.match(r"\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n(UDP message received[^\n]*)\n\n(\S+)", blk)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        cid = re.search(r"^Call-ID: *(\S+)", blk, re.M | re.I)
+        if not cid:
+            continue
+        d = {"INVITE": inv, "BYE": bye}.get(m.group(3))
+        if d is not None:
+            d.setdefault(cid.group(1), t)
+    ev = sorted([(t, 1) for t in inv.values()] + [(t, -1) for t in bye.values()], key=lambda x: (x[0], x[1]))
+    cur = peak = 0
+    for _, d in ev:
+        cur += d; peak = max(peak, cur)
+    print(len(inv), peak)
+    ts = sorted(inv.values())
+    allt += ts
+    if k == 0:
+        first = ts
+w = 0
+j = 0
+for i, t in enumerate(first or []):
+    while first[j] <= t - 1.0:
+        j += 1
+    w = max(w, i - j + 1)
+allt.sort()
+print("%.3f %.3f %d" % (allt[0] if allt else 0, allt[-1] if allt else 0, w))
+PYEOF
+}
+trunks_json() { http_get "http://$IP:$HTTP_PORT2/trunks"; }
+limits_c4=""
+"${C4ROUTE_LIMITS:-$C4ROUTE}" serve --routes "$here/routes-limits.d" --listen "$IP:$HTTP_PORT2" >>"$OUT/c4route-limits.log" 2>&1 &
+limits_c4=$!
+pids+=("$limits_c4")
+lim_up=0
+for i in $(seq 50); do
+    http_get "http://$IP:$HTTP_PORT2/health" >/dev/null 2>&1 && { lim_up=1; break; }
+    kill -0 "$limits_c4" 2>/dev/null || break
+    sleep 0.1
+done
+EVENTS2="$OUT/events-limits.jsonl"
+: >"$EVENTS2"
+if [[ $lim_up -eq 1 ]] && start_recorder $REC_PORT2 $HTTP_PORT2 "$EVENTS2" \
+    && REPORT_PORT=$REC_PORT2 start_kamailio limits $KAM_PORT5 -A "C4_API_URL=\"http://$IP:$HTTP_PORT2/kamailio/rtjson\""; then
+    lim_kam=$KPID
+    for g in "capped $CAPPED" "overflow $OVERFLOW" "cpscapped $CPSCAPPED" "cpsoverflow $CPSOVERFLOW"; do
+        set -- $g
+        start_gw "$1" uas_200 "$2"
+    done
+    sleep 0.5
+    # (1) calls = 5 on `capped`: 40 calls held 2 s each, up to 20 at once
+    CID="c4e2e-limits-calls-$$"
+    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_hold.xml" -s 9501 -i "$IP" -p "$CALLER_PORT" -d 2000 \
+        -r 20 -l 20 -m 40 -nostdin -timeout 40 -timeout_error -cid_str "$CID-%u" \
+        -trace_err -error_file "$OUT/caller-limits-calls.err" >"$OUT/caller-limits-calls.out" 2>&1
+    RC=$?
+    read -r cap_n cap_peak <<<"$(uas_stats "$OUT/gw-capped.msg" | sed -n 1p)"
+    read -r ovf_n ovf_peak <<<"$(uas_stats "$OUT/gw-overflow.msg" | sed -n 1p)"
+    # every call ended, so nothing is held any more once the `ended` events are in
+    tr_ok=0 tr=""
+    for i in $(seq 30); do
+        tr=$(trunks_json)
+        python3 -c 'import json, sys
+t = {x["name"]: x for x in json.loads(sys.argv[1])["trunks"]}
+c, o = t["capped"], t["overflow"]
+sys.exit(0 if c["calls"] == 0 and o["calls"] == 0 and c["limits"]["calls"] == 5 and c["left_out"]["calls"] > 0 else 1)' "$tr" 2>/dev/null && { tr_ok=1; break; }
+        sleep 0.1
+    done
+    if [[ $RC -eq 0 && $cap_peak -ge 1 && $cap_peak -le 5 && $cap_n -gt 5 && $ovf_n -ge 1 && $(( cap_n + ovf_n )) -eq 40 && $tr_ok -eq 1 ]]; then
+        pass "[needs c4route 9.2] calls = 5: capped gateway at most $cap_peak calls at once ($cap_n calls in all, took calls again as others ended), overflow $ovf_n (peak $ovf_peak), 0 failed; GET /trunks back to 0 calls after the 'ended' events"
+    else
+        fail "[needs c4route 9.2] calls limit" "sipp rc=$RC; capped: $cap_n calls, peak $cap_peak (want 1..5, >5 in all); overflow: $ovf_n, peak $ovf_peak; sum want 40; GET /trunks ok=$tr_ok: ${tr:0:300}; see caller-limits-calls.out, gw-capped.msg, c4route-limits.log, events-limits.jsonl"
+    fi
+    # (2) cps = 10 on `cpscapped` under 30 CPS for 3 s
+    CID="c4e2e-limits-cps-$$"
+    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_hold.xml" -s 9502 -i "$IP" -p "$CALLER_PORT" -d 100 \
+        -r 30 -l 200 -m 90 -nostdin -timeout 40 -timeout_error -cid_str "$CID-%u" \
+        -trace_err -error_file "$OUT/caller-limits-cps.err" >"$OUT/caller-limits-cps.out" 2>&1
+    RC=$?
+    st=$(uas_stats "$OUT/gw-cpscapped.msg" "$OUT/gw-cpsoverflow.msg")
+    read -r cc_n _ <<<"$(sed -n 1p <<<"$st")"
+    read -r co_n _ <<<"$(sed -n 2p <<<"$st")"
+    read -r t_first t_last w_max <<<"$(sed -n 3p <<<"$st")"
+    rate=$(awk -v n="$cc_n" -v a="$t_first" -v b="$t_last" 'BEGIN {d = b - a; if (d < 1) d = 1; printf "%.1f", n / d}')
+    if [[ $RC -eq 0 && $(( cc_n + co_n )) -eq 90 && $co_n -ge 1 && $w_max -le 12 ]] \
+        && awk -v r="$rate" 'BEGIN {exit !(r >= 8 && r <= 12)}'; then
+        pass "[needs c4route 9.2] cps = 10 under 30 CPS: capped gateway took $cc_n calls over $(awk -v a="$t_first" -v b="$t_last" 'BEGIN {printf "%.2f", b - a}') s ($rate per second, at most $w_max in any 1 s), the other trunk $co_n, 0 failed"
+    else
+        fail "[needs c4route 9.2] cps limit" "sipp rc=$RC; capped $cc_n calls ($rate/s, want 8..12; max $w_max in 1 s, want <= 12), other trunk $co_n (sum want 90); see caller-limits-cps.out, gw-cpscapped.msg, c4route-limits.log"
+    fi
+    stop_pid "$lim_kam"
+else
+    fail "[needs c4route 9.2] calls limit" "the c4route on routes-limits.d did not start (or its Kamailio): $(tail -3 "$OUT/c4route-limits.log" | tr '\n' ' ')"
+    fail "[needs c4route 9.2] cps limit" "not run: see above"
+fi
+stop_pid "$limits_c4"
 
 # 10. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
 stop_pid "$c4_pid"
