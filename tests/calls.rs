@@ -271,3 +271,51 @@ fn events_obey_allow() {
     assert_eq!(st, 403, "{b}");
     assert_eq!(s.conn().get("/trunks").status, 403);
 }
+
+#[test]
+fn eval_load_and_poor_decide_offline_and_say_so() {
+    let q = r#"{"to_uri":"sip:07700900123@x","ruri":"sip:07700900123@x","source_ip":"10.1.0.10","call_id":"e1"}"#;
+    let out = crate::util::run(
+        &["eval", "routes.d", "-", "--load", "globex=30", "--explain"],
+        Some(q),
+    );
+    let stdout = crate::util::text(&out.stdout);
+    let stderr = crate::util::text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(r#""dst_uri":"sip:198.51.100.10:5060""#),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("203.0.113.20"), "globex is full: {stdout}");
+    assert!(
+        stderr.contains("left out: trunk globex, at its calls limit"),
+        "{stderr}"
+    );
+    let out = crate::util::run(
+        &[
+            "eval",
+            "routes.d",
+            "-",
+            "--poor",
+            "sip:203.0.113.20@uk-mobile",
+            "--explain",
+        ],
+        Some(q),
+    );
+    let stderr = crate::util::text(&out.stderr);
+    assert!(
+        stderr.contains("poor for uk-mobile: moved behind the good ones"),
+        "{stderr}"
+    );
+    // A typo is an error, never a silent no-op.
+    for (flag, value, want) in [
+        ("--load", "globx=30", "no trunk is named \"globx\""),
+        ("--load", "globex", "is not TRUNK=CALLS"),
+        ("--poor", "sip:203.0.113.99", "no trunk lists the gateway"),
+    ] {
+        let out = crate::util::run(&["eval", "routes.d", "-", flag, value], Some(q));
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = crate::util::text(&out.stderr);
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}

@@ -286,7 +286,7 @@ fn eval(
                 out.write_all(&buf)?;
                 if explain {
                     out.flush()?;
-                    explain_to_stderr(&table, &q, now, line, &d);
+                    explain_to_stderr(&table, &live, &q, now, line, &d);
                 }
             }
             Err(e) => {
@@ -306,6 +306,7 @@ fn eval(
 
 fn explain_to_stderr(
     table: &RouteTable,
+    live: &Live,
     q: &Query<'_>,
     now: SystemTime,
     line: usize,
@@ -344,12 +345,31 @@ fn explain_to_stderr(
         Outcome::Route { routing, routes } => {
             let _ = writeln!(e, "  => {} route(s), {}:", routes.len(), routing.as_str());
             for r in routes {
-                let _ = writeln!(e, "     {} via {} (trunk {})", r.uri, r.dst_uri, r.trunk);
+                // What the live pipeline did to this route (answer/pipeline.rs).
+                let moved = match live.gateways().status_of_key(r.gateway) {
+                    GatewayStatus::Down => " — down: moved behind the others".to_owned(),
+                    _ if live.is_poor(r.gateway, &r.group) => {
+                        format!(" — poor for {}: moved behind the good ones", r.group)
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    e,
+                    "     {} via {} (trunk {}){moved}",
+                    r.uri, r.dst_uri, r.trunk
+                );
             }
         }
         Outcome::Reject { code, reason, .. } => {
             let _ = writeln!(e, "  => reject {code} {reason}");
         }
+    }
+    for lo in &d.left_out {
+        let what = match lo.gateway {
+            Some(g) => format!("gateway {g} of trunk {}", lo.trunk),
+            None => format!("trunk {}", lo.trunk),
+        };
+        let _ = writeln!(e, "  left out: {what}, at its {} limit", lo.limit.as_str());
     }
 }
 
