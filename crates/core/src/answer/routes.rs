@@ -58,18 +58,49 @@ fn party_header(
 
 /// The trunks of one decision, in static order (the rule's, or cheapest
 /// first), with each one's destination group.
+/// Borrowed from the rule for `then.trunks` (no allocation), or the priced
+/// list for `then.lcr`, whose groups are `rule@prefix`.
 struct Trunks<'t, 'p> {
     plan: &'t Plan,
-    ids: Vec<(u32, Option<&'p Priced>)>,
-    groups: Vec<Cow<'t, str>>,
+    rule: &'t str,
+    plain: &'t [u32],
+    priced: &'p [Priced],
+    groups: Vec<String>,
+}
+
+impl<'t> Trunks<'t, '_> {
+    fn len(&self) -> usize {
+        if self.priced.is_empty() {
+            self.plain.len()
+        } else {
+            self.priced.len()
+        }
+    }
+
+    /// The trunk id and, for LCR, its price.
+    fn id(&self, step: u32) -> (u32, Option<&Priced>) {
+        match self.priced.get(step as usize) {
+            Some(p) => (p.trunk, Some(p)),
+            None => (self.plain[step as usize], None),
+        }
+    }
+
+    fn group_cow(&self, step: u32) -> Cow<'t, str> {
+        match self.groups.get(step as usize) {
+            Some(g) => Cow::Owned(g.clone()),
+            None => Cow::Borrowed(self.rule),
+        }
+    }
 }
 
 impl<'t> Steps<'t> for Trunks<'t, '_> {
     fn trunk(&self, step: u32) -> &'t Trunk {
-        &self.plan.trunks[self.ids[step as usize].0 as usize]
+        &self.plan.trunks[self.id(step).0 as usize]
     }
     fn group(&self, step: u32) -> &str {
-        &self.groups[step as usize]
+        self.groups
+            .get(step as usize)
+            .map_or(self.rule, String::as_str)
     }
 }
 
@@ -147,27 +178,21 @@ impl Plan {
                 return reject(*code, reason);
             }
         }
-        let trunks = if ra.lcr.is_some() {
-            Trunks {
-                plan: self,
-                groups: priced
-                    .iter()
-                    .map(|p| Cow::Owned(format!("{rule}@{}", self.rate_vars(p).1)))
-                    .collect(),
-                ids: priced.iter().map(|p| (p.trunk, Some(p))).collect(),
-            }
-        } else {
-            Trunks {
-                plan: self,
-                groups: vec![Cow::Borrowed(rule); ra.trunks.len()],
-                ids: ra.trunks.iter().map(|&t| (t, None)).collect(),
-            }
+        let trunks = Trunks {
+            plan: self,
+            rule,
+            plain: &ra.trunks,
+            groups: priced
+                .iter()
+                .map(|p| format!("{rule}@{}", self.rate_vars(p).1))
+                .collect(),
+            priced: &priced,
         };
         let seed = fnv1a(c.call_id.as_bytes());
         let mut slots = Vec::with_capacity(4);
         let mut order = Vec::with_capacity(4);
-        for (step, &(tid, _)) in trunks.ids.iter().enumerate() {
-            let t = &self.trunks[tid as usize];
+        for step in 0..trunks.len() {
+            let t = trunks.trunk(step as u32);
             order.clear();
             // Seeded by Call-ID and trunk name: a trunk's order for a call does not
             // depend on which trunks come before it in the rule.
@@ -199,22 +224,22 @@ impl Plan {
             None => (self.no_rewrite.clone(), self.no_rewrite.clone()),
         };
         let serial = ra.routing == Routing::Serial;
-        // Rendered once per trunk: (step, R-URI user, extra headers).
-        let mut rendered: Vec<(u32, String, Arc<str>)> = Vec::new();
+        // The R-URI user and headers of the trunk of the previous slot: a
+        // trunk's slots are usually together, so they are rendered once
+        // (again only when the pipeline moved a route between them).
+        let mut last: Option<(u32, String, Arc<str>)> = None;
         let mut routes = Vec::with_capacity(slots.len());
         for s in &slots {
-            let (tid, price) = trunks.ids[s.step as usize];
+            let (tid, price) = trunks.id(s.step);
             let t = &self.trunks[tid as usize];
-            let k = match rendered.iter().position(|r| r.0 == s.step) {
-                Some(k) => k,
-                None => {
-                    let user = trunk_user(&ruri_user, t);
-                    let extra = self.extra_headers(ra, t, price, serial, c, rule);
-                    rendered.push((s.step, user, extra));
-                    rendered.len() - 1
-                }
+            if last.as_ref().is_none_or(|l| l.0 != s.step) {
+                let user = trunk_user(&ruri_user, t);
+                let extra = self.extra_headers(ra, t, price, serial, c, rule);
+                last = Some((s.step, user, extra));
+            }
+            let Some((_, user, extra)) = &last else {
+                continue;
             };
-            let (_, user, extra) = &rendered[k];
             let gw = &t.gateways[s.gw as usize];
             let mut uri =
                 String::with_capacity(gw.scheme.len() + user.len() + gw.host_rest.len() + 2);
@@ -234,7 +259,7 @@ impl Plan {
                 socket: &t.socket,
                 trunk: &t.name,
                 gateway: &gw.key,
-                group: trunks.groups[s.step as usize].clone(),
+                group: trunks.group_cow(s.step),
                 from: from.clone(),
                 to: to.clone(),
                 extra: extra.clone(),
