@@ -121,14 +121,7 @@ pub struct GatewayState {
 /// FNV-1a of a gateway key: stable, so the table computes it once per
 /// gateway at load and a snapshot built later agrees with it.
 pub(crate) fn key_hash(key: &str) -> u64 {
-    // FNV-1a, as `answer/order.rs` seeds gateway orders (not imported from
-    // there: the answer reads this module, not the other way round).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::hash::fnv1a(key.as_bytes())
 }
 
 impl GatewayState {

@@ -75,6 +75,7 @@ mod compile;
 mod config;
 mod diag;
 mod fastparse;
+mod hash;
 mod health;
 mod matcher;
 mod query;
