@@ -109,10 +109,7 @@ impl Plan {
         skipped: &mut u32,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
-        let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
-            Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
-            None => Cow::Borrowed(&c.ruri().user),
-        };
+        let ruri_user = super::lcr::ruri_user(ra, c, rule);
         let (from, to) = match rw {
             Some(r) => (
                 Arc::new(party_header(c.from(), &r.from, c, rule, skipped)),
