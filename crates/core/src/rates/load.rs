@@ -356,6 +356,7 @@ fn read(
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut sig = Vec::with_capacity(128);
     let mut last: Option<(Vec<u8>, u32)> = None;
+    let mut last_rate: Option<(Vec<u8>, u64)> = None;
     let mut names = Names::default();
     // Rates not written as `write_rate` would: their text, in `text`.
     let mut odd: Vec<(u32, u32)> = Vec::new();
@@ -428,7 +429,10 @@ fn read(
 
         // The rate: a row's own (many decks give each prefix its own).
         let rate_text = std::str::from_utf8(cell(RATE)).unwrap_or("\u{fffd}");
-        let rate = if rate_text.is_empty() {
+        let rate = if let Some((_, code)) = last_rate.as_ref().filter(|l| l.0 == cell(RATE)) {
+            // The previous row's rate, as in a deck that prices destinations.
+            Some(*code)
+        } else if rate_text.is_empty() {
             issues.err(
                 at(cols[RATE].unwrap_or(0)),
                 "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into(),
@@ -452,6 +456,15 @@ fn read(
                 }
             }
         };
+
+        if let Some(code) = rate {
+            let l = last_rate.get_or_insert_with(|| (Vec::with_capacity(16), 0));
+            if l.1 != code || l.0 != cell(RATE) {
+                l.0.clear();
+                l.0.extend_from_slice(cell(RATE));
+                l.1 = code;
+            }
+        }
 
         // The terms: the previous row's, an earlier one's, or new ones.
         terms_signature(&mut sig, &rec, &cols);
