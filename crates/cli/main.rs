@@ -327,7 +327,9 @@ fn explain_to_stderr(
     }
     lcr::explain(table, q, now, &mut e);
     match &d.outcome {
-        Outcome::Route { routing, routes } => {
+        Outcome::Route {
+            routing, routes, ..
+        } => {
             let _ = writeln!(e, "  => {} route(s), {}:", routes.len(), routing.as_str());
             for r in routes {
                 let _ = writeln!(e, "     {} via {} (trunk {})", r.uri, r.dst_uri, r.trunk);
@@ -335,6 +337,9 @@ fn explain_to_stderr(
         }
         Outcome::Reject { code, reason, .. } => {
             let _ = writeln!(e, "  => reject {code} {reason}");
+        }
+        _ => {
+            let _ = writeln!(e, "  => {}", d.outcome_label());
         }
     }
 }
@@ -444,6 +449,7 @@ fn summary(d: &Decision<'_>) -> String {
                 .join(", ")
         ),
         Outcome::Reject { code, reason, .. } => format!("{rule}: reject {code} {reason}"),
+        _ => format!("{rule}: {}", d.outcome_label()),
     }
 }
 

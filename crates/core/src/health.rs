@@ -21,6 +21,7 @@ use crate::uri::{Scheme, parse_uri};
 
 /// What the state says about one gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum GatewayStatus {
     /// Tried in its static order.
     Up,
@@ -196,6 +197,7 @@ impl GatewayState {
 
 /// When a gateway is probed with SIP OPTIONS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeMode {
     /// Never: reports alone decide, and `retry_after` brings a down gateway back.
     Never,
@@ -218,6 +220,7 @@ impl ProbeMode {
 
 /// The effective `[defaults.health]` / `[trunks.NAME.health]` settings of a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthSettings {
     /// When to probe.
     pub probe: ProbeMode,
@@ -262,6 +265,7 @@ impl HealthSettings {
 
 /// The transport a gateway is reached over, as far as probing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeTransport {
     /// SIP over UDP (OPTIONS retransmitted as timer A does).
     Udp,
@@ -274,6 +278,7 @@ pub enum ProbeTransport {
 /// A gateway the table names, for a server that probes it: one per
 /// distinct [`gateway_key`], however many trunks list it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GatewayInfo {
     /// The normalised URI ([`gateway_key`]): the key of [`GatewayState`].
     pub key: String,

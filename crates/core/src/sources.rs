@@ -330,6 +330,24 @@ mod tests {
         assert_ne!(with, a.digest());
     }
 
+    /// `threads` sets the compile threads; 0 counts as 1, and one thread
+    /// builds the same table as the default.
+    #[test]
+    fn compile_threads_can_be_set() {
+        let mut s = Sources::new();
+        assert!((1..=8).contains(&s.thread_count()));
+        s.add(
+            "routes.d/10-a.toml",
+            "[trunks.a]\ngateways = [\"sip:10.0.0.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\n",
+        );
+        let default = s.build().unwrap();
+        assert_eq!(s.threads(0).thread_count(), 1);
+        let one = s.build().unwrap();
+        assert_eq!(s.threads(3).thread_count(), 3);
+        assert_eq!(one.version(), default.version());
+        assert_eq!(one.rule_count(), default.rule_count());
+    }
+
     #[test]
     fn route_file_names() {
         for ok in ["a.toml", "10-x.toml"] {

@@ -9,6 +9,7 @@ use crate::rule::{Routing, RuleId};
 
 /// The decision for one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision<'t> {
     /// The rule that decided, if any.
     pub rule_id: Option<RuleId>,
@@ -27,8 +28,10 @@ pub struct Decision<'t> {
 
 /// What happens to the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome<'t> {
     /// Try these destinations.
+    #[non_exhaustive]
     Route {
         /// Serial or parallel.
         routing: Routing,
@@ -36,6 +39,7 @@ pub enum Outcome<'t> {
         routes: Vec<RouteAnswer<'t>>,
     },
     /// Reply with this SIP code.
+    #[non_exhaustive]
     Reject {
         /// 400..=699.
         code: u16,
@@ -48,6 +52,7 @@ pub enum Outcome<'t> {
 
 /// One destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteAnswer<'t> {
     /// The R-URI for this attempt.
     pub uri: String,
@@ -73,6 +78,7 @@ pub struct RouteAnswer<'t> {
 
 /// A From or To rewrite: `""` keeps that part.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartyHeader {
     /// The display name, quoted when it is not a plain token.
     pub display: String,
@@ -82,6 +88,7 @@ pub struct PartyHeader {
 
 /// How to wrap the answer on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wrap {
     /// `{"rtjson":{…}}`, for `jansson_get("rtjson", $http_rb, …)`.
     Rtjson,

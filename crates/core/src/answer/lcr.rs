@@ -44,7 +44,7 @@ enum LeftOut {
 
 /// The R-URI user a route action sends (and LCR prices): the query's,
 /// after the rule's `then.rewrite.ruri.user`, if any. Both the answer
-/// (`routes.rs`) and [`crate::RouteTable::explain_lcr`] take it from here.
+/// (`routes.rs`) and [`crate::explain::lcr`] take it from here.
 pub(crate) fn ruri_user<'c>(ra: &RouteAction, c: &'c Candidate<'_>, rule: &str) -> Cow<'c, str> {
     match ra.rewrites.as_deref().and_then(|r| r.ruri_user.as_ref()) {
         Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
@@ -307,6 +307,7 @@ fn fmt_cost(cost60: u128) -> String {
 
 /// One row of a rate deck, as `eval --explain` and `c4route rates` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateRow {
     /// The deck file.
     pub file: String,
@@ -330,8 +331,9 @@ pub struct RateRow {
     pub name: String,
 }
 
-/// How `then.lcr` priced a call: see [`crate::RouteTable::explain_lcr`].
+/// How `then.lcr` priced a call: see [`crate::explain::lcr`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LcrReport {
     /// The rule.
     pub rule: String,
@@ -347,6 +349,7 @@ pub struct LcrReport {
 
 /// One trunk of an [`LcrReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LcrTrunk {
     /// The trunk.
     pub trunk: String,
@@ -363,8 +366,9 @@ pub struct LcrTrunk {
     pub left_out: Option<String>,
 }
 
-/// What one trunk's deck says about a number: see [`crate::RouteTable::rates`].
+/// What one trunk's deck says about a number: see [`crate::explain::rates`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLookup {
     /// The trunk.
     pub trunk: String,
@@ -382,7 +386,11 @@ impl crate::RouteTable {
     /// trunk of the deciding rule, the row found (file:line, prefix, rate,
     /// cost) or why it was left out. `None` when the deciding rule (if
     /// any) is not an LCR rule.
-    pub fn explain_lcr(&self, query: &crate::Query<'_>, now: SystemTime) -> Option<LcrReport> {
+    pub(crate) fn explain_lcr(
+        &self,
+        query: &crate::Query<'_>,
+        now: SystemTime,
+    ) -> Option<LcrReport> {
         let id = self.route(query, now).rule_id?;
         let rule = self.rule_name(id);
         let action = self.rules[id.index()].action;
@@ -398,7 +406,7 @@ impl crate::RouteTable {
     /// Per trunk with a rate deck, the row that prices `number` at `now`
     /// (the longest prefix in effect; a leading `+` is ignored), and the
     /// other rows of the longest prefix the deck holds.
-    pub fn rates(&self, number: &str, now: SystemTime) -> Vec<RateLookup> {
+    pub(crate) fn rates(&self, number: &str, now: SystemTime) -> Vec<RateLookup> {
         self.plan.rate_lookup(number, now)
     }
 
@@ -414,7 +422,7 @@ impl crate::RouteTable {
     }
 
     /// Approximate heap bytes of the frozen rate decks.
-    pub fn rate_heap_bytes(&self) -> usize {
+    pub(crate) fn rate_heap_bytes(&self) -> usize {
         self.plan.decks.iter().map(RateDeck::heap_bytes).sum()
     }
 
