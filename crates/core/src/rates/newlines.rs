@@ -50,17 +50,21 @@ impl<R: Read> Read for LoneCrAsLf<R> {
         if held {
             len -= 1;
         }
-        for i in 0..len {
-            let next = if i + 1 < len {
-                Some(buf[i + 1])
+        // Most files have no `\r` at all: memchr skips to each one.
+        let mut i = 0;
+        while let Some(p) = memchr::memchr(b'\r', &buf[i..len]) {
+            let at = i + p;
+            let next = if at + 1 < len {
+                Some(buf[at + 1])
             } else if held {
                 Some(b'\r')
             } else {
                 None
             };
-            if buf[i] == b'\r' && next != Some(b'\n') {
-                buf[i] = b'\n';
+            if next != Some(b'\n') {
+                buf[at] = b'\n';
             }
+            i = at + 1;
         }
         if held {
             self.ahead = Some(b'\r');
