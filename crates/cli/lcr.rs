@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use c4route_core::{LcrReport, Query, RateRow, RouteTable};
+use c4route_core::explain::{self, LcrReport, RateRow};
+use c4route_core::{Query, RouteTable};
 
 use crate::load;
 
@@ -46,7 +47,7 @@ fn name(r: &RateRow) -> String {
 /// The LCR lines of `eval --explain`: per trunk of the deciding rule, the
 /// row (file:line, prefix, rate, cost) or why it was left out.
 pub fn explain(table: &RouteTable, q: &Query<'_>, now: SystemTime, e: &mut impl std::io::Write) {
-    let Some(r) = table.explain_lcr(q, now) else {
+    let Some(r) = explain::lcr(table, q, now) else {
         return;
     };
     print_report(&r, e);
@@ -100,7 +101,7 @@ pub fn rates(
         Err(code) => return Ok(code),
     };
     let now = at.unwrap_or_else(SystemTime::now);
-    let found = table.rates(number, now);
+    let found = explain::rates(&table, number, now);
     let mut out = std::io::stdout().lock();
     if found.is_empty() {
         eprintln!(

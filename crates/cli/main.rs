@@ -342,7 +342,9 @@ fn explain_to_stderr(
     }
     lcr::explain(table, q, now, &mut e);
     match &d.outcome {
-        Outcome::Route { routing, routes } => {
+        Outcome::Route {
+            routing, routes, ..
+        } => {
             let _ = writeln!(e, "  => {} route(s), {}:", routes.len(), routing.as_str());
             for r in routes {
                 // What the live pipeline did to this route (answer/pipeline.rs).
@@ -362,6 +364,9 @@ fn explain_to_stderr(
         }
         Outcome::Reject { code, reason, .. } => {
             let _ = writeln!(e, "  => reject {code} {reason}");
+        }
+        _ => {
+            let _ = writeln!(e, "  => {}", d.outcome_label());
         }
     }
     for lo in &d.left_out {
@@ -478,6 +483,7 @@ fn summary(d: &Decision<'_>) -> String {
                 .join(", ")
         ),
         Outcome::Reject { code, reason, .. } => format!("{rule}: reject {code} {reason}"),
+        _ => format!("{rule}: {}", d.outcome_label()),
     }
 }
 

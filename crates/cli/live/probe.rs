@@ -256,6 +256,8 @@ impl Prober {
                 (ProbeMode::Never, _) | (_, ProbeTransport::Unsupported) => continue,
                 (_, ProbeTransport::Udp) => false,
                 (_, ProbeTransport::Tcp) => true,
+                // A mode or transport this version does not know: no probe.
+                _ => continue,
             };
             let addr = resolve(&g.host, g.port).await;
             let local = match &addr {

@@ -211,12 +211,12 @@ mod tests {
     use GatewayStatus::{Disabled, Down, Up};
 
     fn settings() -> HealthSettings {
-        HealthSettings {
-            down_after: 3,
-            up_after: 2,
-            retry_after: Duration::from_secs(60),
-            ..HealthSettings::default()
-        }
+        // Non-exhaustive: built from the default, field by field.
+        let mut s = HealthSettings::default();
+        s.down_after = 3;
+        s.up_after = 2;
+        s.retry_after = Duration::from_secs(60);
+        s
     }
 
     /// Feeds `steps` (`F` failure, `S` success) and returns the status after each.

@@ -100,8 +100,8 @@ fn run() -> Result<(), String> {
     );
     println!(
         "heap per row        {:.1} B (rate_heap_bytes(), {:.1} MB)",
-        table.rate_heap_bytes() as f64 / rows as f64,
-        mb(table.rate_heap_bytes() as u64)
+        c4route_core::bench::rate_heap_bytes(&table) as f64 / rows as f64,
+        mb(c4route_core::bench::rate_heap_bytes(&table) as u64)
     );
     println!(
         "peak per row        {:.1} B (VmHWM - VmRSS before, {:.1} MB; includes the files)",

@@ -134,8 +134,8 @@ fn run() -> Result<(), String> {
     );
     println!(
         "heap_bytes()      {:.1} MB = {} bytes per rule",
-        mb(table.heap_bytes() as u64),
-        table.heap_bytes() as u64 / rules
+        mb(c4route_core::bench::heap_bytes(&table) as u64),
+        c4route_core::bench::heap_bytes(&table) as u64 / rules
     );
 
     if with_queries {

@@ -21,6 +21,7 @@ use crate::uri::{Scheme, parse_uri};
 
 /// What the state says about one gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum GatewayStatus {
     /// Tried in its static order.
     Up,
@@ -121,14 +122,7 @@ pub struct GatewayState {
 /// FNV-1a of a gateway key: stable, so the table computes it once per
 /// gateway at load and a snapshot built later agrees with it.
 pub(crate) fn key_hash(key: &str) -> u64 {
-    // FNV-1a, as `answer/order.rs` seeds gateway orders (not imported from
-    // there: the answer reads this module, not the other way round).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::hash::fnv1a(key.as_bytes())
 }
 
 impl GatewayState {
@@ -203,6 +197,7 @@ impl GatewayState {
 
 /// When a gateway is probed with SIP OPTIONS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeMode {
     /// Never: reports alone decide, and `retry_after` brings a down gateway back.
     Never,
@@ -225,6 +220,7 @@ impl ProbeMode {
 
 /// The effective `[defaults.health]` / `[trunks.NAME.health]` settings of a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthSettings {
     /// When to probe.
     pub probe: ProbeMode,
@@ -269,6 +265,7 @@ impl HealthSettings {
 
 /// The transport a gateway is reached over, as far as probing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeTransport {
     /// SIP over UDP (OPTIONS retransmitted as timer A does).
     Udp,
@@ -281,6 +278,7 @@ pub enum ProbeTransport {
 /// A gateway the table names, for a server that probes it: one per
 /// distinct [`gateway_key`], however many trunks list it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GatewayInfo {
     /// The normalised URI ([`gateway_key`]): the key of [`GatewayState`].
     pub key: String,

@@ -62,6 +62,37 @@
 //! server that probes them; how the facts come about is the server's
 //! business.
 //!
+//! ## What is stable
+//!
+//! Stable, changed only with a new major version (and said in the
+//! CHANGELOG): the public API of this crate outside [`explain`] and
+//! `bench` (types, functions and what they mean); the rtjson document a
+//! [`Decision`] writes ([`Decision::to_json`]); and the order of a call's
+//! gateways (the SRV order, seeded by FNV-1a of the Call-ID and the trunk
+//! name), so the same call gets the same order in every version.
+//!
+//! The public data types are `#[non_exhaustive]`: a new field or variant
+//! is not a breaking change. Read their fields, match them with `..` and a
+//! wildcard arm; build queries with [`Query::from_json`] or
+//! [`Query::parse`] and health settings from
+//! [`HealthSettings::default`].
+//!
+//! Not stable: the strings of [`explain`] (rates as written, dates, costs
+//! rounded for people, the wording of why a trunk was left out), the text
+//! of diagnostics, and the hidden `bench` module (heap sizes for this
+//! crate's examples and benches), which may change in any release.
+//!
+//! ## Threads
+//!
+//! [`Sources::build`] compiles on up to [`Sources::threads`] threads
+//! (default: the CPUs, at most 8), scoped: they have ended when `build`
+//! returns. One exception: after a large table (10 000 rules or more) is
+//! built with more than one thread, what the compile leaves behind is
+//! freed on a detached thread named `c4route-free`, so the new table is
+//! not delayed by a few hundred milliseconds of freeing; it ends on its
+//! own once that memory is freed. With `threads(1)`, `build` starts no
+//! thread at all. Routing ([`RouteTable::route`]) never starts a thread.
+//!
 //! ## Phases
 //!
 //! Parse (serde mirror of the TOML, spans kept) → validate (every problem
@@ -73,11 +104,15 @@
 #![deny(missing_docs)]
 
 mod answer;
+#[doc(hidden)]
+pub mod bench;
 mod candidate;
 mod compile;
 mod config;
 mod diag;
+pub mod explain;
 mod fastparse;
+mod hash;
 mod health;
 mod live;
 mod matcher;
@@ -93,10 +128,7 @@ mod table;
 mod template;
 mod uri;
 
-pub use answer::{
-    Decision, LcrReport, LcrTrunk, LeftOut, Limit, Outcome, PartyHeader, RateLookup, RateRow,
-    RouteAnswer, Wrap,
-};
+pub use answer::{Decision, LeftOut, Limit, Outcome, PartyHeader, RouteAnswer, Wrap};
 pub use diag::{Diagnostic, Diagnostics, SHOWN_PER_KIND, Severity};
 pub use health::{
     GatewayInfo, GatewayState, GatewayStatus, GatewayUriError, HealthSettings, ProbeMode,

@@ -16,6 +16,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// One routing query, as received.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[non_exhaustive]
 pub struct Query<'a> {
     /// `"sip-routing"`; informative only.
     #[serde(

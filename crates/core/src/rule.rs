@@ -368,6 +368,7 @@ impl PartialOrd for Specificity {
 
 /// `serial` or `parallel` (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Routing {
     /// One destination per attempt, failing over in order.
     Serial,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::compile::Compiler;
+use crate::rates::source::{RateSource, normalize_rate_path};
 use crate::{Error, RouteTable};
 
 /// The text of every routes.d file, in file-name order.
@@ -15,44 +16,8 @@ pub struct Sources {
     files: Vec<(Arc<str>, String)>,
     /// The rate decks the files name, by path relative to routes.d.
     rates: Vec<RateSource>,
-}
-
-/// One rate deck named by a trunk's `rates`: its bytes, or why they could
-/// not be read (the compile reports that at the TOML line that names it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RateSource {
-    /// The path relative to routes.d, normalised (see [`normalize_rate_path`]).
-    pub key: Arc<str>,
-    /// The path diagnostics show.
-    pub shown: Arc<str>,
-    pub bytes: Result<Vec<u8>, String>,
-}
-
-/// A `rates` path relative to routes.d, with `.` and `..` resolved; `Err`
-/// says why it is not one (absolute, or it leaves routes.d).
-pub(crate) fn normalize_rate_path(path: &str) -> Result<String, &'static str> {
-    if path.trim().is_empty() {
-        return Err("is empty");
-    }
-    if path.starts_with('/') || path.starts_with('\\') || path.get(1..3) == Some(":\\") {
-        return Err("is absolute; give a path relative to the routes.d directory");
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err("leaves the routes.d directory; decks must live inside it");
-                }
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
-        return Err("names the routes.d directory itself, not a file");
-    }
-    Ok(parts.join("/"))
+    /// Compile threads; `None`: [`Compiler::default_threads`].
+    threads: Option<usize>,
 }
 
 /// Every `rates = "…"` of the trunks of one routes.d file. Files that cannot
@@ -96,6 +61,21 @@ impl Sources {
     /// No files yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Compiles on at most `n` threads ([`Sources::build`]); `0` counts as
+    /// `1`. The default is the number of CPUs, at most 8. With one thread,
+    /// `build` starts no thread at all; with more, every thread it starts
+    /// has ended when it returns, except the one that frees a large
+    /// table's leftovers (see the crate documentation, "Threads").
+    pub fn threads(&mut self, n: usize) -> &mut Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// The number of compile threads [`Sources::build`] uses.
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(Compiler::default_threads)
     }
 
     /// Adds one file's text; `path` is what diagnostics will show.
@@ -261,14 +241,15 @@ impl Sources {
     /// # Errors
     /// [`Error::Config`] with every diagnostic when any file is invalid.
     pub fn build(&self) -> Result<RouteTable, Error> {
-        let compiler = Compiler::new(self.root(), &self.files).with_rates(&self.rates);
+        let threads = self.thread_count();
+        let compiler = Compiler::new(self.root(), &self.files, threads).with_rates(&self.rates);
         let size: usize = self.files.iter().map(|(_, t)| t.len()).sum::<usize>()
             + self
                 .rates
                 .iter()
                 .map(|r| r.bytes.as_ref().map_or(0, Vec::len))
                 .sum::<usize>();
-        if size < 1 << 20 {
+        if size < 1 << 20 || threads == 1 {
             return compiler.run(|| self.digest());
         }
         // Hash a large deck while it compiles.
@@ -347,6 +328,24 @@ mod tests {
         assert_ne!(plain, with);
         a.add_rate_file("rates/a.csv", b"prefix,rate\n44,0.02\n".to_vec());
         assert_ne!(with, a.digest());
+    }
+
+    /// `threads` sets the compile threads; 0 counts as 1, and one thread
+    /// builds the same table as the default.
+    #[test]
+    fn compile_threads_can_be_set() {
+        let mut s = Sources::new();
+        assert!((1..=8).contains(&s.thread_count()));
+        s.add(
+            "routes.d/10-a.toml",
+            "[trunks.a]\ngateways = [\"sip:10.0.0.1\"]\n[[rules]]\nname = \"r\"\nthen.trunks = [\"a\"]\n",
+        );
+        let default = s.build().unwrap();
+        assert_eq!(s.threads(0).thread_count(), 1);
+        let one = s.build().unwrap();
+        assert_eq!(s.threads(3).thread_count(), 3);
+        assert_eq!(one.version(), default.version());
+        assert_eq!(one.rule_count(), default.rule_count());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::schedule::Schedule;
 
 /// What a `[[tests]]` entry expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Expect {
     /// The deciding rule's name.
     pub rule: Option<String>,
@@ -38,6 +39,7 @@ pub struct Expect {
 
 /// One `[[tests]]` entry, validated.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TestCase {
     /// Its name.
     pub name: String,
@@ -59,6 +61,7 @@ pub struct TestCase {
 
 /// A test's result: empty `failures` means it passed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TestResult {
     /// The test's name.
     pub name: String,
@@ -165,6 +168,7 @@ const _: fn() = || {
 
 /// A rule that matched a query, for `--explain`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuleMatch {
     /// The rule.
     pub id: RuleId,
@@ -403,7 +407,7 @@ impl RouteTable {
 
     /// Approximate heap bytes of the rules and their indexes (the bulk of
     /// a large table), for a memory metric or a benchmark.
-    pub fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         let strs: usize = self
             .idx
             .exact

@@ -10,6 +10,7 @@ use crate::rule::{Routing, RuleId};
 
 /// The decision for one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision<'t> {
     /// The rule that decided, if any.
     pub rule_id: Option<RuleId>,
@@ -31,8 +32,10 @@ pub struct Decision<'t> {
 
 /// What happens to the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome<'t> {
     /// Try these destinations.
+    #[non_exhaustive]
     Route {
         /// Serial or parallel.
         routing: Routing,
@@ -40,6 +43,7 @@ pub enum Outcome<'t> {
         routes: Vec<RouteAnswer<'t>>,
     },
     /// Reply with this SIP code.
+    #[non_exhaustive]
     Reject {
         /// 400..=699.
         code: u16,
@@ -52,6 +56,7 @@ pub enum Outcome<'t> {
 
 /// One destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteAnswer<'t> {
     /// The R-URI for this attempt.
     pub uri: String,
@@ -84,6 +89,7 @@ pub struct RouteAnswer<'t> {
 
 /// A From or To rewrite: `""` keeps that part.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartyHeader {
     /// The display name, quoted when it is not a plain token.
     pub display: String,
@@ -93,6 +99,7 @@ pub struct PartyHeader {
 
 /// How to wrap the answer on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wrap {
     /// `{"rtjson":{…}}`, for `jansson_get("rtjson", $http_rb, …)`.
     Rtjson,

@@ -2,9 +2,11 @@
 //! rate decks and ordered by the cost of a call; and, for people, why each
 //! trunk landed where it did.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::Plan;
+use crate::candidate::Candidate;
 use crate::rates::{Hit, RateDeck, Secs, fmt_nanos, fmt_secs, secs};
 use crate::rule::{LcrSpec, RouteAction};
 
@@ -36,7 +38,18 @@ static EMPTY_DECK: std::sync::LazyLock<RateDeck> = std::sync::LazyLock::new(Rate
 enum LeftOut {
     NoDeck,
     NoRow,
-    TooDear,
+    /// The row found, whose rate is above `then.max_rate`.
+    TooDear(Hit),
+}
+
+/// The R-URI user a route action sends (and LCR prices): the query's,
+/// after the rule's `then.rewrite.ruri.user`, if any. Both the answer
+/// (`routes.rs`) and [`crate::explain::lcr`] take it from here.
+pub(crate) fn ruri_user<'c>(ra: &RouteAction, c: &'c Candidate<'_>, rule: &str) -> Cow<'c, str> {
+    match ra.rewrites.as_deref().and_then(|r| r.ruri_user.as_ref()) {
+        Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
+        None => Cow::Borrowed(&c.ruri().user),
+    }
 }
 
 impl Plan {
@@ -45,6 +58,24 @@ impl Plan {
         Some((d, &self.decks[d as usize]))
     }
 
+    /// The one pricing of a trunk whose deck `d` has row `hit` for the
+    /// number: left out above `then.max_rate`, else its cost. The answer's
+    /// order ([`Plan::lcr_order`]) and the report ([`Plan::lcr_report`])
+    /// both price through here.
+    fn price(&self, trunk: u32, d: u32, hit: Hit, spec: &LcrSpec) -> Result<Priced, LeftOut> {
+        let t = self.decks[d as usize].tariff(hit.entry, hit.row);
+        if spec.max_rate.is_some_and(|m| t.rate > m) {
+            return Err(LeftOut::TooDear(hit));
+        }
+        Ok(Priced {
+            trunk,
+            deck: d,
+            hit,
+            cost60: t.cost60(self.defaults.lcr_duration),
+        })
+    }
+
+    /// Looks `number` up in the trunk's deck, then [`Plan::price`].
     fn price_one(
         &self,
         trunk: u32,
@@ -54,16 +85,7 @@ impl Plan {
     ) -> Result<Priced, LeftOut> {
         let (d, deck) = self.deck_of(trunk).ok_or(LeftOut::NoDeck)?;
         let hit = deck.lookup(number, now).ok_or(LeftOut::NoRow)?;
-        let t = deck.tariff(hit.entry, hit.row);
-        if spec.max_rate.is_some_and(|m| t.rate > m) {
-            return Err(LeftOut::TooDear);
-        }
-        Ok(Priced {
-            trunk,
-            deck: d,
-            hit,
-            cost60: t.cost60(self.defaults.lcr_duration),
-        })
+        self.price(trunk, d, hit, spec)
     }
 
     /// The priced trunks of `ra` for `number`, cheapest first (ties in
@@ -96,20 +118,12 @@ impl Plan {
             RateDeck::lookup_all(&refs[..n], digits, now, &mut hits[..n]);
             let mut j = 0;
             for (k, &t) in ra.trunks.iter().enumerate() {
-                let Some((d, deck)) = decks[k] else { continue };
+                let Some((d, _)) = decks[k] else { continue };
                 let hit = hits[j];
                 j += 1;
-                let Some(hit) = hit else { continue };
-                let tariff = deck.tariff(hit.entry, hit.row);
-                if spec.max_rate.is_some_and(|m| tariff.rate > m) {
-                    continue;
+                if let Some(p) = hit.and_then(|h| self.price(t, d, h, spec).ok()) {
+                    out.push(p);
                 }
-                out.push(Priced {
-                    trunk: t,
-                    deck: d,
-                    hit,
-                    cost60: tariff.cost60(self.defaults.lcr_duration),
-                });
             }
         } else {
             out.extend(
@@ -126,7 +140,7 @@ impl Plan {
     pub(crate) fn rate_vars(&self, p: &Priced) -> (&str, String) {
         let deck = &self.decks[p.deck as usize];
         (
-            deck.text(deck.tariff(p.hit.entry, p.hit.row).rate_text),
+            deck.rate_text(p.hit.entry, p.hit.row),
             deck.prefix(p.hit.entry),
         )
     }
@@ -139,7 +153,7 @@ impl Plan {
             file: d.path.to_string(),
             line: d.line(row),
             prefix: d.prefix(entry),
-            rate: d.text(t.rate_text).to_owned(),
+            rate: d.rate_text(entry, row).to_owned(),
             connect_fee: fmt_nanos(u128::from(t.connect_fee), 0),
             initial: t.initial,
             increment: t.increment,
@@ -215,14 +229,16 @@ impl Plan {
         let number = String::from_utf8_lossy(digits);
         match why {
             LeftOut::NoDeck => (None, "the trunk has no rate deck".into()),
-            LeftOut::TooDear => {
-                let hit = deck.lookup(digits, now);
-                let row = hit.map(|h| self.rate_row(d, h.entry, h.row));
-                let rate = row.as_ref().map_or(String::new(), |r| r.rate.clone());
+            LeftOut::TooDear(h) => {
+                let row = self.rate_row(d, h.entry, h.row);
+                let rate = row.rate.clone();
                 let max = spec
                     .max_rate
                     .map_or(String::new(), |m| fmt_nanos(u128::from(m), 0));
-                (row, format!("rate {rate} is above then.max_rate {max}"))
+                (
+                    Some(row),
+                    format!("rate {rate} is above then.max_rate {max}"),
+                )
             }
             LeftOut::NoRow if digits.is_empty() => (
                 None,
@@ -235,7 +251,7 @@ impl Plan {
                     let r = rows.start;
                     let row = self.rate_row(d, entry, r);
                     let when = match (&row.effective_from, &row.effective_until) {
-                        (Some(f), _) if deck.tariff(entry, r).from > now => format!("from {f}"),
+                        (Some(f), _) if deck.terms(entry, r).from > now => format!("from {f}"),
                         (_, Some(u)) => format!("until {u}"),
                         _ => String::new(),
                     };
@@ -291,6 +307,7 @@ fn fmt_cost(cost60: u128) -> String {
 
 /// One row of a rate deck, as `eval --explain` and `c4route rates` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateRow {
     /// The deck file.
     pub file: String,
@@ -314,8 +331,9 @@ pub struct RateRow {
     pub name: String,
 }
 
-/// How `then.lcr` priced a call: see [`crate::RouteTable::explain_lcr`].
+/// How `then.lcr` priced a call: see [`crate::explain::lcr`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LcrReport {
     /// The rule.
     pub rule: String,
@@ -331,6 +349,7 @@ pub struct LcrReport {
 
 /// One trunk of an [`LcrReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LcrTrunk {
     /// The trunk.
     pub trunk: String,
@@ -347,8 +366,9 @@ pub struct LcrTrunk {
     pub left_out: Option<String>,
 }
 
-/// What one trunk's deck says about a number: see [`crate::RouteTable::rates`].
+/// What one trunk's deck says about a number: see [`crate::explain::rates`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLookup {
     /// The trunk.
     pub trunk: String,
@@ -366,7 +386,11 @@ impl crate::RouteTable {
     /// trunk of the deciding rule, the row found (file:line, prefix, rate,
     /// cost) or why it was left out. `None` when the deciding rule (if
     /// any) is not an LCR rule.
-    pub fn explain_lcr(&self, query: &crate::Query<'_>, now: SystemTime) -> Option<LcrReport> {
+    pub(crate) fn explain_lcr(
+        &self,
+        query: &crate::Query<'_>,
+        now: SystemTime,
+    ) -> Option<LcrReport> {
         let id = self.route(query, now).rule_id?;
         let rule = self.rule_name(id);
         let action = self.rules[id.index()].action;
@@ -374,18 +398,15 @@ impl crate::RouteTable {
             return None;
         };
         let spec = ra.lcr.as_deref()?;
-        let c = crate::candidate::Candidate::new(query);
-        let user = match ra.rewrites.as_deref().and_then(|r| r.ruri_user.as_ref()) {
-            Some(r) => r.apply(&c.ruri().user, &c, rule),
-            None => c.ruri().user.to_string(),
-        };
+        let c = Candidate::new(query);
+        let user = ruri_user(ra, &c, rule);
         Some(self.plan.lcr_report(rule, ra, spec, &user, now))
     }
 
     /// Per trunk with a rate deck, the row that prices `number` at `now`
     /// (the longest prefix in effect; a leading `+` is ignored), and the
     /// other rows of the longest prefix the deck holds.
-    pub fn rates(&self, number: &str, now: SystemTime) -> Vec<RateLookup> {
+    pub(crate) fn rates(&self, number: &str, now: SystemTime) -> Vec<RateLookup> {
         self.plan.rate_lookup(number, now)
     }
 
@@ -401,7 +422,7 @@ impl crate::RouteTable {
     }
 
     /// Approximate heap bytes of the frozen rate decks.
-    pub fn rate_heap_bytes(&self) -> usize {
+    pub(crate) fn rate_heap_bytes(&self) -> usize {
         self.plan.decks.iter().map(RateDeck::heap_bytes).sum()
     }
 

@@ -6,14 +6,7 @@ use crate::rule::Gateway;
 
 /// FNV-1a: stable across platforms and releases, so a Call-ID always gets
 /// the same gateway order (`c4route eval` reproduces production).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub(crate) use crate::hash::fnv1a;
 
 struct SplitMix(u64);
 

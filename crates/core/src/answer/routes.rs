@@ -164,10 +164,7 @@ impl Plan {
         left_out: &mut Vec<LeftOut<'t>>,
     ) -> Outcome<'t> {
         let rw = ra.rewrites.as_deref();
-        let ruri_user: Cow<'_, str> = match rw.and_then(|r| r.ruri_user.as_ref()) {
-            Some(r) => Cow::Owned(r.apply(&c.ruri().user, c, rule)),
-            None => Cow::Borrowed(&c.ruri().user),
-        };
+        let ruri_user = super::lcr::ruri_user(ra, c, rule);
         // 1. The static order: the trunks (cheapest first for then.lcr),
         // each one's gateways in SRV order.
         let mut priced = Vec::new();

@@ -75,9 +75,11 @@ const PARALLEL_MIN: usize = 10_000;
 
 /// Frees what compiling a large deck leaves behind (the parsed files, the
 /// validated rules) on another thread: a million rules take a few hundred
-/// milliseconds to free, which need not delay the new table.
-fn drop_later<T: Send + 'static>(garbage: T, rules: usize) {
-    if rules >= PARALLEL_MIN {
+/// milliseconds to free, which need not delay the new table. The thread
+/// (`c4route-free`) is detached and ends once it has freed them; with one
+/// compile thread ([`crate::Sources::threads`]) everything is freed here.
+fn drop_later<T: Send + 'static>(garbage: T, rules: usize, threads: usize) {
+    if threads > 1 && rules >= PARALLEL_MIN {
         // If no thread can be started, the closure (and the garbage) drop here.
         let _ = std::thread::Builder::new()
             .name("c4route-free".into())
@@ -122,13 +124,18 @@ pub(crate) struct Compiler<'s> {
     /// an unknown name is then a provisional error ([`Reporter::mark_provisional`]).
     names_unsure: bool,
     /// The rate decks the sources hold.
-    rates: &'s [crate::sources::RateSource],
+    rates: &'s [crate::rates::source::RateSource],
 }
 
 impl<'s> Compiler<'s> {
-    pub(crate) fn new(root: Arc<str>, sources: &'s [(Arc<str>, String)]) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        Self::with_split(root, sources, SPLIT_MIN, threads)
+    /// A compile of `sources` on at most `threads` threads (at least one).
+    pub(crate) fn new(root: Arc<str>, sources: &'s [(Arc<str>, String)], threads: usize) -> Self {
+        Self::with_split(root, sources, SPLIT_MIN, threads.max(1))
+    }
+
+    /// The default number of compile threads: the CPUs, at most 8.
+    pub(crate) fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
     }
 
     fn with_split(
@@ -150,7 +157,7 @@ impl<'s> Compiler<'s> {
     }
 
     /// The rate decks trunks may name.
-    pub(crate) fn with_rates(mut self, rates: &'s [crate::sources::RateSource]) -> Self {
+    pub(crate) fn with_rates(mut self, rates: &'s [crate::rates::source::RateSource]) -> Self {
         self.rates = rates;
         self
     }
@@ -202,7 +209,7 @@ impl<'s> Compiler<'s> {
             (freeze::freeze(v, &rules, version()), shadow)
         };
         let n = rules.len();
-        drop_later(rules, n);
+        drop_later(rules, n, self.threads);
         for (at, msg) in shadow {
             self.warn(&at, msg, None);
         }
@@ -346,7 +353,7 @@ impl<'s> Compiler<'s> {
         let schedules: Vec<Schedule> = schedules.into_iter().flatten().collect();
         let files = self.files.iter().map(|f| f.path.clone()).collect();
         let n_rules = rules.len();
-        drop_later(parsed, n_rules);
+        drop_later(parsed, n_rules, self.threads);
         Checked {
             rest: Some(Validated {
                 defaults,

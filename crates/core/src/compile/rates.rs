@@ -13,7 +13,7 @@ use super::{Compiler, Parsed};
 use crate::diag::Diagnostic;
 use crate::rates::RateDeck;
 use crate::rates::load::{Loaded, load};
-use crate::sources::normalize_rate_path;
+use crate::rates::source::normalize_rate_path;
 
 /// The decks of a configuration and which trunk has which.
 #[derive(Debug, Default)]

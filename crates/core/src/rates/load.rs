@@ -2,13 +2,16 @@
 //! [`RateDeck`], or every problem of the file, each at `line:col`.
 //!
 //! The file is streamed record by record (the `csv` crate, one reused
-//! record buffer) into a flat staging array of `(prefix key, tariff, line)`,
-//! 16 bytes a row; that array is sorted once and turned into the deck's
-//! arrays. Consecutive rows of a deck usually share everything but the
-//! prefix (a destination's prefixes are listed together), so a row whose
-//! other cells are byte-for-byte those of the previous row reuses its
-//! tariff without parsing them again; other rows find their tariff in a
-//! hash table keyed by those cells.
+//! record buffer) into a flat staging array of `(prefix key, rate, terms,
+//! line)`, 24 bytes a row, sized once from the file's line count; that
+//! array is sorted once and frozen straight into the deck's arrays. A
+//! row's rate is parsed into an eight-byte code (`code.rs`); its *terms*
+//! (connect fee, billing, effective range, name) usually repeat those of
+//! the previous row (a destination's prefixes are listed together), so a
+//! row whose term cells are byte-for-byte the previous row's reuses them
+//! without parsing; other rows find theirs in a hash table keyed by those
+//! cells. `share.rs` then decides whether rows share whole tariffs (rate
+//! and terms) or keep a rate each.
 //!
 //! Never a panic, never a half-loaded deck: any error, and the deck is
 //! `None` with every problem listed (up to [`MAX_ISSUES`], then a count).
@@ -21,7 +24,8 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::cells::{parse_amount, parse_interval, parse_when};
-use super::{MAX_DIGITS, RateDeck, Row, Secs, Tariff, fmt_secs, key_of};
+use super::newlines::{LoneCrAsLf, count_lines, line_offsets};
+use super::{MAX_DIGITS, RateDeck, Secs, Staged, Tariff, fmt_secs, key_of, rate_code};
 use crate::diag::Severity;
 
 /// Problems listed per file; the rest are counted in one more line.
@@ -67,13 +71,6 @@ pub(crate) struct Issue {
 pub(crate) struct Loaded {
     pub deck: Option<RateDeck>,
     pub issues: Vec<Issue>,
-}
-
-#[derive(Clone, Copy)]
-struct Staged {
-    key: u64,
-    tariff: u32,
-    line: u32,
 }
 
 struct Issues {
@@ -132,7 +129,7 @@ fn field_pos(raw: Option<&[u8]>, start: usize, rec: &csv::ByteRecord, i: usize) 
             match b {
                 b'"' => quoted = !quoted,
                 b',' if !quoted => field += 1,
-                b'\n' if !quoted => break,
+                b'\n' | b'\r' if !quoted => break,
                 _ => {}
             }
             at = j + 1;
@@ -144,31 +141,19 @@ fn field_pos(raw: Option<&[u8]>, start: usize, rec: &csv::ByteRecord, i: usize) 
     (before as u32 + 1, start + before)
 }
 
-/// The byte offset where each of `lines` (1-based, sorted) starts.
-fn line_offsets(text: &[u8], lines: &[u32]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(lines.len());
-    let mut line = 1u32;
-    let mut pos = 0usize;
-    let mut it = memchr::memchr_iter(b'\n', text);
-    for &want in lines {
-        while line < want {
-            match it.next() {
-                Some(p) => {
-                    pos = p + 1;
-                    line += 1;
-                }
-                None => break,
-            }
-        }
-        out.push(pos);
-    }
-    out
+/// A header cell as a column name: trimmed, lower case, without a BOM.
+fn header_name(cell: &[u8]) -> String {
+    String::from_utf8_lossy(cell)
+        .trim_start_matches('\u{feff}')
+        .trim()
+        .to_ascii_lowercase()
 }
 
-/// The cells a tariff is made of, framed, to compare rows and intern tariffs.
-fn signature(buf: &mut Vec<u8>, rec: &csv::ByteRecord, cols: &[Option<usize>; 8]) {
+/// The cells of a row's terms (all but the prefix and the rate), framed,
+/// to compare rows and intern terms.
+fn terms_signature(buf: &mut Vec<u8>, rec: &csv::ByteRecord, cols: &[Option<usize>; 8]) {
     buf.clear();
-    for c in [RATE, FEE, INITIAL, INCREMENT, FROM, UNTIL, NAME] {
+    for c in [FEE, INITIAL, INCREMENT, FROM, UNTIL, NAME] {
         let cell = cols[c].and_then(|i| rec.get(i)).unwrap_or(b"");
         buf.extend_from_slice(&(cell.len() as u32).to_le_bytes());
         buf.extend_from_slice(cell);
@@ -185,12 +170,18 @@ pub(crate) fn load(path: Arc<str>, bytes: &[u8]) -> Loaded {
         dropped: 0,
     };
     let deck = if gz {
-        let mut d = flate2::read::MultiGzDecoder::new(bytes);
-        read(path.clone(), &mut d, None, &mut issues, 0)
+        let d = flate2::read::MultiGzDecoder::new(bytes);
+        read(path.clone(), LoneCrAsLf::new(d), None, &mut issues, 0)
     } else {
         // About one row per line: reserve once instead of growing.
-        let lines = memchr::memchr_iter(b'\n', bytes).count() + 1;
-        read(path.clone(), bytes, Some(bytes), &mut issues, lines)
+        let lines = count_lines(bytes);
+        read(
+            path.clone(),
+            LoneCrAsLf::new(bytes),
+            Some(bytes),
+            &mut issues,
+            lines,
+        )
     };
     // Overlaps are found after sorting, by line only: give them offsets.
     let need: Vec<u32> = {
@@ -284,13 +275,27 @@ fn read(
     let header_line = rec.position().map_or(1, |p| p.line() as u32);
     let mut cols: [Option<usize>; 8] = [None; 8];
     let mut ignored = Vec::new();
-    for (i, cell) in rec.iter().enumerate() {
-        let name = String::from_utf8_lossy(cell);
-        let name = name
-            .trim_start_matches('\u{feff}')
-            .trim()
-            .to_ascii_lowercase();
+    // Cells after the last named one (a trailing comma) name nothing and
+    // are ignored silently; an empty cell between names gets a warning.
+    let named = rec
+        .iter()
+        .rposition(|c| !header_name(c).is_empty())
+        .map_or(0, |i| i + 1);
+    for (i, cell) in rec.iter().enumerate().take(named) {
+        let name = header_name(cell);
         let (col, off) = field_pos(raw, header_start, &rec, i);
+        if name.is_empty() {
+            issues.push(
+                Severity::Warning,
+                (header_line, col, off),
+                format!(
+                    "column {} of the header has no name: its cells are ignored",
+                    i + 1
+                ),
+                Some("name the column, or remove it (and its cells) from every row".into()),
+            );
+            continue;
+        }
         match COLUMNS.iter().position(|c| *c == name) {
             Some(c) if cols[c].is_some() => issues.err(
                 (header_line, col, off),
@@ -309,6 +314,7 @@ fn read(
     if !missing.is_empty() {
         let found: Vec<String> = rec
             .iter()
+            .take(named)
             .map(|c| format!("`{}`", String::from_utf8_lossy(c)))
             .collect();
         issues.err(
@@ -343,14 +349,18 @@ fn read(
     let mut staged: Vec<Staged> = Vec::with_capacity(rows_hint);
     let mut tariffs: Vec<Tariff> = Vec::new();
     let mut text = String::new();
-    // Interning: signatures of the tariffs so far, framed in one buffer.
+    // Interning of terms: signatures of the terms so far, framed in one buffer.
     let mut sigs: Vec<u8> = Vec::new();
     let mut sig_at: Vec<(u32, u32)> = Vec::new();
     let mut table: HashTable<u32> = HashTable::new();
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut sig = Vec::with_capacity(128);
     let mut last: Option<(Vec<u8>, u32)> = None;
+    let mut last_rate: Option<(Vec<u8>, u64)> = None;
     let mut names = Names::default();
+    // Rates not written as `write_rate` would: their text, in `text`.
+    let mut odd: Vec<(u32, u32)> = Vec::new();
+    let mut odd_ids: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
 
     loop {
         match rdr.read_byte_record(&mut rec) {
@@ -417,9 +427,48 @@ fn read(
             Some(key_of(digits))
         };
 
-        // The tariff: the previous row's, an earlier one's, or a new one.
-        signature(&mut sig, &rec, &cols);
-        let tariff = match &last {
+        // The rate: a row's own (many decks give each prefix its own).
+        let rate_text = std::str::from_utf8(cell(RATE)).unwrap_or("\u{fffd}");
+        let rate = if let Some((_, code)) = last_rate.as_ref().filter(|l| l.0 == cell(RATE)) {
+            // The previous row's rate, as in a deck that prices destinations.
+            Some(*code)
+        } else if rate_text.is_empty() {
+            issues.err(
+                at(cols[RATE].unwrap_or(0)),
+                "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into(),
+            );
+            None
+        } else {
+            match parse_amount(rate_text) {
+                Ok(nanos) => Some(rate_code(rate_text, nanos, || {
+                    *odd_ids.entry(rate_text.to_owned()).or_insert_with(|| {
+                        odd.push((text.len() as u32, rate_text.len() as u32));
+                        text.push_str(rate_text);
+                        odd.len() as u64 - 1
+                    })
+                })),
+                Err(e) => {
+                    issues.err(
+                        at(cols[RATE].unwrap_or(0)),
+                        format!("rate {rate_text:?} {e}"),
+                    );
+                    None
+                }
+            }
+        };
+
+        if let Some(code) = rate {
+            let l = last_rate.get_or_insert_with(|| (Vec::with_capacity(16), 0));
+            if l.1 != code || l.0 != cell(RATE) {
+                l.0.clear();
+                l.0.extend_from_slice(cell(RATE));
+                l.1 = code;
+            }
+        }
+
+        // The terms: the previous row's, an earlier one's, or new ones.
+        terms_signature(&mut sig, &rec, &cols);
+        let terms = match &last {
             Some((s, id)) if *s == sig => Some(*id),
             _ => {
                 let hash = hasher.hash_one(&sig);
@@ -431,7 +480,15 @@ fn read(
                     .copied();
                 match found {
                     Some(id) => Some(id),
-                    None => match tariff(&rec, &cols, &at, issues, &mut text, &mut names) {
+                    None => match terms(
+                        &rec,
+                        &cols,
+                        &at,
+                        issues,
+                        &mut text,
+                        &mut names,
+                        rate.is_some(),
+                    ) {
                         Some(t) => {
                             let id = tariffs.len() as u32;
                             tariffs.push(t);
@@ -448,7 +505,7 @@ fn read(
                 }
             }
         };
-        if let Some(id) = tariff {
+        if let Some(id) = terms {
             match &mut last {
                 Some((s, i)) => {
                     s.clear();
@@ -458,11 +515,16 @@ fn read(
                 None => last = Some((sig.clone(), id)),
             }
         }
-        if let (Some(key), Some(tariff)) = (key, tariff) {
-            staged.push(Staged { key, tariff, line });
+        if let (Some(key), Some(rate), Some(tariff)) = (key, rate, terms) {
+            staged.push(Staged {
+                key,
+                rate,
+                tariff,
+                line,
+            });
         }
     }
-    drop((table, sigs, sig_at));
+    drop((table, sigs, sig_at, odd_ids));
     if issues.errors > 0 {
         return None;
     }
@@ -477,14 +539,12 @@ fn read(
 
     // Group by prefix, in file order, then by effective_from.
     staged.sort_unstable_by_key(|s| (s.key, s.line));
-    let mut distinct = 0usize;
     let mut i = 0;
     while i < staged.len() {
         let mut j = i + 1;
         while j < staged.len() && staged[j].key == staged[i].key {
             j += 1;
         }
-        distinct += 1;
         if j - i > 1 {
             let group = &mut staged[i..j];
             group.sort_by_key(|s| tariffs[s.tariff as usize].from);
@@ -527,24 +587,19 @@ fn read(
     if issues.errors > 0 {
         return None;
     }
-    let mut keys = Vec::with_capacity(distinct);
-    let mut row_start = Vec::with_capacity(distinct + 1);
-    let mut rows = Vec::with_capacity(staged.len());
-    for (n, s) in staged.iter().enumerate() {
-        if keys.last() != Some(&s.key) {
-            keys.push(s.key);
-            row_start.push(n as u32);
+    let deck = match super::share::share_tariffs(&mut staged, &tariffs, &odd, &mut text) {
+        super::share::Shared::Yes(whole) => {
+            drop(tariffs);
+            text.shrink_to_fit();
+            RateDeck::new(path, &staged, whole, text, None)
         }
-        rows.push(Row {
-            tariff: s.tariff,
-            line: s.line,
-        });
-    }
-    row_start.push(rows.len() as u32);
-    drop(staged);
-    tariffs.shrink_to_fit();
-    text.shrink_to_fit();
-    Some(RateDeck::new(path, keys, row_start, rows, tariffs, text))
+        super::share::Shared::No(width) => {
+            tariffs.shrink_to_fit();
+            text.shrink_to_fit();
+            RateDeck::new(path, &staged, tariffs, text, Some((width, &odd)))
+        }
+    };
+    Some(deck)
 }
 
 /// Destination names, each stored once in the deck's text (a destination's
@@ -574,15 +629,18 @@ impl Names {
     }
 }
 
-/// Parses the cells of a tariff; `None` (with the problems reported) when
-/// one is invalid.
-fn tariff(
+/// Parses the terms of a row (its cells but the prefix and the rate);
+/// `None` (with the problems reported) when one is invalid. `rate_ok`:
+/// whether the row's rate was valid (a bad one silences the check of the
+/// effective range, as when the rate was parsed here).
+fn terms(
     rec: &csv::ByteRecord,
     cols: &[Option<usize>; 8],
     at: &dyn Fn(usize) -> (u32, u32, usize),
     issues: &mut Issues,
     text: &mut String,
     names: &mut Names,
+    rate_ok: bool,
 ) -> Option<Tariff> {
     let before = issues.errors;
     let cell = |c: usize| -> &str {
@@ -590,19 +648,6 @@ fn tariff(
         std::str::from_utf8(b).unwrap_or("\u{fffd}")
     };
     let pos = |c: usize| at(cols[c].unwrap_or(0));
-    let rate_text = cell(RATE);
-    let rate = if rate_text.is_empty() {
-        issues.err(
-            pos(RATE),
-            "rate is empty; every row needs a rate per minute (a decimal number >= 0)".into(),
-        );
-        0
-    } else {
-        parse_amount(rate_text).unwrap_or_else(|e| {
-            issues.err(pos(RATE), format!("rate {rate_text:?} {e}"));
-            0
-        })
-    };
     let fee = match cell(FEE) {
         "" => 0,
         s => parse_amount(s).unwrap_or_else(|e| {
@@ -628,7 +673,7 @@ fn tariff(
     };
     let from = when(FROM, i64::MIN, issues);
     let until = when(UNTIL, i64::MAX, issues);
-    if from >= until && issues.errors == before {
+    if from >= until && rate_ok && issues.errors == before {
         issues.err(
             pos(UNTIL),
             format!(
@@ -655,19 +700,14 @@ fn tariff(
     if issues.errors != before {
         return None;
     }
-    let mut put = |s: &str| {
-        let r = (text.len() as u32, s.len() as u32);
-        text.push_str(s);
-        r
-    };
     Some(Tariff {
-        rate,
+        rate: 0,
         connect_fee: fee,
         initial,
         increment,
         from,
         until,
-        rate_text: put(rate_text),
+        rate_text: (0, 0),
         name: names.intern(text, name),
     })
 }

@@ -32,12 +32,8 @@ fn a_deck_loads_and_looks_up_longest_prefix_in_effect() {
     let before = parse_when("2026-11-30").unwrap();
     let after = parse_when("2026-12-02").unwrap();
     let rate = |n: &str, t| {
-        d.lookup(n.as_bytes(), t).map(|h| {
-            (
-                d.prefix(h.entry),
-                d.text(d.tariff(h.entry, h.row).rate_text).to_owned(),
-            )
-        })
+        d.lookup(n.as_bytes(), t)
+            .map(|h| (d.prefix(h.entry), d.rate_text(h.entry, h.row).to_owned()))
     };
     assert_eq!(
         rate("447712345678", before),
@@ -184,4 +180,117 @@ fn rows_share_tariffs() {
     let d = load_str(&s).deck.unwrap();
     assert_eq!(d.row_count(), 102);
     assert_eq!(d.tariffs.len(), 2);
+}
+
+/// Lines that end in `\r` alone (or a mix) are counted: problems, overlaps
+/// and rows all carry their own line, not line 1.
+#[test]
+fn lone_cr_line_ends_count_as_lines() {
+    use std::io::Write as _;
+    let text = "prefix,rate\r44,0.01\r45,bad\r\n46,0.01\n47,x\r";
+    let want = ["3:4: rate \"bad\"", "5:4: rate \"x\""];
+    let check = |l: &Loaded| {
+        let p: Vec<String> = l
+            .issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.col, i.message))
+            .collect();
+        assert_eq!(p.len(), 2, "{p:?}");
+        for (got, want) in p.iter().zip(want) {
+            assert!(got.starts_with(want), "{got} (want {want})");
+        }
+    };
+    check(&load_str(text));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    check(&load("rates/t.csv.gz".into(), &gz.finish().unwrap()));
+    // A valid CR-only deck: each row at its line; an overlap at its offset.
+    let d = load_str("prefix,rate\r44,0.01\r45,0.02\r").deck.unwrap();
+    assert_eq!(d.line(d.lookup(b"45", 0).unwrap().row), 3);
+    let text = "prefix,rate\r44,0.01\r44,0.02\r";
+    let l = load_str(text);
+    assert_eq!(
+        (l.issues[0].line, l.issues[0].offset),
+        (3, 20),
+        "{:?}",
+        l.issues
+    );
+}
+
+/// A header with a trailing comma has an empty last cell: that is no
+/// column, and no warning about a column named ``.
+#[test]
+fn empty_header_cells_are_not_columns() {
+    assert_eq!(problems("prefix,rate,\n44,0.01,\n"), "");
+    assert_eq!(problems("prefix,rate,name,,\n44,0.01,UK,,\n"), "");
+    let l = load_str("prefix,rate,\n44,0.01,\n");
+    assert_eq!(l.deck.unwrap().row_count(), 1);
+    // Between named columns, an empty name is worth a word.
+    assert_eq!(
+        problems("prefix,,rate\n44,x,0.01\n"),
+        "1:8: warning: column 2 of the header has no name: its cells are ignored"
+    );
+    let p = problems("prefix,\n44,\n");
+    assert!(
+        p.starts_with("1:1: error: missing required column `rate`; the header row has `prefix`;"),
+        "{p}"
+    );
+}
+
+/// A deck where every row has a rate of its own keeps its rates by row
+/// (no tariff per row), and every row reads back exactly as written and
+/// priced as `parse_amount` prices it, odd spellings included; the same
+/// rows in a deck that shares tariffs read back the same.
+#[test]
+fn rates_by_row_read_back_as_written() {
+    let odd = [
+        "0.0120",
+        "1",
+        "0",
+        ".5",
+        "00.1",
+        "1.",
+        "0.100000000000",
+        "999999999.999999999",
+    ];
+    let mut unique = String::from("prefix,rate,initial,name\n");
+    let mut shared = String::from("prefix,rate,initial,name\n");
+    let mut want = Vec::new();
+    for i in 0..400u32 {
+        let rate = match odd.get(i as usize) {
+            Some(r) => (*r).to_owned(),
+            None => format!("0.{:06}", 1000 + i),
+        };
+        unique += &format!("4{i:04},{rate},60,Dest {}\n", i % 3);
+        shared += &format!(
+            "4{i:04},{},60,Dest {}\n",
+            odd[i as usize % odd.len()],
+            i % 3
+        );
+        want.push((format!("4{i:04}"), rate));
+    }
+    let d = load_str(&unique).deck.unwrap();
+    let s = load_str(&shared).deck.unwrap();
+    assert!(d.rates_by_row());
+    assert!(!s.rates_by_row());
+    for (deck, shared) in [(&d, false), (&s, true)] {
+        for (i, (prefix, rate)) in want.iter().enumerate() {
+            let rate = if shared {
+                odd[i % odd.len()]
+            } else {
+                rate.as_str()
+            };
+            let h = deck.lookup(prefix.as_bytes(), 0).unwrap();
+            assert_eq!(deck.rate_text(h.entry, h.row), rate, "{prefix}");
+            let t = deck.tariff(h.entry, h.row);
+            assert_eq!(t.rate, parse_amount(rate).unwrap(), "{prefix}");
+            assert_eq!(
+                (t.initial, deck.text(t.name)),
+                (60, &*format!("Dest {}", i % 3))
+            );
+            assert_eq!(deck.line(h.row), i as u32 + 2);
+        }
+    }
+    // Rates by row: a few bytes each, not a tariff each.
+    assert!(d.heap_bytes() < 400 * 48, "{}", d.heap_bytes());
 }

@@ -14,10 +14,15 @@
 //! - `multi`: the few prefixes with more than one row (a price change),
 //!   which says where each prefix's rows are in `rows`;
 //! - `lines`: the file line of every row, grouped by prefix and ordered by
-//!   `effective_from`: a tariff id and the file line (8 bytes);
+//!   `effective_from` (4 bytes a row);
 //! - `tariffs`: the distinct (rate, connect fee, initial, increment,
 //!   effective range, name) tuples, shared by the rows that have them (a
 //!   deck prices a destination, and all its prefixes share its tuple);
+//! - or, when most rows have a rate of their own (many carriers price
+//!   every prefix differently), `tariffs` hold the rest of the tuple (the
+//!   *terms*, still shared) and `slots` the rate of every row, as written,
+//!   in a fixed-width slot of a few bytes: a 56-byte tariff per row was
+//!   most of such a deck. `load.rs` picks whichever is smaller;
 //! - `buckets`: the first key index of every leading-`d`-digit bucket.
 //!
 //! A lookup finds the greatest key ≤ the number's key in its bucket (a few
@@ -27,9 +32,16 @@
 //! binary search and a walk of at most 15 steps, whatever the deck's size.
 
 mod cells;
+mod code;
 pub(crate) mod load;
+mod newlines;
+mod share;
+pub(crate) mod source;
 
 use std::sync::Arc;
+
+use code::slot_nanos;
+pub(crate) use code::{ODD, code_nanos, rate_code, rate_width, write_rate};
 
 /// At most this many digits in a prefix (E.164's maximum).
 pub(crate) const MAX_DIGITS: usize = 15;
@@ -82,7 +94,7 @@ fn key_digits(k: u64) -> String {
 }
 
 /// A price and the conditions it comes with: shared by every row that has them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Tariff {
     /// Per minute, in units of 10⁻⁹.
     pub rate: u64,
@@ -119,14 +131,19 @@ impl Tariff {
     }
 }
 
-/// One CSV row: its tariff and its line in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Row {
+/// One row of a deck being loaded: 24 bytes, sorted by `(key, line)`
+/// before the deck is frozen from them (see `load.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Staged {
+    pub key: u64,
+    /// The rate ([`rate_code`]).
+    pub rate: u64,
+    /// The tariff: its terms, or (once [`RateDeck::new`] is given shared
+    /// tariffs) the whole tariff.
     pub tariff: u32,
     pub line: u32,
 }
 
-/// A frozen rate deck; see the module documentation for the layout.
 /// One distinct prefix of a deck.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -140,6 +157,7 @@ struct Entry {
 /// In [`Entry::tariff`]: the prefix has more than one row.
 const MULTI: u32 = 1 << 31;
 
+/// A frozen rate deck; see the module documentation for the layout.
 #[derive(Debug)]
 pub(crate) struct RateDeck {
     /// The file, as diagnostics show it.
@@ -158,6 +176,11 @@ pub(crate) struct RateDeck {
     /// the entry), in row order.
     more: Box<[u32]>,
     tariffs: Box<[Tariff]>,
+    /// With rates by row: every row's rate as written, `width` bytes each
+    /// (shorter ones padded with zero bytes); else empty, and the rates
+    /// are in `tariffs`.
+    slots: Box<[u8]>,
+    width: usize,
     text: Box<str>,
     /// `buckets[b]` is the first key whose leading `bucket_digits` digits
     /// (of the padded 15) are ≥ `b`; one more entry at the end.
@@ -173,77 +196,95 @@ pub(crate) struct Hit {
 }
 
 impl RateDeck {
-    /// Freezes sorted, validated parts (see `load.rs`).
+    /// Freezes the rows of a deck, sorted by `(key, effective_from)` and
+    /// validated (see `load.rs`). `slots` is `Some(width)` to keep every
+    /// row's rate in a slot (then `tariffs` are terms without a rate, and
+    /// `odd` the texts of `ODD` rate codes); `None` when each row's
+    /// `tariff` is a whole tariff already.
     pub(crate) fn new(
         path: Arc<str>,
-        keys: Vec<u64>,
-        row_start: Vec<u32>,
-        rows: Vec<Row>,
+        rows: &[Staged],
         tariffs: Vec<Tariff>,
         text: String,
+        slots: Option<(usize, &[(u32, u32)])>,
     ) -> Self {
+        let distinct = rows.windows(2).filter(|w| w[0].key != w[1].key).count()
+            + usize::from(!rows.is_empty());
         // Each prefix's parent: the nearest earlier key that is its prefix.
         // A stack of the current chain does it in one pass.
-        let mut entries = Vec::with_capacity(keys.len());
+        let mut entries: Vec<Entry> = Vec::with_capacity(distinct);
         let mut multi = Vec::new();
+        let mut more = Vec::new();
+        let mut lines = Vec::with_capacity(rows.len());
+        let width = slots.map_or(0, |s| s.0);
+        let mut slot_bytes = vec![0u8; rows.len() * width];
         let mut chain: Vec<u32> = Vec::with_capacity(MAX_DIGITS);
-        for (i, &k) in keys.iter().enumerate() {
+        let mut i = 0;
+        while i < rows.len() {
+            let k = rows[i].key;
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].key == k {
+                j += 1;
+            }
             while let Some(&top) = chain.last() {
-                if is_prefix(keys[top as usize], k) {
+                if is_prefix(entries[top as usize].key, k) {
                     break;
                 }
                 chain.pop();
             }
-            let (a, b) = (row_start[i], row_start[i + 1]);
-            let extra = b - a - 1;
+            let extra = (j - i - 1) as u32;
+            let e = entries.len() as u32;
             if extra > 0 {
                 let before = multi.last().map_or(0, |m: &(u32, u32)| m.1);
-                multi.push((i as u32, before + extra));
+                multi.push((e, before + extra));
+                more.extend(rows[i + 1..j].iter().map(|r| r.tariff));
             }
-            let t = rows.get(a as usize).map_or(0, |r| r.tariff);
+            let t = rows[i].tariff;
             entries.push(Entry {
                 key: k,
                 parent: chain.last().copied().unwrap_or(NONE),
                 tariff: if extra > 0 { t | MULTI } else { t },
             });
-            chain.push(i as u32);
+            chain.push(e);
+            i = j;
         }
-        drop(row_start);
-        let lines: Vec<u32> = rows.iter().map(|r| r.line).collect();
-        // The rows after each multi-row entry's first, in order.
-        let mut more = Vec::new();
-        let mut before = 0u32;
-        for &(e, upto) in &multi {
-            let start = (e + before) as usize;
-            more.extend(
-                rows[start + 1..=start + (upto - before) as usize]
-                    .iter()
-                    .map(|r| r.tariff),
-            );
-            before = upto;
+        for (r, row) in rows.iter().enumerate() {
+            lines.push(row.line);
+            if let Some((w, odd)) = slots {
+                let slot = &mut slot_bytes[r * w..(r + 1) * w];
+                if row.rate >> 60 == ODD {
+                    let (o, l) = odd[code_nanos(row.rate) as usize];
+                    let t = text
+                        .as_bytes()
+                        .get(o as usize..(o + l) as usize)
+                        .unwrap_or(b"");
+                    let n = t.len().min(w);
+                    slot[..n].copy_from_slice(&t[..n]);
+                } else {
+                    write_rate(row.rate, slot);
+                }
+            }
         }
-        drop(rows);
         // About two keys per bucket, at most a million buckets.
         let mut digits = 1u32;
-        while digits < 6 && POW10[digits as usize + 1] * 2 <= keys.len() as u64 {
+        while digits < 6 && POW10[digits as usize + 1] * 2 <= entries.len() as u64 {
             digits += 1;
         }
         let n = POW10[digits as usize] as usize;
         let div = POW10[MAX_DIGITS - digits as usize];
         let mut buckets = vec![0u32; n + 1];
         let mut b = 0usize;
-        for (i, &k) in keys.iter().enumerate() {
-            let kb = (key_pad(k) / div) as usize;
+        for (i, e) in entries.iter().enumerate() {
+            let kb = (key_pad(e.key) / div) as usize;
             while b <= kb {
                 buckets[b] = i as u32;
                 b += 1;
             }
         }
         while b <= n {
-            buckets[b] = keys.len() as u32;
+            buckets[b] = entries.len() as u32;
             b += 1;
         }
-        drop(keys);
         RateDeck {
             path,
             entries: entries.into(),
@@ -251,6 +292,8 @@ impl RateDeck {
             lines: lines.into(),
             more: more.into(),
             tariffs: tariffs.into(),
+            slots: slot_bytes.into(),
+            width,
             text: text.into(),
             buckets: buckets.into(),
             bucket_digits: digits,
@@ -259,14 +302,7 @@ impl RateDeck {
 
     /// A deck without rows.
     pub(crate) fn empty() -> Self {
-        RateDeck::new(
-            "".into(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            String::new(),
-        )
+        RateDeck::new("".into(), &[], Vec::new(), String::new(), None)
     }
 
     /// Number of rows.
@@ -288,6 +324,7 @@ impl RateDeck {
             + self.lines.len() * 4
             + self.more.len() * 4
             + self.tariffs.len() * size_of::<Tariff>()
+            + self.slots.len()
             + self.text.len()
             + self.buckets.len() * 4
     }
@@ -445,7 +482,7 @@ impl RateDeck {
             let e = self.entries[i];
             if is_prefix(e.key, nk) {
                 for r in self.rows_of(i) {
-                    if self.tariff(i as u32, r).in_effect(now) {
+                    if self.terms(i as u32, r).in_effect(now) {
                         return Some(Hit {
                             entry: i as u32,
                             row: r,
@@ -476,8 +513,9 @@ impl RateDeck {
         self.lines[r as usize]
     }
 
-    /// The tariff of row `r` of entry `e`.
-    pub(crate) fn tariff(&self, e: u32, r: u32) -> &Tariff {
+    /// The stored tariff of row `r` of entry `e`: all of it, or (with
+    /// rates by row) its terms, whose `rate` is 0. Enough for dates.
+    pub(crate) fn terms(&self, e: u32, r: u32) -> &Tariff {
         let first = self.rows_of(e as usize).start;
         let t = if r == first {
             self.entries[e as usize].tariff & !MULTI
@@ -488,6 +526,41 @@ impl RateDeck {
             self.more[(before + r - first - 1) as usize]
         };
         &self.tariffs[t as usize]
+    }
+
+    /// The tariff of row `r` of entry `e`, its rate included.
+    pub(crate) fn tariff(&self, e: u32, r: u32) -> Tariff {
+        let mut t = *self.terms(e, r);
+        if self.width > 0 {
+            t.rate = slot_nanos(self.slot(r));
+        }
+        t
+    }
+
+    /// Row `r`'s rate slot, without its padding.
+    fn slot(&self, r: u32) -> &[u8] {
+        let w = self.width;
+        let s = self
+            .slots
+            .get(r as usize * w..(r as usize + 1) * w)
+            .unwrap_or(&[]);
+        let n = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        &s[..n]
+    }
+
+    /// The rate of row `r` of entry `e` as the file writes it.
+    pub(crate) fn rate_text(&self, e: u32, r: u32) -> &str {
+        if self.width > 0 {
+            std::str::from_utf8(self.slot(r)).unwrap_or("")
+        } else {
+            self.text(self.terms(e, r).rate_text)
+        }
+    }
+
+    /// Whether the deck keeps its rates by row (see the module docs).
+    #[cfg(test)]
+    pub(crate) fn rates_by_row(&self) -> bool {
+        self.width > 0
     }
 
     /// The digits of prefix entry `e`.
@@ -508,7 +581,7 @@ impl RateDeck {
         let mut first = u32::MAX;
         for e in 0..self.entries.len() {
             for r in self.rows_of(e) {
-                if self.tariff(e as u32, r).until <= now {
+                if self.terms(e as u32, r).until <= now {
                     n += 1;
                     first = first.min(self.lines[r as usize]);
                 }

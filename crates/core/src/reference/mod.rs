@@ -36,7 +36,7 @@ impl ReferenceTable {
     /// # Errors
     /// [`Error::Config`] when the sources are invalid.
     pub fn build(sources: &Sources) -> Result<Self, Error> {
-        let (v, rules) = Compiler::new(sources.root(), sources.raw()).validated()?;
+        let (v, rules) = Compiler::new(sources.root(), sources.raw(), 1).validated()?;
         let regexes = v.regex_patterns.map(|pats| {
             pats.iter()
                 .map(|p| Regex::new(p).expect("validated regex"))
