@@ -81,6 +81,7 @@ mod fastparse;
 mod health;
 mod live;
 mod matcher;
+mod quality;
 mod query;
 mod rates;
 #[cfg(test)]
@@ -103,6 +104,7 @@ pub use health::{
     ProbeTransport, gateway_key,
 };
 pub use live::{ANY_GROUP, Live, LiveBuilder, TrunkLoad};
+pub use quality::{DEFAULT_MIN_CALLS, DEFAULT_WINDOW, QualitySettings};
 pub use query::{MAX_BODY, Query, QueryError};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};
