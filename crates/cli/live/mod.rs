@@ -17,5 +17,6 @@ pub mod expiry;
 pub mod gateways;
 pub mod hub;
 pub mod probe;
+pub mod quality;
 pub mod sip;
 pub mod tracker;

@@ -43,6 +43,23 @@ pub(crate) struct DefaultsDef {
     pub lcr_duration: Option<Spanned<i64>>,
     /// `[defaults.calls]` (SPEC §9.1); checked in compile/limits.rs.
     pub calls: Option<Spanned<CallsDef>>,
+    /// SPEC §9.3; checked in compile/quality.rs.
+    pub quality: Option<Spanned<QualityDef>>,
+}
+
+/// `[defaults.quality]` or `[trunks.NAME.quality]` (SPEC §9.3): every key
+/// optional, a trunk's keys override the defaults' one by one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QualityDef {
+    /// A duration (`"15m"`).
+    pub window: Option<Spanned<String>>,
+    pub min_calls: Option<Spanned<i64>>,
+    pub min_asr: Option<Spanned<f64>>,
+    /// A duration (`"8s"`).
+    pub max_pdd: Option<Spanned<String>>,
+    /// A duration (`"20s"`).
+    pub min_acd: Option<Spanned<String>>,
 }
 
 /// `[defaults.calls]`: how call records are kept (SPEC §9.1).
@@ -102,6 +119,8 @@ pub(crate) struct TrunkDef {
     pub rates: Option<Spanned<String>>,
     /// Capacity limits (SPEC §9.2); checked in compile/limits.rs.
     pub limits: Option<Spanned<LimitsDef>>,
+    /// SPEC §9.3; checked in compile/quality.rs.
+    pub quality: Option<Spanned<QualityDef>>,
 }
 
 /// A gateway: `"sip:host"` or `{ uri = "…", priority = 1, weight = 3, enabled = true, calls = 60 }`.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use crate::quality::QualitySettings;
 use crate::uri::{Scheme, parse_uri};
 
 /// What the state says about one gateway.
@@ -294,11 +295,18 @@ pub struct GatewayInfo {
     pub trunks: Vec<String>,
     /// The health settings of the first of those trunks.
     pub health: HealthSettings,
+    /// The quality settings (SPEC §9.3) of the first of those trunks.
+    pub quality: QualitySettings,
 }
 
 impl GatewayInfo {
     /// Builds the record of one gateway key.
-    pub(crate) fn new(key: String, uri: &str, health: HealthSettings) -> Self {
+    pub(crate) fn new(
+        key: String,
+        uri: &str,
+        health: HealthSettings,
+        quality: QualitySettings,
+    ) -> Self {
         // key = scheme:host:port;transport=t
         let (hostport, transport) = key.split_once(";transport=").unwrap_or((&key, "udp"));
         let rest = hostport.split_once(':').map_or("", |(_, r)| r);
@@ -315,6 +323,7 @@ impl GatewayInfo {
             transport,
             trunks: Vec::new(),
             health,
+            quality,
             key,
         }
     }
@@ -386,6 +395,7 @@ mod tests {
             gateway_key("sip:[2001:db8::1]:5070;transport=tcp").unwrap(),
             "sip:[2001:db8::1]:5070;transport=tcp",
             HealthSettings::default(),
+            QualitySettings::default(),
         );
         assert_eq!((i.host.as_str(), i.port), ("[2001:db8::1]", 5070));
         assert_eq!(i.transport, ProbeTransport::Tcp);
@@ -393,6 +403,7 @@ mod tests {
             gateway_key("sips:gw").unwrap(),
             "sips:gw",
             HealthSettings::default(),
+            QualitySettings::default(),
         );
         assert_eq!(i.transport, ProbeTransport::Unsupported);
         assert!(HealthSettings::default().is_failure(503));

@@ -116,6 +116,7 @@ mod hash;
 mod health;
 mod live;
 mod matcher;
+mod quality;
 mod query;
 mod rates;
 #[cfg(test)]
@@ -135,6 +136,7 @@ pub use health::{
     ProbeTransport, gateway_key,
 };
 pub use live::{ANY_GROUP, Live, LiveBuilder, TrunkLoad};
+pub use quality::{DEFAULT_MIN_CALLS, DEFAULT_WINDOW, QualitySettings};
 pub use query::{MAX_BODY, Query, QueryError, is_form_body};
 pub use rule::RuleId;
 pub use rule::{Routing, Specificity};

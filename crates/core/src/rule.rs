@@ -533,6 +533,8 @@ pub(crate) struct Trunk {
     pub name_hash: u64,
     /// `[trunks.NAME.limits]` (SPEC §9.2).
     pub limits: TrunkLimits,
+    /// `[trunks.NAME.quality]` over `[defaults.quality]` (SPEC §9.3).
+    pub quality: crate::quality::QualitySettings,
 }
 
 /// `[trunks.NAME.limits]`: `None` is no limit.
@@ -589,6 +591,8 @@ pub(crate) struct Defaults {
     pub lcr_duration: u32,
     /// `[defaults.calls] max_duration` (SPEC §9.1).
     pub max_call_duration: std::time::Duration,
+    /// `[defaults.quality]` (SPEC §9.3).
+    pub quality: crate::quality::QualitySettings,
 }
 
 impl Default for Defaults {
@@ -604,6 +608,7 @@ impl Default for Defaults {
             health: crate::health::HealthSettings::default(),
             lcr_duration: 60,
             max_call_duration: std::time::Duration::from_secs(4 * 3600),
+            quality: crate::quality::QualitySettings::default(),
         }
     }
 }

@@ -222,6 +222,7 @@ mod tests {
             branch_flags: 0,
             headers: Box::default(),
             health: Default::default(),
+            quality: Default::default(),
             limits,
         }
     }

@@ -71,6 +71,7 @@ impl Compiler<'_> {
             d.no_match = r;
         }
         d.health = self.health(i, def.health.as_ref(), &d.health);
+        d.quality = self.quality(i, def.quality.as_ref(), &d.quality);
         if let Some(l) = &def.lcr_duration {
             match u32::try_from(*l.get_ref()) {
                 Ok(v) if v <= 86_400 => d.lcr_duration = v,

@@ -1,10 +1,11 @@
 //! `[defaults.health]`, `[trunks.NAME.health]` (SPEC §8), and the list of
-//! distinct gateways a server probes.
+//! distinct gateways a server probes and judges (SPEC §9.3).
 //!
 //! A trunk's `health` table overrides `[defaults.health]` key by key. A
 //! gateway listed by several trunks is one gateway (one probe stream, one
-//! state): it takes the settings of the first trunk that lists it, and a
-//! warning says so when another trunk disagrees.
+//! state, one set of quality windows): it takes the `health` and `quality`
+//! settings of the first trunk that lists it, and a warning says so when
+//! another trunk disagrees.
 
 use std::time::Duration;
 
@@ -113,7 +114,8 @@ impl Compiler<'_> {
             trunks.iter().flatten().map(|t| (&*t.name, t)).collect();
         let mut out: Vec<GatewayInfo> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut warned_conflict: Vec<bool> = Vec::new();
+        // Per gateway: 1 once warned about health, 2 about quality.
+        let mut warned_conflict: Vec<u8> = Vec::new();
         let mut seen = hashbrown::HashSet::new();
         for (i, f) in parsed {
             for (name, def) in &f.trunks {
@@ -137,7 +139,12 @@ impl Compiler<'_> {
                     let n = match index.get(&key) {
                         Some(&n) => n,
                         None => {
-                            let info = GatewayInfo::new(key.clone(), &gd.uri, t.health.clone());
+                            let info = GatewayInfo::new(
+                                key.clone(),
+                                &gd.uri,
+                                t.health.clone(),
+                                t.quality.clone(),
+                            );
                             if info.transport == ProbeTransport::Unsupported
                                 && info.health.probe != ProbeMode::Never
                             {
@@ -152,24 +159,29 @@ impl Compiler<'_> {
                             }
                             index.insert(key, out.len());
                             out.push(info);
-                            warned_conflict.push(false);
+                            warned_conflict.push(0);
                             out.len() - 1
                         }
                     };
                     let info = &mut out[n];
                     if !info.trunks.iter().any(|x| **x == *t.name) {
                         info.trunks.push(t.name.to_string());
-                        if info.health != t.health && !warned_conflict[n] {
-                            warned_conflict[n] = true;
-                            let first = info.trunks[0].clone();
-                            self.warn(
-                                &at,
-                                format!(
-                                    "gateway {:?} is listed by trunks `{first}` and `{}` with different health settings; it is one gateway, and `{first}`'s apply",
-                                    gd.uri, t.name
-                                ),
-                                None,
-                            );
+                        for (what, differs, bit) in [
+                            ("health", info.health != t.health, 1),
+                            ("quality", info.quality != t.quality, 2),
+                        ] {
+                            if differs && warned_conflict[n] & bit == 0 {
+                                warned_conflict[n] |= bit;
+                                let first = info.trunks[0].clone();
+                                self.warn(
+                                    &at,
+                                    format!(
+                                        "gateway {:?} is listed by trunks `{first}` and `{}` with different {what} settings; it is one gateway, and `{first}`'s apply",
+                                        gd.uri, t.name
+                                    ),
+                                    None,
+                                );
+                            }
                         }
                     }
                 }

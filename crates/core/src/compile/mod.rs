@@ -16,6 +16,7 @@
 //! | `[schedules.NAME]` | `schedules.rs` |
 //! | `[trunks.NAME]` | `trunks.rs` |
 //! | `health` settings, the distinct gateways | `health.rs` |
+//! | `quality` settings | `quality.rs` |
 //! | trunks' rate decks (`rates`), loaded | `rates.rs` |
 //! | `[[rules]]` conditions | `rules.rs` |
 //! | `then`: trunks, rejects, rewrites | `actions.rs` |
@@ -37,6 +38,7 @@ mod lcr;
 mod limits;
 mod lints;
 mod names;
+mod quality;
 mod rates;
 mod report;
 mod rules;

@@ -182,9 +182,11 @@ impl<'s> Compiler<'s> {
         }
         let health = self.health(i, d.health.as_ref(), &defaults.health);
         let limits = self.limits(i, d.limits.as_ref());
+        let quality = self.quality(i, d.quality.as_ref(), &defaults.quality);
         (self.error_count() == errors_before).then(|| Trunk {
             health,
             limits,
+            quality,
             name_hash: crate::health::key_hash(name),
             name: name.into(),
             gateways: gateways.into(),
