@@ -22,6 +22,7 @@ mod guard;
 mod lcr;
 mod live;
 mod metrics;
+mod quality_metrics;
 mod reload;
 mod report;
 mod serve;

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub gateways: crate::gateway_metrics::GatewayMetrics,
     /// Calls in progress and capacity limits (SPEC §9).
     pub calls: crate::call_metrics::CallMetrics,
+    /// Quality statistics and verdicts (SPEC §9.3).
+    pub quality: crate::quality_metrics::QualityMetrics,
     /// Panics caught in background tasks, by task (see `guard.rs`).
     task_panics: Family<TaskLabel, Counter>,
 }
@@ -236,6 +238,7 @@ impl Metrics {
         );
         let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
         let calls = crate::call_metrics::CallMetrics::register(&mut registry);
+        let quality = crate::quality_metrics::QualityMetrics::register(&mut registry);
         let task_panics = Family::<TaskLabel, Counter>::default();
         registry.register(
             "task_panics",
@@ -245,6 +248,7 @@ impl Metrics {
         Metrics {
             gateways,
             calls,
+            quality,
             task_panics,
             registry,
             routed,

@@ -378,6 +378,8 @@ struct Record {
     holding: u16,
     /// Bit i: route i has ended.
     ended: u16,
+    /// Bit i: an `answered` event counted route i already.
+    answered: u16,
     /// An event said the call is over (a `failed` without `next`, or
     /// `ended`): the record closes once no route holds a channel.
     over: bool,
@@ -434,12 +436,25 @@ pub enum Applied {
     UnknownRoute,
     /// Applied.
     Done {
-        /// The gateway key and group id of the route this event ended now
-        /// (for quality); `None` for a repeat or an `answered`.
-        ended: Option<(Arc<str>, u32)>,
+        /// The route whose attempt this event completes for quality, once:
+        /// the route a `failed` or `ended` ended now, or the route an
+        /// `answered` named first; `None` for a repeat.
+        ended: Option<RouteEnd>,
         /// Whether the record is closed now.
         closed: bool,
     },
+}
+
+/// A route whose attempt an event completed (for quality statistics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEnd {
+    /// The gateway's key.
+    pub gateway: Arc<str>,
+    /// The destination group's id ([`Calls::group`]).
+    pub group: u32,
+    /// An earlier `answered` event counted this attempt already (an
+    /// `ended` then adds only its duration).
+    pub answered_before: bool,
 }
 
 /// Why a channel could not be taken.
@@ -541,6 +556,15 @@ impl Calls {
         id
     }
 
+    /// The name of a group id.
+    pub fn group(&self, id: u32) -> Arc<str> {
+        lock(&self.groups)
+            .1
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| "".into())
+    }
+
     /// Takes the first route's channel and attempt for a decision: `Ok`
     /// when taken, else the limit that refused it (nothing is taken then).
     /// `hold` is false for a query without a Call-ID (an attempt, no
@@ -581,6 +605,7 @@ impl Calls {
             routes: routes.into(),
             holding: 1,
             ended: 0,
+            answered: 0,
             over: false,
             touched: self.secs(now),
         };
@@ -627,7 +652,13 @@ impl Calls {
         };
         rec.touched = self.secs(now);
         let mut done = None;
-        if !matches!(event, Event::Answered { .. }) && !ended(rec, i) {
+        let answered_before = rec.answered & bit(i) != 0;
+        if matches!(event, Event::Answered { .. }) {
+            if !answered_before && !ended(rec, i) {
+                rec.answered |= bit(i);
+                done = Some(rec.routes[i]);
+            }
+        } else if !ended(rec, i) {
             let r = rec.routes[i];
             if holding(rec, i) {
                 b.t(&r).release();
@@ -663,7 +694,11 @@ impl Calls {
             shard.remove(call_id);
         }
         Applied::Done {
-            ended: done.map(|r| (b.g(&r).key.clone(), r.group)),
+            ended: done.map(|r| RouteEnd {
+                gateway: b.g(&r).key.clone(),
+                group: r.group,
+                answered_before,
+            }),
             closed,
         }
     }
@@ -799,10 +834,15 @@ mod tests {
         assert_eq!(
             r,
             Applied::Done {
-                ended: Some((key(3), c.group_id("r"))),
+                ended: Some(RouteEnd {
+                    gateway: key(3),
+                    group: c.group_id("r"),
+                    answered_before: false,
+                }),
                 closed: true
             }
         );
+        assert_eq!(&*c.group(c.group_id("r")), "r");
         assert_eq!(counts(&c), (0, 0, 0, 0));
         assert_eq!(c.apply("x", &key(3), &end, now), Applied::UnknownCall);
         assert_eq!(c.open_count(), 0);

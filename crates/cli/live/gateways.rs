@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::hub::Cmd;
+use super::quality::{Change as QualityChange, Quality};
 use super::tracker::{Change, Source, Tracker, is_success};
 use crate::gateway_metrics::{GatewayLabel, TransitionLabel};
 use crate::guard;
@@ -33,6 +34,9 @@ use crate::state::AppState;
 /// How often down gateways are checked for `retry_after` and the table
 /// for a reload.
 const TICK: Duration = Duration::from_millis(250);
+/// How often quality windows are aged (a window's bucket is at least 1 s),
+/// their verdicts re-judged and their metrics refreshed.
+const SWEEP: Duration = Duration::from_secs(1);
 /// Starts the state task. Must run inside a tokio runtime; a second call
 /// does nothing.
 pub fn spawn(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
@@ -48,6 +52,10 @@ struct Entry {
 
 struct Task {
     state: Arc<AppState>,
+    /// Quality statistics and verdicts (SPEC §9.3).
+    quality: Quality,
+    /// When the quality windows were last aged.
+    swept: Instant,
     entries: HashMap<String, Entry>,
     /// Keys in the table's order, for /gateways.
     order: Vec<String>,
@@ -57,6 +65,8 @@ struct Task {
 async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<Cmd>) {
     let mut t = Task {
         state,
+        quality: Quality::new(),
+        swept: Instant::now(),
         entries: HashMap::new(),
         order: Vec::new(),
         generation: 0,
@@ -137,8 +147,34 @@ impl Task {
             changed |= e.tracker.status() != GatewayStatus::Up;
             info!(gateway = %key, "gateway left the configuration; its state is forgotten");
         }
+        // New quality settings apply; gateways that left are forgotten.
+        let entries = &self.entries;
+        let qc = self
+            .quality
+            .reconfigure(|k| entries.get(k).map(|e| &e.info.quality), now);
+        changed |= !qc.is_empty();
+        self.verdicts(qc);
         if changed {
             self.publish();
+        }
+    }
+
+    /// Logs and counts quality verdict changes (the caller publishes).
+    fn verdicts(&self, changes: Vec<QualityChange>) {
+        if !changes.is_empty() {
+            let m = &self.state.metrics.quality;
+            m.poor_pairs.set(self.quality.poor_count() as i64);
+            m.pairs.set(self.quality.pair_count() as i64);
+        }
+        for c in changes {
+            let verdict = if c.poor { "poor" } else { "good" };
+            self.state.metrics.quality.changed(&c.key, verdict);
+            let msg = format!("gateway {verdict} for {}", c.group);
+            if c.poor {
+                warn!(gateway = %c.key, group = %c.group, attempts = c.attempts, reason = %c.reason, "{msg}");
+            } else {
+                info!(gateway = %c.key, group = %c.group, attempts = c.attempts, reason = %c.reason, "{msg}");
+            }
         }
     }
 
@@ -210,16 +246,51 @@ impl Task {
                     .order
                     .iter()
                     .filter_map(|k| self.entries.get(k))
-                    .map(|e| entry_json(e, now))
+                    .map(|e| {
+                        let mut v = entry_json(e, now);
+                        v["quality"] = json!(self.quality.stats(&e.info.key));
+                        v
+                    })
                     .collect();
                 let _ = done.send(json!({ "gateways": list }));
+            }
+            Cmd::Attempt {
+                key,
+                group,
+                attempt,
+                duration_only,
+            } => {
+                let Some(e) = self.entries.get(&*key) else {
+                    return;
+                };
+                let s = &e.info.quality;
+                let change = match (duration_only, attempt.duration) {
+                    (true, Some(d)) => self.quality.record_duration(&key, &group, s, d, now),
+                    (true, None) => None,
+                    (false, _) => self.quality.record(&key, &group, s, attempt, now),
+                };
+                if let Some(c) = change {
+                    self.verdicts(vec![c]);
+                    self.publish();
+                }
             }
         }
     }
 
-    /// The half-open step of gateways nothing probes.
+    /// The half-open step of gateways nothing probes, and the ageing of
+    /// the quality windows.
     fn tick(&mut self) {
         let now = Instant::now();
+        if now.saturating_duration_since(self.swept) >= SWEEP {
+            self.swept = now;
+            let qc = self.quality.sweep(now);
+            let any = !qc.is_empty();
+            self.verdicts(qc);
+            self.state.metrics.quality.sync(&self.quality);
+            if any {
+                self.publish();
+            }
+        }
         let mut changes = Vec::new();
         let mut moved = false;
         for (key, e) in &mut self.entries {
@@ -288,9 +359,11 @@ impl Task {
                 down.insert(key.clone());
             }
         }
-        self.state
-            .gateways
-            .publish(Live::builder().gateway_state(s).build(), down);
+        let mut live = Live::builder().gateway_state(s);
+        for (key, group) in self.quality.poor_pairs() {
+            live = live.poor_key(key, group, true);
+        }
+        self.state.gateways.publish(live.build(), down);
     }
 }
 

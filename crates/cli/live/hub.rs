@@ -51,6 +51,14 @@ pub(crate) enum Cmd {
         done: oneshot::Sender<Value>,
     },
     List(oneshot::Sender<Value>),
+    /// One attempt ended on a gateway for a destination group (SPEC §9.3).
+    Attempt {
+        key: std::sync::Arc<str>,
+        group: std::sync::Arc<str>,
+        attempt: super::quality::Attempt,
+        /// Only the duration of an attempt an `answered` counted already.
+        duration_only: bool,
+    },
 }
 
 /// The snapshot the decision reads, and the way into the state task.
@@ -171,6 +179,26 @@ impl Gateways {
             Ok(None) => Err(Unapplied::TaskDown),
             Err(_) => Err(Unapplied::Timeout),
         }
+    }
+
+    /// Hands one ended attempt to the quality statistics (fire-and-forget:
+    /// a full queue drops it, which `c4route_quality_attempts_dropped_total`
+    /// counts).
+    pub fn attempt(
+        &self,
+        key: std::sync::Arc<str>,
+        group: std::sync::Arc<str>,
+        attempt: super::quality::Attempt,
+        duration_only: bool,
+    ) -> bool {
+        self.tx
+            .try_send(Cmd::Attempt {
+                key,
+                group,
+                attempt,
+                duration_only,
+            })
+            .is_ok()
     }
 
     /// Every gateway's state, as `GET /gateways` shows it.

@@ -712,6 +712,19 @@ impl Quality {
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
     }
+
+    /// The `n` pairs with the most attempts in their window, most first
+    /// (what the metrics show; see `quality_metrics.rs`).
+    pub fn busiest(&self, n: usize) -> Vec<(String, GroupStats)> {
+        let mut all: Vec<(String, GroupStats)> = self
+            .gateways
+            .keys()
+            .flat_map(|k| self.stats(k).into_iter().map(move |g| (k.to_string(), g)))
+            .collect();
+        all.sort_by(|a, b| b.1.attempts.cmp(&a.1.attempts).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -14,6 +14,7 @@ use super::http::{Resp, body, fields, json as json_resp, json_error, no_content}
 use crate::live::calls::{Applied, Event};
 use crate::live::gateways::known_gateway;
 use crate::live::hub::Unapplied;
+use crate::live::quality::Attempt;
 use crate::state::AppState;
 
 /// A millisecond or second count: a whole number, at most a day's worth
@@ -68,6 +69,28 @@ pub async fn event(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
     };
     let now = Instant::now();
     let applied = state.calls.apply(&call_id, &dst, &ev, now);
+    if let Applied::Done {
+        ended: Some(end), ..
+    } = &applied
+    {
+        // The attempt this event completed counts in the quality
+        // statistics of its gateway and group (SPEC §9.3), once.
+        let (attempt, duration_only) = match ev {
+            Event::Failed { pdd, .. } => (Attempt::failed(pdd), false),
+            Event::Answered { pdd } => (Attempt::answered(pdd), false),
+            Event::Ended { pdd, duration } => (
+                Attempt::ended(pdd, duration.unwrap_or_default()),
+                end.answered_before,
+            ),
+        };
+        let group = state.calls.group(end.group);
+        if !state
+            .gateways
+            .attempt(end.gateway.clone(), group, attempt, duration_only)
+        {
+            state.metrics.quality.dropped.inc();
+        }
+    }
     // A `failed` event is also a §8 report for its gateway, whether or not
     // the call is still known (a restart forgets calls, not gateways).
     if let Event::Failed { code, .. } = ev {

@@ -108,6 +108,10 @@ pub const ANY_GROUP: &str = "*";
 pub(crate) struct Quality {
     poor: Keyed<()>,
     everywhere: Keyed<()>,
+    /// How many pairs of `poor` each gateway has: a gateway with none (the
+    /// usual case) is answered by one look-up in this small table, not by
+    /// hashing the group and probing the large one.
+    gateways: Keyed<u32>,
 }
 
 impl Quality {
@@ -116,7 +120,7 @@ impl Quality {
         if !self.everywhere.is_empty() && self.everywhere.get(gw_hash, key).is_some() {
             return true;
         }
-        if self.poor.is_empty() {
+        if self.poor.is_empty() || self.gateways.get(gw_hash, key).is_none() {
             return false;
         }
         let h = pair_hash(gw_hash, group);
@@ -265,12 +269,15 @@ impl LiveBuilder {
         let pair = format!("{key}\n{group}");
         let h = pair_hash(key_hash(key), group);
         let q = Arc::make_mut(&mut self.quality);
+        let n = q.gateways.get(key_hash(key), key).copied().unwrap_or(0);
         match (q.poor.items.find_entry(h, |e| *e.1 == *pair), poor) {
             (Ok(e), false) => {
                 e.remove();
+                q.gateways.set(key, (n > 1).then(|| n - 1));
             }
             (Err(_), true) => {
                 q.poor.items.insert_unique(h, (h, pair.into(), ()), |e| e.0);
+                q.gateways.set(key, Some(n + 1));
             }
             _ => {}
         }
