@@ -8,8 +8,8 @@
 # Needs: kamailio with http_async_client (kamailio/install.sh), sipp, python3, and
 # target/release/c4route (built with `cargo build --release` when missing).
 # Call events (SPEC 9.1) go through tests/event_recorder.py, which passes them on to c4route and
-# logs what Kamailio sent and what c4route answered. Cases marked [needs c4route 9.1] or
-# [needs c4route 9.2] need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
+# logs what Kamailio sent and what c4route answered. Cases marked or
+# need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
 # (SPEC 9.1/9.2): they fail against a binary without them.
 # Environment: C4ROUTE=/path/to/c4route to test another binary (C4ROUTE_LIMITS= another one
 # for the capacity-limit cases only, e.g. tests/dev/mock_limits.py); KEEP_OUT=1 keeps the
@@ -34,6 +34,7 @@ REC_PORT=28090      # event recorder -> c4route
 HTTP_PORT2=28081    # c4route on routes-limits.d
 REC_PORT2=28091     # event recorder -> c4route on routes-limits.d
 SLOWRING=25077 CAPPED=25081 OVERFLOW=25082 CPSCAPPED=25083 CPSOVERFLOW=25084
+POORQ=25085 GOODQ=25086
 CALLER_PORT=25090
 GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
 HTTP_TIMEOUT_MS=500
@@ -167,7 +168,7 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
 fi
 
 for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
-    $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW; do
+    $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW $POORQ $GOODQ; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
@@ -552,9 +553,9 @@ print(" ".join("%s:%s" % (c, ",".join(map(str, st.get(c, ["none"])))) for c in c
 PYEOF
 )
 if [[ -z "$bad_status" ]]; then
-    pass "[needs c4route 9.1] c4route answers 204 to every call event above"
+    pass "c4route answers 204 to every call event above"
 else
-    fail "[needs c4route 9.1] c4route takes the events" "statuses other than 204: $bad_status"
+    fail "c4route takes the events" "statuses other than 204: $bad_status"
 fi
 
 # 8b. live gateway state (SPEC section 8): the failure route reports each failed branch to
@@ -613,9 +614,9 @@ if [[ $before_ok -eq 1 && $reported -eq 1 && $detected -eq 1 && $RC -eq 0 ]] \
     && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:3001@127.0.0.1:25072' \
     && ! grep -q "Call-ID: $CID" "$OUT/gw-silent.msg" \
     && [[ $after_ms -lt $before_ms ]]; then
-    pass "[needs c4route 9.1] silent gateway probed down: call setup ${before_ms} ms before detection (fr_timer, then gateway 2), ${after_ms} ms after (gateway 2 directly); Kamailio reported the failed branch (its 'failed' event counts as the report)"
+    pass "silent gateway probed down: call setup ${before_ms} ms before detection (fr_timer, then gateway 2), ${after_ms} ms after (gateway 2 directly); Kamailio reported the failed branch (its 'failed' event counts as the report)"
 else
-    fail "[needs c4route 9.1] live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
+    fail "live gateway state" "before: ok=$before_ok ${before_ms} ms; failure reported: $reported; probed down: $detected; after: rc=$RC ${after_ms} ms; see caller-health-*.msg, gw-silent.msg, c4route.log"
 fi
 
 # 9. the other answer layout, and the blocking query: a second Kamailio with
@@ -753,9 +754,9 @@ sys.exit(0 if c["calls"] == 0 and o["calls"] == 0 and c["limits"]["calls"] == 5 
         sleep 0.1
     done
     if [[ $RC -eq 0 && $cap_peak -ge 1 && $cap_peak -le 5 && $cap_n -gt 5 && $ovf_n -ge 1 && $(( cap_n + ovf_n )) -eq 40 && $tr_ok -eq 1 ]]; then
-        pass "[needs c4route 9.2] calls = 5: capped gateway at most $cap_peak calls at once ($cap_n calls in all, took calls again as others ended), overflow $ovf_n (peak $ovf_peak), 0 failed; GET /trunks back to 0 calls after the 'ended' events"
+        pass "calls = 5: capped gateway at most $cap_peak calls at once ($cap_n calls in all, took calls again as others ended), overflow $ovf_n (peak $ovf_peak), 0 failed; GET /trunks back to 0 calls after the 'ended' events"
     else
-        fail "[needs c4route 9.2] calls limit" "sipp rc=$RC; capped: $cap_n calls, peak $cap_peak (want 1..5, >5 in all); overflow: $ovf_n, peak $ovf_peak; sum want 40; GET /trunks ok=$tr_ok: ${tr:0:300}; see caller-limits-calls.out, gw-capped.msg, c4route-limits.log, events-limits.jsonl"
+        fail "calls limit" "sipp rc=$RC; capped: $cap_n calls, peak $cap_peak (want 1..5, >5 in all); overflow: $ovf_n, peak $ovf_peak; sum want 40; GET /trunks ok=$tr_ok: ${tr:0:300}; see caller-limits-calls.out, gw-capped.msg, c4route-limits.log, events-limits.jsonl"
     fi
     # (2) cps = 10 on `cpscapped` under 30 CPS for 3 s
     CID="c4e2e-limits-cps-$$"
@@ -770,14 +771,65 @@ sys.exit(0 if c["calls"] == 0 and o["calls"] == 0 and c["limits"]["calls"] == 5 
     rate=$(awk -v n="$cc_n" -v a="$t_first" -v b="$t_last" 'BEGIN {d = b - a; if (d < 1) d = 1; printf "%.1f", n / d}')
     if [[ $RC -eq 0 && $(( cc_n + co_n )) -eq 90 && $co_n -ge 1 && $w_max -le 12 ]] \
         && awk -v r="$rate" 'BEGIN {exit !(r >= 8 && r <= 12)}'; then
-        pass "[needs c4route 9.2] cps = 10 under 30 CPS: capped gateway took $cc_n calls over $(awk -v a="$t_first" -v b="$t_last" 'BEGIN {printf "%.2f", b - a}') s ($rate per second, at most $w_max in any 1 s), the other trunk $co_n, 0 failed"
+        pass "cps = 10 under 30 CPS: capped gateway took $cc_n calls over $(awk -v a="$t_first" -v b="$t_last" 'BEGIN {printf "%.2f", b - a}') s ($rate per second, at most $w_max in any 1 s), the other trunk $co_n, 0 failed"
     else
-        fail "[needs c4route 9.2] cps limit" "sipp rc=$RC; capped $cc_n calls ($rate/s, want 8..12; max $w_max in 1 s, want <= 12), other trunk $co_n (sum want 90); see caller-limits-cps.out, gw-cpscapped.msg, c4route-limits.log"
+        fail "cps limit" "sipp rc=$RC; capped $cc_n calls ($rate/s, want 8..12; max $w_max in 1 s, want <= 12), other trunk $co_n (sum want 90); see caller-limits-cps.out, gw-cpscapped.msg, c4route-limits.log"
+    fi
+    # (3) quality (SPEC 9.3) on the same c4route: `poorq` answers 480 (not a failure for gateway
+    # state, so only quality can move it) and `goodq` 200. After min_calls = 5 attempts with an
+    # ASR under 0.5, goodq takes the calls first; poorq is still tried after it, never removed.
+    # Then goodq answers 486 and poorq 200: the failovers fill poorq's window with good calls,
+    # and at 5 answered of 10 it is first again.
+    count_inv() { uas_stats "$1" | sed -n 1p | cut -d' ' -f1; }
+    gwq() { # name scenario port: (re)starts a quality gateway, remembering its pid
+        local v="qpid_$1"
+        [[ -n "${!v:-}" ]] && stop_pid "${!v}"
+        start_gw "$1" "$2" "$3"
+        printf -v "$v" '%s' "${pids[-1]}"
+    }
+    gwq poorq uas_480 $POORQ
+    gwq goodq uas_200 $GOODQ
+    sleep 0.3
+    CID="c4e2e-quality-$$"
+    # one call at a time, so each event is in before the next decision
+    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_ok.xml" -s 9503 -i "$IP" -p "$CALLER_PORT" \
+        -r 4 -l 1 -m 12 -nostdin -timeout 40 -timeout_error -cid_str "$CID-a-%u" \
+        -trace_err -error_file "$OUT/caller-quality-a.err" >"$OUT/caller-quality-a.out" 2>&1
+    RC1=$?
+    pq1=$(count_inv "$OUT/gw-poorq.msg"); gq1=$(count_inv "$OUT/gw-goodq.msg")
+    q1=$(http_get "http://$IP:$HTTP_PORT2/gateways")
+    poor1=$(python3 -c 'import json, sys
+g = [x for x in json.loads(sys.argv[1])["gateways"] if x["key"].startswith("sip:127.0.0.1:25085")][0]
+q = [x for x in g["quality"] if x["group"] == "quality"]
+print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none")' "$q1" 2>/dev/null)
+    # now the good one is busy and the poor one answers
+    gwq goodq uas_486 $GOODQ
+    gwq poorq uas_200 $POORQ
+    sleep 0.3
+    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_ok.xml" -s 9503 -i "$IP" -p "$CALLER_PORT" \
+        -r 4 -l 1 -m 8 -nostdin -timeout 40 -timeout_error -cid_str "$CID-b-%u" \
+        -trace_err -error_file "$OUT/caller-quality-b.err" >"$OUT/caller-quality-b.out" 2>&1
+    RC2=$?
+    pq2=$(count_inv "$OUT/gw-poorq.msg"); gq2=$(count_inv "$OUT/gw-goodq.msg")
+    q2=$(http_get "http://$IP:$HTTP_PORT2/gateways")
+    poor2=$(python3 -c 'import json, sys
+g = [x for x in json.loads(sys.argv[1])["gateways"] if x["key"].startswith("sip:127.0.0.1:25085")][0]
+q = [x for x in g["quality"] if x["group"] == "quality"]
+print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none")' "$q2" 2>/dev/null)
+    # phase a: poorq first for exactly min_calls = 5 calls, then behind (so only on failover,
+    # which never comes: goodq answers), goodq answers all 12.
+    # phase b: 5 calls go goodq (486) then poorq (200); from the 6th, poorq is first again and
+    # answers, so goodq sees 5 of the 8.
+    if [[ $RC1 -eq 0 && $RC2 -eq 0 && $pq1 -eq 5 && $gq1 -eq 12 && "${poor1%% *}" == True \
+        && $(( pq2 - pq1 )) -eq 8 && $(( gq2 - gq1 )) -eq 5 && "${poor2%% *}" == False ]]; then
+        pass "quality: the 480 gateway was first for 5 calls, then behind (poor: attempts/ASR ${poor1#* }); 12 of 12 answered; when it answered again its window filled and it came back after 5 failovers (attempts/ASR ${poor2#* }), 0 failed"
+    else
+        fail "quality order" "sipp rc=$RC1/$RC2; phase a: poorq $pq1 INVITEs (want 5), goodq $gq1 (want 12), verdict $poor1 (want True); phase b: poorq +$(( pq2 - pq1 )) (want 8), goodq +$(( gq2 - gq1 )) (want 5), verdict $poor2 (want False); see caller-quality-*.out, gw-poorq.msg, gw-goodq.msg, c4route-limits.log"
     fi
     stop_pid "$lim_kam"
 else
-    fail "[needs c4route 9.2] calls limit" "the c4route on routes-limits.d did not start (or its Kamailio): $(tail -3 "$OUT/c4route-limits.log" | tr '\n' ' ')"
-    fail "[needs c4route 9.2] cps limit" "not run: see above"
+    fail "calls limit" "the c4route on routes-limits.d did not start (or its Kamailio): $(tail -3 "$OUT/c4route-limits.log" | tr '\n' ' ')"
+    fail "cps limit" "not run: see above"
 fi
 stop_pid "$limits_c4"
 
