@@ -319,3 +319,39 @@ fn eval_load_and_poor_decide_offline_and_say_so() {
         assert!(stderr.contains(want), "{stderr}");
     }
 }
+
+#[test]
+fn events_name_a_proxied_route_by_its_proxy() {
+    let routes = r#"
+[trunks.via-sbc]
+gateways = ["sip:192.0.2.1", "sip:192.0.2.2"]
+proxy = "sip:198.51.100.1:5070"
+limits = { calls = 1 }
+
+[trunks.direct]
+gateways = ["sip:192.0.2.3"]
+
+[[rules]]
+name = "all"
+then.trunks = ["via-sbc", "direct"]
+"#;
+    let s = Server::start(&[("10.toml", routes)], &[]);
+    assert_eq!(first_route(&s, "p1"), "sip:198.51.100.1:5070");
+    // Full: the next call goes direct.
+    assert_eq!(first_route(&s, "p2"), "sip:192.0.2.3");
+    // Kamailio names the route by its dst_uri, the proxy; the first
+    // gateway fails over to the second, both behind the same proxy.
+    let (st, b) = event(
+        &s,
+        r#"{"event":"failed","call_id":"p1","dst_uri":"sip:198.51.100.1:5070","code":503,"next":"sip:198.51.100.1:5070"}"#,
+    );
+    assert_eq!(st, 204, "{b}");
+    assert_eq!(trunk(&s, "via-sbc")["calls"], 1);
+    let (st, b) = event(
+        &s,
+        r#"{"event":"ended","call_id":"p1","dst_uri":"sip:198.51.100.1:5070","duration_s":3}"#,
+    );
+    assert_eq!(st, 204, "{b}");
+    assert_eq!(trunk(&s, "via-sbc")["calls"], 0);
+    assert_eq!(first_route(&s, "p3"), "sip:198.51.100.1:5070");
+}

@@ -72,22 +72,15 @@ fn open(calls: &Calls, call_id: &str, d: &Decision<'_>, at: Instant) {
     let mut refs = Vec::with_capacity(routes.len());
     let mut group = (None::<&str>, 0);
     for r in routes {
-        let dst = match c4route_core::gateway_key(r.dst_uri) {
-            Ok(k) if k == r.gateway => None,
-            Ok(k) => Some(k),
-            Err(_) => continue,
-        };
-        if let Some(k) = &dst
-            && board.key_id(k).is_none()
-        {
-            calls.register(k);
+        // A proxy's key is registered once, the first time a route uses it.
+        if r.dst_key != r.gateway && board.key_id(r.dst_key).is_none() {
+            calls.register(r.dst_key);
             board = calls.board.load();
         }
         if group.0 != Some(&*r.group) {
             group = (Some(&*r.group), calls.group_id(&r.group));
         }
-        let dst = dst.as_deref().unwrap_or(r.gateway);
-        if let Some(rr) = board.route(r.trunk, r.gateway, dst, group.1) {
+        if let Some(rr) = board.route(r.trunk, r.gateway, r.dst_key, group.1) {
             refs.push(rr);
         }
     }

@@ -522,6 +522,9 @@ pub(crate) struct Trunk {
     pub strip: u32,
     pub prefix: Box<str>,
     pub proxy: Option<Box<str>>,
+    /// [`crate::health::gateway_key`] of `proxy`: what call events name
+    /// every route of this trunk by.
+    pub proxy_key: Option<Box<str>>,
     pub socket: Box<str>,
     pub fr_timer: u32,
     pub fr_inv_timer: u32,

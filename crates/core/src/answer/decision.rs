@@ -70,6 +70,9 @@ pub struct RouteAnswer<'t> {
     /// events and live state name it by (with a `proxy`, `dst_uri` is the
     /// proxy; this is still the gateway).
     pub gateway: &'t str,
+    /// The normalised key of `dst_uri`: the gateway's, or the trunk
+    /// proxy's (what Kamailio's call events name the route by).
+    pub dst_key: &'t str,
     /// The destination group quality is judged per (SPEC §9.3): the rule's
     /// name, or `rule@prefix` (the rate row's prefix) for an LCR route.
     pub group: Cow<'t, str>,

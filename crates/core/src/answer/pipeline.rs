@@ -216,6 +216,7 @@ mod tests {
             strip: 0,
             prefix: "".into(),
             proxy: None,
+            proxy_key: None,
             socket: "".into(),
             fr_timer: 0,
             fr_inv_timer: 0,

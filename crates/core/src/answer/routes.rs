@@ -256,6 +256,7 @@ impl Plan {
                 socket: &t.socket,
                 trunk: &t.name,
                 gateway: &gw.key,
+                dst_key: t.proxy_key.as_deref().unwrap_or(&gw.key),
                 group: trunks.group_cow(s.step),
                 from: from.clone(),
                 to: to.clone(),

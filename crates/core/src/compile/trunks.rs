@@ -192,6 +192,10 @@ impl<'s> Compiler<'s> {
             gateways: gateways.into(),
             strip,
             prefix,
+            proxy_key: proxy
+                .as_deref()
+                .and_then(|p| crate::health::gateway_key(p).ok())
+                .map(Box::from),
             proxy,
             socket,
             fr_timer,
