@@ -158,7 +158,17 @@ pub struct Live {
     pub(crate) quality: Arc<Quality>,
 }
 
+/// The snapshot that knows nothing, shared: [`crate::RouteTable::route`]
+/// decides with it without allocating three empty parts per call.
+static NOTHING: std::sync::LazyLock<Live> = std::sync::LazyLock::new(Live::default);
+
 impl Live {
+    /// The shared snapshot that knows nothing (every gateway up, no load,
+    /// no verdict): the same as [`Live::default`], without allocating.
+    pub fn nothing() -> &'static Live {
+        &NOTHING
+    }
+
     /// A builder starting from nothing known.
     pub fn builder() -> LiveBuilder {
         LiveBuilder::default()

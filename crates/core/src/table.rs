@@ -239,7 +239,7 @@ impl RouteTable {
     /// no load, no quality verdict. Pure: no I/O, no locks; `now` only
     /// matters for schedules and rate decks. See [`crate::decide`].
     pub fn route<'t>(&'t self, query: &Query<'_>, now: SystemTime) -> crate::Decision<'t> {
-        decide(self, &Live::default(), query, now)
+        decide(self, Live::nothing(), query, now)
     }
 
     /// How long a call record may go without an event (`[defaults.calls]
