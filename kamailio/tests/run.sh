@@ -781,6 +781,12 @@ sys.exit(0 if c["calls"] == 0 and o["calls"] == 0 and c["limits"]["calls"] == 5 
     # Then goodq answers 486 and poorq 200: the failovers fill poorq's window with good calls,
     # and at 5 answered of 10 it is first again.
     count_inv() { uas_stats "$1" | sed -n 1p | cut -d' ' -f1; }
+    poorq_verdict() { # "<poor> <attempts> <asr>" of poorq for the group "quality", from GET /gateways
+        python3 -c 'import json, sys
+g = [x for x in json.loads(sys.argv[1])["gateways"] if x["key"].startswith("sip:127.0.0.1:25085")][0]
+q = [x for x in g["quality"] if x["group"] == "quality"]
+print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none")' "$(http_get "http://$IP:$HTTP_PORT2/gateways")" 2>/dev/null
+    }
     gwq() { # name scenario port: (re)starts a quality gateway, remembering its pid
         local v="qpid_$1"
         [[ -n "${!v:-}" ]] && stop_pid "${!v}"
@@ -797,11 +803,7 @@ sys.exit(0 if c["calls"] == 0 and o["calls"] == 0 and c["limits"]["calls"] == 5 
         -trace_err -error_file "$OUT/caller-quality-a.err" >"$OUT/caller-quality-a.out" 2>&1
     RC1=$?
     pq1=$(count_inv "$OUT/gw-poorq.msg"); gq1=$(count_inv "$OUT/gw-goodq.msg")
-    q1=$(http_get "http://$IP:$HTTP_PORT2/gateways")
-    poor1=$(python3 -c 'import json, sys
-g = [x for x in json.loads(sys.argv[1])["gateways"] if x["key"].startswith("sip:127.0.0.1:25085")][0]
-q = [x for x in g["quality"] if x["group"] == "quality"]
-print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none")' "$q1" 2>/dev/null)
+    poor1=$(poorq_verdict)
     # now the good one is busy and the poor one answers
     gwq goodq uas_486 $GOODQ
     gwq poorq uas_200 $POORQ
@@ -811,11 +813,7 @@ print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none
         -trace_err -error_file "$OUT/caller-quality-b.err" >"$OUT/caller-quality-b.out" 2>&1
     RC2=$?
     pq2=$(count_inv "$OUT/gw-poorq.msg"); gq2=$(count_inv "$OUT/gw-goodq.msg")
-    q2=$(http_get "http://$IP:$HTTP_PORT2/gateways")
-    poor2=$(python3 -c 'import json, sys
-g = [x for x in json.loads(sys.argv[1])["gateways"] if x["key"].startswith("sip:127.0.0.1:25085")][0]
-q = [x for x in g["quality"] if x["group"] == "quality"]
-print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none")' "$q2" 2>/dev/null)
+    poor2=$(poorq_verdict)
     # phase a: poorq first for exactly min_calls = 5 calls, then behind (so only on failover,
     # which never comes: goodq answers), goodq answers all 12.
     # phase b: 5 calls go goodq (486) then poorq (200); from the 6th, poorq is first again and

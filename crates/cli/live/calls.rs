@@ -80,6 +80,22 @@ pub struct GatewaySlot {
     left_out: AtomicU64,
 }
 
+/// Takes one from a channel count if it is below `max` (the one
+/// compare-and-swap both trunks and gateways are limited by).
+fn try_hold(calls: &AtomicU32, max: &AtomicU32) -> bool {
+    let max = limit_of(max);
+    calls
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (max.is_none_or(|m| n < m)).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// Gives one back; never below zero, even if a bug released twice.
+fn release(calls: &AtomicU32) {
+    let _ = calls.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+}
+
 fn limit_of(v: &AtomicU32) -> Option<u32> {
     match v.load(Ordering::Relaxed) {
         0 => None,
@@ -115,20 +131,12 @@ impl TrunkSlot {
     }
 
     fn release(&self) {
-        // Never below zero, even if a bug released twice.
-        let _ = self
-            .calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        release(&self.calls);
     }
 
     /// Takes a channel if below `limits.calls`.
     fn try_hold(&self) -> bool {
-        let max = limit_of(&self.max_calls);
-        self.calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max.is_none_or(|m| n < m)).then_some(n + 1)
-            })
-            .is_ok()
+        try_hold(&self.calls, &self.max_calls)
     }
 
     /// Takes a channel whatever the limit (a failover Kamailio already
@@ -183,12 +191,7 @@ impl GatewaySlot {
     }
 
     fn try_hold(&self) -> bool {
-        let max = limit_of(&self.max_calls);
-        self.calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max.is_none_or(|m| n < m)).then_some(n + 1)
-            })
-            .is_ok()
+        try_hold(&self.calls, &self.max_calls)
     }
 
     fn force_hold(&self) {
@@ -196,9 +199,7 @@ impl GatewaySlot {
     }
 
     fn release(&self) {
-        let _ = self
-            .calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        release(&self.calls);
     }
 }
 
