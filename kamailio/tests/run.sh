@@ -29,6 +29,7 @@ KAM_PORT2=25061
 KAM_PORT3=25062
 KAM_PORT4=25063     # C4_NO_EVENTS variant
 KAM_PORT5=25064     # capacity limits (second c4route)
+KAM_PORT6=25065     # queries through the event recorder (late and broken answers)
 HTTP_PORT=28080
 REC_PORT=28090      # event recorder -> c4route
 HTTP_PORT2=28081    # c4route on routes-limits.d
@@ -166,7 +167,7 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
+for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $KAM_PORT6 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
     $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
@@ -205,14 +206,17 @@ say "c4route serve pid $c4_pid on $IP:$HTTP_PORT"
 # the event recorder: Kamailio's events and reports -> recorder -> c4route (bounded lifetime)
 EVENTS="$OUT/events.jsonl"
 : >"$EVENTS"
-start_recorder() { # listen-port upstream-port log
-    python3 "$here/event_recorder.py" "$IP:$1" "$IP:$2" "$3" 600 >>"$OUT/event_recorder.log" 2>&1 &
+start_recorder() { # listen-port upstream-port log [--delay USER=MS | --break USER]...
+    local l=$1 u=$2 log=$3
+    shift 3
+    python3 "$here/event_recorder.py" "$IP:$l" "$IP:$u" "$log" 600 "$@" >>"$OUT/event_recorder.log" 2>&1 &
     pids+=("$!")
     local i
-    for i in $(seq 50); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done
+    for i in $(seq 50); do (exec 3<>"/dev/tcp/$IP/$l") 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
-if ! start_recorder $REC_PORT $HTTP_PORT "$EVENTS"; then
+# (queries of a Kamailio pointed at it: 1201 answered 400 ms late, 2201 broken for rtjson)
+if ! start_recorder $REC_PORT $HTTP_PORT "$EVENTS" --delay 1201=400 --break 2201; then
     fail "event recorder starts" "$(tail -5 "$OUT/event_recorder.log")"
     finish
 fi
@@ -538,6 +542,50 @@ else
     fail "events: unsendable next route" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS, $CALLER"
 fi
 ev_cids+=("$CID")
+# Lost-event holes: a Kamailio whose queries pass through the recorder (late or broken answers).
+# trunk_calls NAME -> the trunk's calls in c4route's GET /trunks (empty when unreadable)
+trunk_calls() {
+    http_get "http://$IP:$HTTP_PORT/trunks" | python3 -c 'import json, sys
+print({t["name"]: t["calls"] for t in json.load(sys.stdin)["trunks"]}[sys.argv[1]])' "$1" 2>/dev/null
+}
+# waits (3 s at most) until trunk $1 holds no call; sets TC to the last count seen
+trunk_free() {
+    local i
+    for i in $(seq 30); do TC=$(trunk_calls "$1"); [[ "$TC" == "0" ]] && return 0; sleep 0.1; done
+    return 1
+}
+GW1_URI="sip:$IP:$GW1"
+if start_kamailio proxied $KAM_PORT6 -A "C4_API_URL=\"http://$IP:$REC_PORT/kamailio/rtjson\""; then
+    proxied_pid=$KPID
+    TARGET_PORT=$KAM_PORT6
+    # the caller cancels at 200 ms, c4route's answer (route 0 = gw1) comes at 400 ms: the resume
+    # answers 487 and frees route 0 with `failed` 487
+    EV_SEEN=""
+    call ev-cancel-while-routing 1201 uac_cancel
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 487' && has "$CALLER" "$CID" '^SIP/2.0 200' '^CSeq: 1 CANCEL' \
+        && ! grep -q "Call-ID: $CID" "$OUT/gw-gw1.msg" \
+        && ev_ok "$CID" "E == [{'event':'failed','call_id':'$CID','dst_uri':'$GW1_URI','code':487}]" && trunk_free gw1; then
+        pass "events: CANCEL before c4route's answer: 487 to the caller, 'failed' 487 for the answer's route 0, GET /trunks gw1 back to 0 calls: $EV_SEEN"
+    else
+        fail "events: CANCEL before the answer" "sipp rc=$RC; events: $EV_SEEN; gw1 calls: ${TC:-?}; see $CALLER, $EVENTS, kamailio-proxied.log"
+    fi
+    ev_cids+=("$CID")
+    # rtjson refuses the answer (routing "broken"): 503 to the caller, `failed` 503 for route 0
+    EV_SEEN=""
+    call ev-refused-answer 2201 uac_fail
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && ! grep -q "Call-ID: $CID" "$OUT/gw-gw503.msg" \
+        && ev_ok "$CID" "E == [{'event':'failed','call_id':'$CID','dst_uri':'$GW503_URI','code':503}]" && trunk_free gw503; then
+        pass "events: an answer rtjson refuses: 503 to the caller, 'failed' 503 for its route 0, GET /trunks gw503 back to 0 calls: $EV_SEEN"
+    else
+        fail "events: answer refused by rtjson" "sipp rc=$RC; events: $EV_SEEN; gw503 calls: ${TC:-?}; see $CALLER, $EVENTS, kamailio-proxied.log"
+    fi
+    ev_cids+=("$CID")
+    unset TARGET_PORT
+    stop_pid "$proxied_pid"
+else
+    fail "events: CANCEL before the answer" "kamailio (proxied) did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-proxied.log")"
+    fail "events: answer refused by rtjson" "not run: see above"
+fi
 # c4route takes every event: 204 [needs c4route 9.1; today's main binary answers 404]
 # (one look: every event above has already been seen by its own case)
 bad_status=$(python3 - "$EVENTS" "${ev_cids[@]}" <<'PYEOF'
