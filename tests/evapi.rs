@@ -240,3 +240,35 @@ fn an_unreachable_evapi_peer_is_retried_and_logged_once() {
         .count();
     assert_eq!(failures, 1, "one line per change of state");
 }
+
+#[test]
+fn a_query_after_an_event_is_not_held_by_delayed_acks() {
+    // Kamailio's evapi socket has Nagle on: after an event (which gets no
+    // answer) its next query waits for the event's ACK. Without an
+    // immediate ACK from c4route that is the delayed-ACK timer, ~40 ms.
+    let kam = Kamailio::bind();
+    let _s = Server::start(&[("r.toml", ROUTES)], &["--evapi", &kam.addr()]);
+    let mut k = kam.accept(Duration::from_secs(10));
+    let mut rtt = Vec::new();
+    for i in 0..15u32 {
+        send(
+            &mut k,
+            r#"{"type":"event","event":"ended","call_id":"none","dst_uri":"sip:192.0.2.1"}"#,
+        );
+        let t0 = Instant::now();
+        send(
+            &mut k,
+            &format!(
+                r#"{{"type":"query","tindex":{i},"tlabel":1,"query":{{"to_uri":"sip:0201@x"}}}}"#
+            ),
+        );
+        assert_eq!(recv(&mut k).unwrap()["tindex"], i);
+        rtt.push(t0.elapsed());
+    }
+    rtt.sort();
+    assert!(
+        rtt[rtt.len() / 2] < Duration::from_millis(15),
+        "median query round trip after an event: {:?} (all: {rtt:?})",
+        rtt[rtt.len() / 2]
+    );
+}

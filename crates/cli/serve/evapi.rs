@@ -283,6 +283,13 @@ async fn serve(state: &AppState, peer: SocketAddr, mut stream: TcpStream) -> Str
             Ok(_) => {}
             Err(e) => return format!("read failed: {e}"),
         }
+        // Events get no answer, so their ACK would wait for the delayed-ACK
+        // timer (up to 40 ms), and Kamailio's evapi socket (no TCP_NODELAY)
+        // holds its next small write, a query, until that ACK: acknowledge
+        // at once. The kernel clears the flag again, so it is set per read.
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_quickack(true) {
+            debug!(%peer, "evapi: TCP_QUICKACK: {e}");
+        }
         loop {
             match next_frame(&mut buf) {
                 Ok(Some(msg)) => handle(state, &peer, &msg, &mut out).await,
