@@ -19,6 +19,8 @@
 #   unwrapped       ... POST /rtjson with C4_RTJSON_UNWRAPPED (one jansson_get less per call)
 #   sync            C4_HTTP_SYNC: blocking http_client on a kept-alive named connection
 #   sync-unwrapped  C4_HTTP_SYNC and C4_RTJSON_UNWRAPPED
+#   evapi           C4_EVAPI: queries (evapi_async_unicast) and events (evapi_relay) over evapi; the
+#                   c4route under test connects to this Kamailio with --evapi (issue 17)
 #   fixed           http_async_client -> target/release/examples/fixed_answer (constant answer)
 #   fixed-unwrapped fixed_answer's bare document (POST /rtjson); FIXED_BIN= picks another binary
 #   fixed2, fixed2-unwrapped   the same with FIXED2_BIN (a second binary, e.g. a smaller answer)
@@ -82,7 +84,7 @@ LOAD_PREFIXES=${LOAD_PREFIXES:-}
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
-KAM_PORT0=26100 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182 C4_PORT2=28183
+KAM_PORT0=26100 EVAPI_PORT=28190 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182 C4_PORT2=28183
 C4ROUTE2_ARGS=${C4ROUTE2_ARGS:-"--threads 1"}
 C4ROUTE=${C4ROUTE:-"$repo/target/release/c4route"}
 FIXED_BIN=${FIXED_BIN:-"$repo/target/release/examples/fixed_answer"}
@@ -121,10 +123,11 @@ if [[ -n "$LOAD_PREFIXES" ]]; then
     [[ $PKG_MB -lt 1024 && $LOAD_PREFIXES -gt 100000 ]] && PKG_MB=1024
     [[ $SHM_MB -lt 2048 && $LOAD_PREFIXES -gt 100000 ]] && SHM_MB=2048
 fi
-need_c4=0 need_c4b=0 need_fixed=0 need_fixed2=0
+need_c4=0 need_c4b=0 need_fixed=0 need_fixed2=0 need_evapi=0
 for m in $MODES; do
     case ${m%%+*} in
         c4route|unwrapped|sync|sync-unwrapped) need_c4=1 ;;
+        evapi) need_c4=1; need_evapi=1 ;;
         c4route2|unwrapped2|sync2|sync-unwrapped2) need_c4=1; need_c4b=1 ;;
         fixed|fixed-unwrapped) need_fixed=1 ;;
         fixed2|fixed2-unwrapped) [[ -x "$FIXED2_BIN" ]] || die "mode $m needs FIXED2_BIN (a second fixed-answer binary)"; need_fixed2=1 ;;
@@ -238,7 +241,9 @@ wait_tcp() { local i; for i in $(seq "$2"); do (exec 3<>"/dev/tcp/$IP/$1") 2>/de
 c4_pid="" c4b_pid="" fixed_pid="" fixed2_pid=""
 start_c4route() { # routes dir -> c4_pid; C4_LOAD_S: seconds until it accepted connections
     local t0; t0=$(date +%s.%N)
-    "$C4ROUTE" serve --routes "$1" --listen "$IP:$C4_PORT" >>"$OUT/c4route.log" 2>&1 &
+    local ev=()
+    [[ $need_evapi -eq 1 ]] && ev=(--evapi "$IP:$EVAPI_PORT")   # connects once the evapi Kamailio is up
+    "$C4ROUTE" serve --routes "$1" --listen "$IP:$C4_PORT" "${ev[@]}" >>"$OUT/c4route.log" 2>&1 &
     c4_pid=$!; pids+=("$c4_pid")
     wait_tcp "$C4_PORT" 1200 || die "c4route did not start (see $OUT/c4route.log)"
     C4_LOAD_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
@@ -266,6 +271,7 @@ mode_defines() {
         unwrapped) MODE_SERVER=$c4; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$port/rtjson\"" ;;
         sync) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/kamailio/rtjson\"" ;;
         sync-unwrapped) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/rtjson\"" ;;
+        evapi) MODE_SERVER=$c4; echo C4_EVAPI; echo "C4_EVAPI_BIND=\"$IP:$EVAPI_PORT\"" ;;
         fixed) MODE_SERVER=fixed; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
         fixed-unwrapped) MODE_SERVER=fixed; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
         fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;

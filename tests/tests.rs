@@ -1,5 +1,6 @@
 mod calls;
 mod cli;
+mod evapi;
 mod gateways;
 mod lcr;
 mod quality;

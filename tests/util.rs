@@ -130,6 +130,14 @@ impl Server {
         }
     }
 
+    /// Every stderr line so far (those already arrived, without waiting).
+    pub fn log_lines(&mut self) -> &[String] {
+        while let Ok(line) = self.log.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     pub fn conn(&self) -> Conn {
         Conn::open(self.addr)
     }

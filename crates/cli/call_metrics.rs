@@ -90,7 +90,7 @@ impl CallMetrics {
         );
         registry.register(
             "call_events",
-            "POST /kamailio/event by event and result",
+            "Call events (POST /kamailio/event, or over evapi) by event and result",
             m.events.clone(),
         );
         registry.register("calls_open", "Call records open now", m.open.clone());

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Recording HTTP proxy for the Kamailio e2e suite (kamailio/tests/run.sh).
 
-    python3 kamailio/tests/event_recorder.py LISTEN UPSTREAM LOG [LIFETIME_S]
+    python3 kamailio/tests/event_recorder.py LISTEN UPSTREAM LOG [LIFETIME_S] [--delay USER=MS]... [--break USER]...
     e.g.    python3 kamailio/tests/event_recorder.py 127.0.0.1:28090 127.0.0.1:28080 out/events.jsonl
 
 Kamailio sends its call events (POST /kamailio/event) and gateway reports (POST
@@ -14,8 +14,16 @@ per request is appended to LOG:
 
 so the suite sees exactly what Kamailio sent, and what c4route answered. Loopback only; the
 process exits by itself after LIFETIME_S seconds (default 600).
+
+Queries can go through it too (C4_API_URL pointing here), so that the suite can make c4route's
+answer late or broken for one called number (the R-URI user of the query) while c4route itself
+decides as usual (and opens its call record):
+    --delay USER=MS   return c4route's answer MS milliseconds late
+    --break USER      return it with "routing":"serial" turned into "routing":"broken", which
+                      rtjson refuses
 """
 import json
+import re
 import sys
 import threading
 import time
@@ -54,6 +62,11 @@ class Recorder(BaseHTTPRequestHandler):
             status, body, ctype = e.code, e.read(), e.headers.get("Content-Type", ctype)
         except (urllib.error.URLError, OSError) as e:
             body = ("upstream unreachable: %s" % e).encode()
+        user = query_user(parsed)
+        if user is not None and user in self.server.broken:
+            body = re.sub(rb'"routing"\s*:\s*"serial"', b'"routing":"broken"', body)
+        if user is not None and user in self.server.delays:
+            time.sleep(self.server.delays[user] / 1000.0)
         line = json.dumps({"t": time.time(), "method": self.command, "path": self.path,
                            "content_type": self.headers.get("Content-Type"), "body": text,
                            "json": parsed, "status": status}, sort_keys=True)
@@ -69,9 +82,29 @@ class Recorder(BaseHTTPRequestHandler):
     do_GET = _handle
 
 
+def query_user(parsed):
+    """The R-URI user of a routing query (SPEC 2), or None for anything else."""
+    if not isinstance(parsed, dict) or "ruri" not in parsed:
+        return None
+    m = re.match(r"^sips?:([^@;]+)@", str(parsed.get("ruri") or ""))
+    return m.group(1) if m else None
+
+
 def main():
-    if len(sys.argv) not in (4, 5):
+    args, delays, broken = [], {}, set()
+    rest = sys.argv[1:]
+    while rest:
+        a = rest.pop(0)
+        if a == "--delay" and rest:
+            user, _, ms = rest.pop(0).partition("=")
+            delays[user] = float(ms)
+        elif a == "--break" and rest:
+            broken.add(rest.pop(0))
+        else:
+            args.append(a)
+    if len(args) not in (3, 4):
         sys.exit(__doc__)
+    sys.argv = [sys.argv[0]] + args
     host, port = sys.argv[1].rsplit(":", 1)
     if host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("event_recorder: loopback addresses only")
@@ -79,6 +112,8 @@ def main():
     srv.daemon_threads = True
     srv.upstream = sys.argv[2]
     srv.log_path = sys.argv[3]
+    srv.delays = delays
+    srv.broken = broken
     lifetime = float(sys.argv[4]) if len(sys.argv) == 5 else 600.0
     threading.Timer(lifetime, srv.shutdown).start()
     srv.serve_forever()

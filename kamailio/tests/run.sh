@@ -29,6 +29,10 @@ KAM_PORT2=25061
 KAM_PORT3=25062
 KAM_PORT4=25063     # C4_NO_EVENTS variant
 KAM_PORT5=25064     # capacity limits (second c4route)
+KAM_PORT6=25065     # queries through the event recorder (late and broken answers)
+KAM_PORT7=25066     # C4_EVAPI: queries and events over evapi
+EVAPI_PORT=28448    # that Kamailio's evapi bind_addr
+HTTP_PORT3=28082    # the c4route connected to it (--evapi), for GET /trunks
 HTTP_PORT=28080
 REC_PORT=28090      # event recorder -> c4route
 HTTP_PORT2=28081    # c4route on routes-limits.d
@@ -132,7 +136,9 @@ for combo in "C4_HTTP_SYNC" "C4_HTTP_SYNC C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS" "
     "C4_NO_EVENTS" "C4_NO_EVENTS C4_NO_FEEDBACK" "C4_HTTP_SYNC C4_NO_EVENTS" \
     "C4_HTTP_SYNC C4_NO_EVENTS C4_NO_FEEDBACK" "C4_HTTP_SYNC C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS C4_NO_EVENTS" \
     "C4_RTJSON_UNWRAPPED C4_FAST_SUCCESS C4_NO_EVENTS" "C4_EVENT_ANSWERED" "C4_HTTP_SYNC C4_EVENT_ANSWERED" \
-    "STATIC_ROUTING C4_NO_EVENTS" "DROUTING C4_NO_EVENTS"; do
+    "STATIC_ROUTING C4_NO_EVENTS" "DROUTING C4_NO_EVENTS" \
+    "C4_EVAPI" "C4_EVAPI C4_FAST_SUCCESS" "C4_EVAPI C4_NO_EVENTS" "C4_EVAPI C4_NO_EVENTS C4_NO_FEEDBACK" \
+    "C4_EVAPI C4_EVENT_ANSWERED"; do
     defs=()
     for d in $combo; do defs+=(-A "$d"); done
     kamailio -c -f "$kdir/kamailio.cfg" -A "C4_LISTEN=udp:$IP:$KAM_PORT" "${defs[@]}" >"$OUT/kamailio-check-combo.log" 2>&1 \
@@ -167,13 +173,13 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
+for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $KAM_PORT6 $KAM_PORT7 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
     $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW $POORQ $GOODQ; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
 done
-for port in $HTTP_PORT $REC_PORT $HTTP_PORT2 $REC_PORT2; do
+for port in $HTTP_PORT $REC_PORT $HTTP_PORT2 $REC_PORT2 $HTTP_PORT3 $EVAPI_PORT; do
     if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "TCP port $port is already in use"; finish
     fi
@@ -206,14 +212,17 @@ say "c4route serve pid $c4_pid on $IP:$HTTP_PORT"
 # the event recorder: Kamailio's events and reports -> recorder -> c4route (bounded lifetime)
 EVENTS="$OUT/events.jsonl"
 : >"$EVENTS"
-start_recorder() { # listen-port upstream-port log
-    python3 "$here/event_recorder.py" "$IP:$1" "$IP:$2" "$3" 600 >>"$OUT/event_recorder.log" 2>&1 &
+start_recorder() { # listen-port upstream-port log [--delay USER=MS | --break USER]...
+    local l=$1 u=$2 log=$3
+    shift 3
+    python3 "$here/event_recorder.py" "$IP:$l" "$IP:$u" "$log" 600 "$@" >>"$OUT/event_recorder.log" 2>&1 &
     pids+=("$!")
     local i
-    for i in $(seq 50); do (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null && return 0; sleep 0.1; done
+    for i in $(seq 50); do (exec 3<>"/dev/tcp/$IP/$l") 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
-if ! start_recorder $REC_PORT $HTTP_PORT "$EVENTS"; then
+# (queries of a Kamailio pointed at it: 1201 answered 400 ms late, 2201 broken for rtjson)
+if ! start_recorder $REC_PORT $HTTP_PORT "$EVENTS" --delay 1201=400 --break 2201; then
     fail "event recorder starts" "$(tail -5 "$OUT/event_recorder.log")"
     finish
 fi
@@ -539,6 +548,50 @@ else
     fail "events: unsendable next route" "sipp rc=$RC; events: $EV_SEEN; see $EVENTS, $CALLER"
 fi
 ev_cids+=("$CID")
+# Lost-event holes: a Kamailio whose queries pass through the recorder (late or broken answers).
+# trunk_calls NAME -> the trunk's calls in c4route's GET /trunks (empty when unreadable)
+trunk_calls() {
+    http_get "http://$IP:$HTTP_PORT/trunks" | python3 -c 'import json, sys
+print({t["name"]: t["calls"] for t in json.load(sys.stdin)["trunks"]}[sys.argv[1]])' "$1" 2>/dev/null
+}
+# waits (3 s at most) until trunk $1 holds no call; sets TC to the last count seen
+trunk_free() {
+    local i
+    for i in $(seq 30); do TC=$(trunk_calls "$1"); [[ "$TC" == "0" ]] && return 0; sleep 0.1; done
+    return 1
+}
+GW1_URI="sip:$IP:$GW1"
+if start_kamailio proxied $KAM_PORT6 -A "C4_API_URL=\"http://$IP:$REC_PORT/kamailio/rtjson\""; then
+    proxied_pid=$KPID
+    TARGET_PORT=$KAM_PORT6
+    # the caller cancels at 200 ms, c4route's answer (route 0 = gw1) comes at 400 ms: the resume
+    # answers 487 and frees route 0 with `failed` 487
+    EV_SEEN=""
+    call ev-cancel-while-routing 1201 uac_cancel
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 487' && has "$CALLER" "$CID" '^SIP/2.0 200' '^CSeq: 1 CANCEL' \
+        && ! grep -q "Call-ID: $CID" "$OUT/gw-gw1.msg" \
+        && ev_ok "$CID" "E == [{'event':'failed','call_id':'$CID','dst_uri':'$GW1_URI','code':487}]" && trunk_free gw1; then
+        pass "events: CANCEL before c4route's answer: 487 to the caller, 'failed' 487 for the answer's route 0, GET /trunks gw1 back to 0 calls: $EV_SEEN"
+    else
+        fail "events: CANCEL before the answer" "sipp rc=$RC; events: $EV_SEEN; gw1 calls: ${TC:-?}; see $CALLER, $EVENTS, kamailio-proxied.log"
+    fi
+    ev_cids+=("$CID")
+    # rtjson refuses the answer (routing "broken"): 503 to the caller, `failed` 503 for route 0
+    EV_SEEN=""
+    call ev-refused-answer 2201 uac_fail
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && ! grep -q "Call-ID: $CID" "$OUT/gw-gw503.msg" \
+        && ev_ok "$CID" "E == [{'event':'failed','call_id':'$CID','dst_uri':'$GW503_URI','code':503}]" && trunk_free gw503; then
+        pass "events: an answer rtjson refuses: 503 to the caller, 'failed' 503 for its route 0, GET /trunks gw503 back to 0 calls: $EV_SEEN"
+    else
+        fail "events: answer refused by rtjson" "sipp rc=$RC; events: $EV_SEEN; gw503 calls: ${TC:-?}; see $CALLER, $EVENTS, kamailio-proxied.log"
+    fi
+    ev_cids+=("$CID")
+    unset TARGET_PORT
+    stop_pid "$proxied_pid"
+else
+    fail "events: CANCEL before the answer" "kamailio (proxied) did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-proxied.log")"
+    fail "events: answer refused by rtjson" "not run: see above"
+fi
 # c4route takes every event: 204 [needs c4route 9.1; today's main binary answers 404]
 # (one look: every event above has already been seen by its own case)
 bad_status=$(python3 - "$EVENTS" "${ev_cids[@]}" <<'PYEOF'
@@ -830,6 +883,98 @@ else
     fail "cps limit" "not run: see above"
 fi
 stop_pid "$limits_c4"
+
+# 9c. the evapi mode (issue 17): a Kamailio with C4_EVAPI, and a c4route connected to it with
+# --evapi (on the unmodified test routes.d); queries, answers and events all go over evapi.
+evapi_conns() { kamcmd -s "$1" pv.shvGet c4evapi 2>/dev/null | awk '/value:/ {print $2}'; }
+if start_kamailio evapi $KAM_PORT7 -A C4_EVAPI -A "C4_EVAPI_BIND=\"$IP:$EVAPI_PORT\""; then
+    evapi_kam=$KPID evapi_ctl=$KCTL
+    "$C4ROUTE" serve --routes "$here/routes.d" --listen "$IP:$HTTP_PORT3" --evapi "$IP:$EVAPI_PORT" \
+        >>"$OUT/c4route-evapi.log" 2>&1 &
+    evapi_c4=$!
+    pids+=("$evapi_c4")
+    up=0
+    for i in $(seq 50); do [[ "$(evapi_conns "$evapi_ctl")" == "1" ]] && { up=1; break; }; sleep 0.1; done
+    TARGET_PORT=$KAM_PORT7
+    ok=1 why=""
+    [[ $up -eq 1 ]] || { ok=0; why+=" no-connection($(evapi_conns "$evapi_ctl"))"; }
+    call evapi-basic 1001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE sip:1001@127.0.0.1:25071' && has "$OUT/gw-gw1.msg" "$CID" '^BYE '; } || { ok=0; why+=" basic(rc=$RC)"; }
+    call evapi-rewrites 5001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw1.msg" "$CID" '^INVITE ' '^INVITE sip:99\+44001@' '^From: "Acme alice" <sip:\+1alice@' '^X-Carrier: acme'; } || { ok=0; why+=" rewrites(rc=$RC)"; }
+    call evapi-failover 2001 uac_ok
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-gw503.msg" "$CID" '^SIP/2.0 503' && has "$OUT/gw-gw2.msg" "$CID" '^INVITE sip:2001@127.0.0.1:25072'; } || { ok=0; why+=" failover(rc=$RC)"; }
+    call evapi-reject 6001 uac_fail
+    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 403 Forbidden By Policy$'; } || { ok=0; why+=" reject(rc=$RC)"; }
+    call evapi-no-match 9999 uac_fail
+    { [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 404 Not Found$'; } || { ok=0; why+=" no-match(rc=$RC)"; }
+    call evapi-all-fail 2101 uac_fail
+    { [[ $RC -eq 0 ]] && has "$OUT/gw-silent.msg" "$CID" '^INVITE sip:2101@'; } || { ok=0; why+=" all-fail(rc=$RC)"; }
+    if [[ $ok -eq 1 ]]; then
+        pass "evapi mode (C4_EVAPI): route, rewrites, failover, reject, no match, every route failing"
+    else
+        fail "evapi mode answers" "failed:$why; see caller-evapi-*.msg, kamailio-evapi.log, c4route-evapi.log"
+    fi
+    # the events came over evapi too: every call above has ended, so c4route holds nothing (a
+    # lost `ended` or `failed` would leave its trunk's calls above 0 for max_duration)
+    tr="" ev_free=0
+    for i in $(seq 30); do
+        tr=$(http_get "http://$IP:$HTTP_PORT3/trunks")
+        python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+sys.exit(0 if d["calls_open"] == 0 and all(t["calls"] == 0 for t in d["trunks"]) else 1)' "$tr" 2>/dev/null && { ev_free=1; break; }
+        sleep 0.1
+    done
+    evs=$(http_get "http://$IP:$HTTP_PORT3/metrics" | awk '/^c4route_call_events_total\{/ && /result="ok"/ {n += $2} END {print n + 0}')
+    if [[ $ev_free -eq 1 && ${evs:-0} -ge 6 ]]; then
+        pass "evapi mode: events over evapi_relay: GET /trunks back to 0 calls and 0 open records after the calls ($evs events applied)"
+    else
+        fail "evapi mode: events" "GET /trunks: ${tr:0:300}; events applied: ${evs:-?} (want >= 6); see c4route-evapi.log"
+    fi
+    # c4route slow: a client that takes the queries and never answers. 503 after C4_HTTP_TIMEOUT
+    # (the suspended transaction's fr_timer); a CANCEL meanwhile gets 200 and then 487.
+    stop_pid "$evapi_c4"
+    for i in $(seq 50); do [[ "$(evapi_conns "$evapi_ctl")" == "0" ]] && break; sleep 0.1; done
+    python3 -c 'import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s.settimeout(0.5)
+end = time.time() + 20          # bounded: gone after 20 s
+while time.time() < end:
+    try:
+        if not s.recv(65536):
+            break
+    except socket.timeout:
+        pass' "$IP" "$EVAPI_PORT" >"$OUT/evapi-stall.log" 2>&1 &
+    evapi_stall=$!
+    pids+=("$evapi_stall")
+    for i in $(seq 50); do [[ "$(evapi_conns "$evapi_ctl")" == "1" ]] && break; sleep 0.1; done
+    call evapi-slow 1001 uac_fail
+    limit=$((HTTP_TIMEOUT_MS + 1000))
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -ge $((HTTP_TIMEOUT_MS - 50)) && $ELAPSED -lt $limit ]]; then
+        pass "evapi mode, c4route not answering: caller gets 503 after the ${HTTP_TIMEOUT_MS} ms timeout [${ELAPSED} ms]"
+    else
+        fail "evapi mode: c4route slow" "sipp rc=$RC, elapsed ${ELAPSED} ms (want $((HTTP_TIMEOUT_MS - 50))..${limit}); see $CALLER, kamailio-evapi.log"
+    fi
+    call evapi-cancel 1001 uac_cancel
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 487' && has "$CALLER" "$CID" '^SIP/2.0 200' '^CSeq: 1 CANCEL'; then
+        pass "evapi mode, CANCEL while c4route does not answer: 200 for the CANCEL, 487 for the INVITE [${ELAPSED} ms]"
+    else
+        fail "evapi mode: CANCEL while waiting" "sipp rc=$RC; see $CALLER, kamailio-evapi.log"
+    fi
+    # c4route gone: no connection, 503 at once
+    stop_pid "$evapi_stall"
+    for i in $(seq 50); do [[ "$(evapi_conns "$evapi_ctl")" == "0" ]] && break; sleep 0.1; done
+    call evapi-down 1001 uac_fail
+    if [[ $RC -eq 0 ]] && has "$CALLER" "$CID" '^SIP/2.0 503' && [[ $ELAPSED -lt $limit ]]; then
+        pass "evapi mode, no c4route connected: caller gets 503 in ${ELAPSED} ms (limit ${limit} ms)"
+    else
+        fail "evapi mode: c4route down" "sipp rc=$RC, elapsed ${ELAPSED} ms (limit ${limit} ms); see $CALLER"
+    fi
+    unset TARGET_PORT
+    stop_pid "$evapi_kam"
+else
+    fail "evapi mode answers" "kamailio (C4_EVAPI) did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-evapi.log")"
+fi
 
 # 10. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
 stop_pid "$c4_pid"

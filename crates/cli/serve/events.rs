@@ -37,22 +37,37 @@ fn count(
 
 /// `POST /kamailio/event`.
 pub async fn event(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
-    let m = &state.metrics.calls;
     let (b, ct) = match body(req, state).await {
         Ok(x) => x,
         Err(r) => {
-            m.event("-", "bad_request");
+            state.metrics.calls.event("-", "bad_request");
             return r;
         }
     };
-    let parsed = fields(&b, ct.as_deref())
-        .map_err(|e| ("-", e))
-        .and_then(|f| parse(&f));
+    match apply(state, &b, ct.as_deref()).await {
+        Ok(()) => no_content(),
+        Err((status, msg)) => json_error(status, &msg),
+    }
+}
+
+/// Applies one event body (JSON object or form; fields other than the
+/// event's are ignored): moves the call's record and, for `failed`, reports
+/// its gateway (§8). The one place an event body is applied, for HTTP
+/// ([`event`]) and evapi (`evapi.rs`). `Err` is the status HTTP answers
+/// (400 bad body, 404 unknown call or route, 503 gateway task gone) and why;
+/// every outcome is counted.
+pub(crate) async fn apply(
+    state: &AppState,
+    b: &[u8],
+    ct: Option<&str>,
+) -> Result<(), (StatusCode, String)> {
+    let m = &state.metrics.calls;
+    let parsed = fields(b, ct).map_err(|e| ("-", e)).and_then(|f| parse(&f));
     let (call_id, dst_uri, ev) = match parsed {
         Ok(x) => x,
         Err((name, msg)) => {
             m.event(name, "bad_request");
-            return json_error(StatusCode::BAD_REQUEST, &msg);
+            return Err((StatusCode::BAD_REQUEST, msg));
         }
     };
     let name = match &ev {
@@ -62,10 +77,10 @@ pub async fn event(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
     };
     let Ok(dst) = gateway_key(&dst_uri) else {
         m.event(name, "bad_request");
-        return json_error(
+        return Err((
             StatusCode::BAD_REQUEST,
-            &format!("dst_uri {dst_uri:?} is not a sip: or sips: URI"),
-        );
+            format!("dst_uri {dst_uri:?} is not a sip: or sips: URI"),
+        ));
     };
     let now = Instant::now();
     let applied = state.calls.apply(&call_id, &dst, &ev, now);
@@ -106,29 +121,29 @@ pub async fn event(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
             match state.gateways.report(key, code, call_id.clone()).await {
                 Ok(()) => {}
                 Err(Unapplied::Dropped) => gm.report("dropped"),
-                Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.message()),
+                Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.message().to_owned())),
             }
         }
     }
     match applied {
         Applied::Done { .. } => {
             m.event(name, "ok");
-            no_content()
+            Ok(())
         }
         Applied::UnknownCall => {
             m.event(name, "unknown_call");
             debug!(call_id, "event for a call with no record");
-            json_error(
+            Err((
                 StatusCode::NOT_FOUND,
-                &format!("no call {call_id:?} in progress (closed already, or never routed here)"),
-            )
+                format!("no call {call_id:?} in progress (closed already, or never routed here)"),
+            ))
         }
         Applied::UnknownRoute => {
             m.event(name, "unknown_route");
-            json_error(
+            Err((
                 StatusCode::NOT_FOUND,
-                &format!("call {call_id:?} has no route to {dst_uri:?}"),
-            )
+                format!("call {call_id:?} has no route to {dst_uri:?}"),
+            ))
         }
     }
 }

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+mod evapi;
 mod events;
 mod gateways;
 pub(crate) mod http;
@@ -87,6 +88,12 @@ pub struct ServeArgs {
     /// Most probes open at once.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub probe_max_in_flight: usize,
+    /// Also take queries and call events over Kamailio's evapi module: connect
+    /// to its `bind_addr` (an IP address and port; repeatable, one connection
+    /// per Kamailio node) and reconnect whenever it is lost. The peer is
+    /// trusted like an `--allow`ed client.
+    #[arg(long = "evapi", value_name = "IP:PORT")]
+    pub evapi: Vec<SocketAddr>,
 }
 
 /// Runs `c4route serve` to completion: exit 0 after a graceful shutdown, 1
@@ -154,6 +161,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let (probe_from, prober) = crate::live::probe::start(state.clone(), probe)?;
         info!("SIP OPTIONS probes leave from {probe_from}");
+        let evapi_tasks = evapi::spawn(state.clone(), &args.evapi);
         let shutdown = shutdown_signal()?;
         {
             let cur = state.current.load();
@@ -171,10 +179,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         state.stop.send_replace(true);
         let reload_thread = reloader.stop();
         let wait = Duration::from_secs(2);
+        let evapi_tasks = evapi_tasks
+            .into_iter()
+            .map(|t| ("evapi connection", Some(t)));
         for (name, t) in [
             ("gateway state task", gateway_task),
             ("call expiry task", Some(expiry_task)),
-        ] {
+        ]
+        .into_iter()
+        .chain(evapi_tasks)
+        {
             if let Some(t) = t
                 && tokio::time::timeout(wait, t).await.is_err()
             {

@@ -1,7 +1,9 @@
 //! The routing query (SPEC §2, §3): read the body, parse it, decide with
 //! the serving table and the live snapshot, hold what the decision takes
-//! (`live/decide.rs`), write rtjson.
+//! (`live/decide.rs`), write rtjson. [`answer`] is the one place a query
+//! body becomes an answer, for HTTP ([`route`]) and evapi (`evapi.rs`).
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -27,9 +29,28 @@ pub(super) async fn route(
             return r;
         }
     };
-    let started = Instant::now();
     let ct = content_type.as_ref().and_then(|v| v.to_str().ok());
-    let query = match Query::parse(&body, ct) {
+    let mut out = Vec::with_capacity(1024);
+    match answer(state, &body, ct, wrap, &peer, &mut out) {
+        Ok(()) => json(StatusCode::OK, out),
+        Err((status, msg)) => json_error(status, &msg),
+    }
+}
+
+/// Answers one query body (JSON or form, as `ct` says): decides it, holds
+/// what the decision takes, counts it, and appends the rtjson answer to
+/// `out`. `Err` is a query that could not be read: its status (400, or 413
+/// for a field too large) and what is wrong; it is counted as a bad request.
+pub(crate) fn answer(
+    state: &AppState,
+    body: &[u8],
+    ct: Option<&str>,
+    wrap: Wrap,
+    peer: &dyn Display,
+    out: &mut Vec<u8>,
+) -> Result<(), (StatusCode, String)> {
+    let started = Instant::now();
+    let query = match Query::parse(body, ct) {
         Ok(q) => q,
         Err(e) => {
             state.metrics.bad_request.inc();
@@ -38,10 +59,9 @@ pub(super) async fn route(
                 c4route_core::QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return json_error(status, &e.to_string());
+            return Err((status, e.to_string()));
         }
     };
-    let mut out = Vec::with_capacity(1024);
     let outcome = {
         // The guard lives only in this synchronous block (no .await).
         let loaded = state.current.load();
@@ -56,7 +76,7 @@ pub(super) async fn route(
             &query,
             SystemTime::now(),
         );
-        decision.write_json(&mut out, wrap);
+        decision.write_json(out, wrap);
         if let Some(id) = decision.rule_id {
             loaded.hit(id, &state.metrics);
         }
@@ -72,5 +92,5 @@ pub(super) async fn route(
         .decision_seconds
         .observe(started.elapsed().as_secs_f64());
     state.metrics.outcome(outcome).inc();
-    json(StatusCode::OK, out)
+    Ok(())
 }
