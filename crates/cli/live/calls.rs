@@ -238,7 +238,7 @@ impl Board {
         }
         for g in table.gateways() {
             let id = b.gateway_id(&g.key);
-            let max = table.gateway_calls_limit(&g.key).unwrap_or(0);
+            let max = g.calls.unwrap_or(0);
             b.gateways[id as usize]
                 .max_calls
                 .store(max, Ordering::Relaxed);

@@ -297,6 +297,8 @@ pub struct GatewayInfo {
     pub health: HealthSettings,
     /// The quality settings (SPEC §9.3) of the first of those trunks.
     pub quality: QualitySettings,
+    /// Its `calls` cap (SPEC §9.2): the smallest its trunks give it.
+    pub calls: Option<u32>,
 }
 
 impl GatewayInfo {
@@ -324,6 +326,7 @@ impl GatewayInfo {
             trunks: Vec::new(),
             health,
             quality,
+            calls: None,
             key,
         }
     }

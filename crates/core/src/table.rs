@@ -269,13 +269,7 @@ impl RouteTable {
     /// The most calls at once on a gateway (`calls` in its trunk's
     /// `gateways`), by its key; the smallest when several trunks list it.
     pub fn gateway_calls_limit(&self, key: &str) -> Option<u32> {
-        self.plan
-            .trunks
-            .iter()
-            .flat_map(|t| t.gateways.iter())
-            .filter(|g| &*g.key == key)
-            .filter_map(|g| g.calls)
-            .min()
+        self.gateway(key).and_then(|g| g.calls)
     }
 
     /// The distinct gateways the trunks list (one per [`crate::gateway_key`],

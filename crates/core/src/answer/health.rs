@@ -303,6 +303,25 @@ mod limits {
     }
 
     #[test]
+    fn a_gateway_listed_twice_takes_the_smaller_cap() {
+        let t = table(
+            r#"
+            [trunks.again]
+            gateways = [{ uri = "sip:192.0.2.1:5060", calls = 7 }, { uri = "sip:192.0.2.2", calls = 1 }]
+            [[rules]]
+            name = "again"
+            match.to.prefix = ["9"]
+            then.trunks = ["again"]
+        "#,
+        )
+        .unwrap();
+        let key = |n| format!("sip:192.0.2.{n}:5060;transport=udp");
+        assert_eq!(t.gateway_calls_limit(&key(1)), Some(2));
+        assert_eq!(t.gateway_calls_limit(&key(2)), Some(1));
+        assert_eq!(t.gateway_calls_limit(&key(3)), None);
+    }
+
+    #[test]
     fn every_limit_value_is_checked_at_its_place() {
         let bad = r#"
 [trunks.a]

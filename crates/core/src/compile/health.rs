@@ -164,6 +164,11 @@ impl Compiler<'_> {
                         }
                     };
                     let info = &mut out[n];
+                    // Computed once here: the server reads it per gateway
+                    // on every reload. An invalid value is an error already.
+                    if let Some(c) = gd.calls.and_then(|c| u32::try_from(c).ok()) {
+                        info.calls = Some(info.calls.map_or(c, |m| m.min(c)));
+                    }
                     if !info.trunks.iter().any(|x| **x == *t.name) {
                         info.trunks.push(t.name.to_string());
                         for (what, differs, bit) in [
