@@ -12,8 +12,6 @@ use tracing::debug;
 
 use super::http::{Resp, body, fields, json as json_resp, json_error, no_content};
 use crate::live::calls::{Applied, Event};
-use crate::live::gateways::known_gateway;
-use crate::live::hub::Unapplied;
 use crate::live::quality::Attempt;
 use crate::state::AppState;
 
@@ -109,20 +107,9 @@ pub(crate) async fn apply(
     // A `failed` event is also a §8 report for its gateway, whether or not
     // the call is still known (a restart forgets calls, not gateways).
     if let Event::Failed { code, .. } = ev {
-        let table = state.current.load();
-        if let Ok(key) = known_gateway(&table.table, &dst_uri) {
-            let success = table
-                .table
-                .gateway(&key)
-                .is_some_and(|g| crate::live::tracker::is_success(&g.health, Some(code)));
-            drop(table);
-            let gm = &state.metrics.gateways;
-            gm.report(if success { "success" } else { "failure" });
-            match state.gateways.report(key, code, call_id.clone()).await {
-                Ok(()) => {}
-                Err(Unapplied::Dropped) => gm.report("dropped"),
-                Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.message().to_owned())),
-            }
+        let known = state.current.load().table.gateway(&dst).is_some();
+        if known && let Err(e) = super::gateways::report(state, dst, code, call_id.clone()).await {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, e.message().to_owned()));
         }
     }
     match applied {

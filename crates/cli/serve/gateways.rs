@@ -61,6 +61,26 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
             return json_error(status, &msg);
         }
     };
+    let call_id = f.get("call_id").cloned().unwrap_or_default();
+    match report(state, key, code, call_id).await {
+        Ok(()) => no_content(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.message()),
+    }
+}
+
+/// A final code of a branch to the gateway `key` (already known to the
+/// serving table) as a §8 report: counted as a success or a failure by the
+/// gateway's `fail_codes`, then applied by the state task. The one path of
+/// `/kamailio/feedback` and of a `failed` call event. A report dropped
+/// because the queue is full is counted and not an error (Kamailio is not
+/// slowed down for it).
+pub(super) async fn report(
+    state: &AppState,
+    key: String,
+    code: u16,
+    call_id: String,
+) -> Result<(), Unapplied> {
+    let m = &state.metrics.gateways;
     let success = state
         .current
         .load()
@@ -68,15 +88,12 @@ pub async fn feedback(req: hyper::Request<Incoming>, state: &AppState) -> Resp {
         .gateway(&key)
         .is_some_and(|g| is_success(&g.health, Some(code)));
     m.report(if success { "success" } else { "failure" });
-    let call_id = f.get("call_id").cloned().unwrap_or_default();
     match state.gateways.report(key, code, call_id).await {
-        Ok(()) => no_content(),
         Err(Unapplied::Dropped) => {
-            // Dropped rather than slowing Kamailio down (counted).
             m.report("dropped");
-            no_content()
+            Ok(())
         }
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.message()),
+        r => r,
     }
 }
 
