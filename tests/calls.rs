@@ -50,18 +50,6 @@ fn event(s: &Server, body: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
-fn trunk(s: &Server, name: &str) -> Value {
-    let r = s.conn().get("/trunks");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["trunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 #[test]
 fn a_full_trunk_is_left_out_until_its_calls_end() {
     let s = Server::start(&[("10.toml", ROUTES)], &[]);
@@ -70,7 +58,7 @@ fn a_full_trunk_is_left_out_until_its_calls_end() {
     }
     // Five channels held: the sixth call goes to the overflow trunk.
     assert_eq!(first_route(&s, "c5"), "sip:192.0.2.2");
-    let t = trunk(&s, "capped");
+    let t = s.trunk("capped");
     assert_eq!(t["calls"], 5, "{t}");
     assert_eq!(t["limits"]["calls"], 5, "{t}");
     assert!(t["left_out"]["calls"].as_u64().unwrap() >= 1, "{t}");
@@ -88,7 +76,7 @@ fn a_full_trunk_is_left_out_until_its_calls_end() {
         r#"{"event":"ended","call_id":"c0","dst_uri":"sip:192.0.2.1:5060","pdd_ms":900,"duration_s":42}"#,
     );
     assert_eq!(st, 204, "{b}");
-    assert_eq!(trunk(&s, "capped")["calls"], 4);
+    assert_eq!(s.trunk("capped")["calls"], 4);
     // The same event again: the call is closed already.
     let (st, b) = event(
         &s,
@@ -104,15 +92,15 @@ fn a_full_trunk_is_left_out_until_its_calls_end() {
         "event=failed&call_id=c1&dst_uri=sip%3A192.0.2.1&code=503&next=sip%3A192.0.2.2",
     );
     assert_eq!(st, 204, "{b}");
-    assert_eq!(trunk(&s, "capped")["calls"], 4);
-    assert_eq!(trunk(&s, "overflow")["calls"], 2);
+    assert_eq!(s.trunk("capped")["calls"], 4);
+    assert_eq!(s.trunk("overflow")["calls"], 2);
     // Its last route fails: the call is over, nothing is held.
     let (st, _) = event(
         &s,
         r#"{"event":"failed","call_id":"c1","dst_uri":"sip:192.0.2.2","code":486}"#,
     );
     assert_eq!(st, 204);
-    assert_eq!(trunk(&s, "overflow")["calls"], 1);
+    assert_eq!(s.trunk("overflow")["calls"], 1);
 
     // Bad events say what is wrong.
     for (body, status, want) in [
@@ -191,8 +179,8 @@ fn decisions_at_once_never_put_a_trunk_past_its_limit() {
         capped, 5,
         "200 calls at once, none ended: exactly 5 on the capped trunk"
     );
-    assert_eq!(trunk(&s, "capped")["calls"], 5);
-    assert_eq!(trunk(&s, "overflow")["calls"], 195);
+    assert_eq!(s.trunk("capped")["calls"], 5);
+    assert_eq!(s.trunk("overflow")["calls"], 195);
 }
 
 #[test]
@@ -222,7 +210,7 @@ then.no_capacity = { code = 480, reason = "Try Later" }
     assert_eq!((routed, busy), (3, 3));
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(first_route(&s, "p9"), "sip:192.0.2.1");
-    let t = trunk(&s, "slow");
+    let t = s.trunk("slow");
     assert!(t["left_out"]["cps"].as_u64().unwrap() >= 3, "{t}");
 }
 
@@ -234,8 +222,8 @@ fn records_survive_a_reload_and_failed_events_are_reports() {
     let more = ROUTES.replace("calls = 5", "calls = 6");
     crate::util::atomic_write(&s.dir.join("10.toml"), &more);
     s.wait_generation(2);
-    assert_eq!(trunk(&s, "capped")["calls"], 1);
-    assert_eq!(trunk(&s, "capped")["limits"]["calls"], 6);
+    assert_eq!(s.trunk("capped")["calls"], 1);
+    assert_eq!(s.trunk("capped")["limits"]["calls"], 6);
     // A failed event is also a gateway report (down after 3 by default).
     let (st, _) = event(
         &s,
@@ -346,12 +334,12 @@ then.trunks = ["via-sbc", "direct"]
         r#"{"event":"failed","call_id":"p1","dst_uri":"sip:198.51.100.1:5070","code":503,"next":"sip:198.51.100.1:5070"}"#,
     );
     assert_eq!(st, 204, "{b}");
-    assert_eq!(trunk(&s, "via-sbc")["calls"], 1);
+    assert_eq!(s.trunk("via-sbc")["calls"], 1);
     let (st, b) = event(
         &s,
         r#"{"event":"ended","call_id":"p1","dst_uri":"sip:198.51.100.1:5070","duration_s":3}"#,
     );
     assert_eq!(st, 204, "{b}");
-    assert_eq!(trunk(&s, "via-sbc")["calls"], 0);
+    assert_eq!(s.trunk("via-sbc")["calls"], 0);
     assert_eq!(first_route(&s, "p3"), "sip:198.51.100.1:5070");
 }

@@ -84,15 +84,7 @@ fn recv(s: &mut TcpStream) -> Option<Value> {
 }
 
 fn acme_calls(s: &Server) -> u64 {
-    let r = s.conn().get("/trunks");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["trunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "acme")
-        .and_then(|t| t["calls"].as_u64())
-        .expect("acme in /trunks")
+    s.trunk("acme")["calls"].as_u64().expect("acme's calls")
 }
 
 fn wait_calls(s: &Server, want: u64) {

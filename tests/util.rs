@@ -148,6 +148,16 @@ impl Server {
         serde_json::from_str(&r.body).expect("health is JSON")
     }
 
+    /// One trunk of `GET /trunks` (load, limits, times left out).
+    pub fn trunk(&self, name: &str) -> Value {
+        let r = self.conn().get("/trunks");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["trunks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no trunk {name} in GET /trunks: {}", r.body))
+    }
+
     pub fn metrics(&self) -> String {
         let r = self.conn().get("/metrics");
         assert_eq!(r.status, 200);

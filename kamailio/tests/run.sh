@@ -851,10 +851,12 @@ print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none
     gwq goodq uas_200 $GOODQ
     sleep 0.3
     CID="c4e2e-quality-$$"
-    # one call at a time, so each event is in before the next decision
-    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_ok.xml" -s 9503 -i "$IP" -p "$CALLER_PORT" \
-        -r 4 -l 1 -m 12 -nostdin -timeout 40 -timeout_error -cid_str "$CID-a-%u" \
-        -trace_err -error_file "$OUT/caller-quality-a.err" >"$OUT/caller-quality-a.out" 2>&1
+    qcalls() { # phase calls: one call at a time, so each event is in before the next decision
+        timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_ok.xml" -s 9503 -i "$IP" -p "$CALLER_PORT" \
+            -r 4 -l 1 -m "$2" -nostdin -timeout 40 -timeout_error -cid_str "$CID-$1-%u" \
+            -trace_err -error_file "$OUT/caller-quality-$1.err" >"$OUT/caller-quality-$1.out" 2>&1
+    }
+    qcalls a 12
     RC1=$?
     pq1=$(count_inv "$OUT/gw-poorq.msg"); gq1=$(count_inv "$OUT/gw-goodq.msg")
     poor1=$(poorq_verdict)
@@ -864,9 +866,7 @@ print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none
     gwq goodqb uas_480 $GOODQ
     gwq poorqb uas_200 $POORQ
     sleep 0.3
-    timeout 60 sipp "$IP:$KAM_PORT5" -sf "$scen/uac_ok.xml" -s 9503 -i "$IP" -p "$CALLER_PORT" \
-        -r 4 -l 1 -m 8 -nostdin -timeout 40 -timeout_error -cid_str "$CID-b-%u" \
-        -trace_err -error_file "$OUT/caller-quality-b.err" >"$OUT/caller-quality-b.out" 2>&1
+    qcalls b 8
     RC2=$?
     pq2=$(count_inv "$OUT/gw-poorqb.msg"); gq2=$(count_inv "$OUT/gw-goodqb.msg")
     poor2=$(poorq_verdict)
