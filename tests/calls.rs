@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::util::{Server, metric};
 
 const ROUTES: &str = r#"
