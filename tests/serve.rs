@@ -316,6 +316,14 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     drop(idle);
     let st = s.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit status {st:?}");
+    // Every background task (gateway state, prober, call expiry, reload
+    // thread) stopped at the signal and was awaited within its bound.
+    let log = s.log_lines().join("\n");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("did not stop within") && !log.contains("still busy"),
+        "a background task outlived the shutdown:\n{log}"
+    );
 }
 
 #[test]
