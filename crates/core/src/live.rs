@@ -68,10 +68,6 @@ impl<V> Keyed<V> {
     fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.items.iter().map(|e| (&*e.1, &e.2))
-    }
 }
 
 /// The load part of a snapshot.
@@ -198,10 +194,6 @@ impl Live {
         gateway_key(uri).map_or(0, |k| self.load.gateway(key_hash(&k), &k))
     }
 
-    /// Every trunk with a known load.
-    pub fn trunk_loads(&self) -> impl Iterator<Item = (&str, TrunkLoad)> {
-        self.load.trunks.iter().map(|(k, v)| (k, *v))
-    }
 
     /// Whether the gateway is judged poor for a destination group (a
     /// rule's name, or `rule@prefix` for an LCR route; see
