@@ -27,6 +27,7 @@ mod reload;
 mod report;
 mod serve;
 mod state;
+mod store_metrics;
 
 use report::print_diagnostics;
 
@@ -88,7 +89,7 @@ enum Command {
         at: Option<SystemTime>,
     },
     /// Answer Kamailio's routing queries over HTTP, reloading routes.d on change.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show, per trunk with a rate deck, the row that prices a number.
     Rates {
         /// The number (digits, optionally after `+`), as the LCR rule prices it.
@@ -144,7 +145,7 @@ fn main() -> ExitCode {
             queries,
             at,
         } => diff(&old, &new, queries.as_deref(), at),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Rates {
             number,
             dir,

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub calls: crate::call_metrics::CallMetrics,
     /// Quality statistics and verdicts (SPEC §9.3).
     pub quality: crate::quality_metrics::QualityMetrics,
+    /// The shared store's (SPEC §9.4).
+    pub store: crate::store_metrics::StoreMetrics,
     /// Panics caught in background tasks, by task (see `guard.rs`).
     task_panics: Family<TaskLabel, Counter>,
 }
@@ -239,6 +241,7 @@ impl Metrics {
         let gateways = crate::gateway_metrics::GatewayMetrics::register(&mut registry);
         let calls = crate::call_metrics::CallMetrics::register(&mut registry);
         let quality = crate::quality_metrics::QualityMetrics::register(&mut registry);
+        let store = crate::store_metrics::StoreMetrics::register(&mut registry);
         let task_panics = Family::<TaskLabel, Counter>::default();
         registry.register(
             "task_panics",
@@ -249,6 +252,7 @@ impl Metrics {
             gateways,
             calls,
             quality,
+            store,
             task_panics,
             registry,
             routed,

@@ -120,6 +120,9 @@ pub struct AppState {
     pub gateways: crate::live::hub::Gateways,
     /// Calls in progress and the trunks' and gateways' counts (SPEC §9).
     pub calls: crate::live::calls::Calls,
+    /// The store shared with other replicas (`--state`, SPEC §9.4); `None`:
+    /// this replica keeps its own state.
+    pub store: Option<std::sync::Arc<crate::live::store::Store>>,
     /// Set to `true` once at shutdown: every background task watches it.
     pub stop: tokio::sync::watch::Sender<bool>,
     /// The rate decks the last read of routes.d named (whether or not they
@@ -144,6 +147,7 @@ impl AppState {
             routes_dir,
             gateways: crate::live::hub::Gateways::default(),
             calls: crate::live::calls::Calls::default(),
+            store: None,
             stop: tokio::sync::watch::Sender::new(false),
             deck_files: ArcSwap::from_pointee(Vec::new()),
         }

@@ -596,6 +596,17 @@ impl Calls {
         Ok(())
     }
 
+    /// Takes the first route's channel and attempt whatever the limits (the
+    /// shared store reserved them already, SPEC §9.4): this replica's own
+    /// counts then say what it holds.
+    pub fn take_forced(&self, trunk: &TrunkSlot, gateway: &GatewaySlot, hold: bool, now: Instant) {
+        if hold {
+            trunk.force_hold();
+            gateway.force_hold();
+        }
+        trunk.try_attempt(now, true);
+    }
+
     /// Opens the record of a call whose first route's channel [`Calls::take`]
     /// took (at most 16 routes are tracked; Kamailio tries at most 31). A
     /// record already open under that Call-ID (Kamailio asked again) is

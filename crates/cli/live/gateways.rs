@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::hub::Cmd;
+use super::hub::{Cmd, ProbeResult, Shared};
 use super::quality::{Change as QualityChange, Quality};
+use super::store::Entry as Fact;
 use super::tracker::{Change, Source, Tracker, is_success};
 use crate::gateway_metrics::{GatewayLabel, TransitionLabel};
 use crate::guard;
@@ -180,6 +181,12 @@ impl Task {
 
     fn handle(&mut self, cmd: Cmd) {
         let now = Instant::now();
+        let store = self.state.store.clone();
+        let publish = |e: Fact| {
+            if let Some(s) = &store {
+                s.publish(e);
+            }
+        };
         match cmd {
             Cmd::Probes(batch) => {
                 for (key, result) in batch {
@@ -187,25 +194,13 @@ impl Task {
                 }
             }
             Cmd::Probe { key, result } => {
-                let Some(e) = self.entries.get_mut(&key) else {
-                    return;
-                };
-                e.last_probe = Some((result.code, result.rtt, SystemTime::now()));
-                let ok = is_success(&e.info.health, result.code);
-                let was_down = e.tracker.is_down();
-                let what = match (result.code, &result.error) {
-                    (Some(c), _) => format!(
-                        "probe: {c} in {} ms",
-                        result.rtt.map_or(0, |d| d.as_millis())
-                    ),
-                    (None, Some(err)) => format!("probe: {err}"),
-                    (None, None) => "probe: no final reply".into(),
-                };
-                let change = e
-                    .tracker
-                    .observe(ok, Source::Probe, &e.info.health, now, &what);
-                let moved = e.tracker.is_down() != was_down;
-                self.changed_or_moved(&key, change, moved);
+                publish(Fact::Probe {
+                    key: key.clone(),
+                    code: result.code,
+                    rtt_ms: result.rtt.map(|d| d.as_millis() as u64),
+                    error: result.error.clone(),
+                });
+                self.probe(&key, &result, now);
             }
             Cmd::Report {
                 key,
@@ -213,28 +208,25 @@ impl Task {
                 call_id,
                 done,
             } => {
-                if let Some(e) = self.entries.get_mut(&key) {
-                    let ok = is_success(&e.info.health, Some(code));
-                    let what = format!("report: {code} (call {call_id})");
-                    let was_down = e.tracker.is_down();
-                    let change = e
-                        .tracker
-                        .observe(ok, Source::Report, &e.info.health, now, &what);
-                    let moved = e.tracker.is_down() != was_down;
-                    self.changed_or_moved(&key, change, moved);
+                if self.entries.contains_key(&key) {
+                    publish(Fact::Report {
+                        key: key.clone(),
+                        code,
+                        call_id: call_id.clone(),
+                    });
                 }
+                self.report(&key, code, &call_id, now);
                 // After the publish: the 204 means the next query sees it.
                 let _ = done.send(());
             }
             Cmd::Mark { key, disable, done } => {
-                let change = self.entries.get_mut(&key).and_then(|e| {
-                    if disable {
-                        e.tracker.disable(now)
-                    } else {
-                        e.tracker.enable(now)
-                    }
-                });
-                self.changed(&key, change);
+                if self.entries.contains_key(&key) {
+                    publish(Fact::Mark {
+                        key: key.clone(),
+                        disable,
+                    });
+                }
+                self.mark(&key, disable, now);
                 let body = self
                     .entries
                     .get(&key)
@@ -259,21 +251,89 @@ impl Task {
                 group,
                 attempt,
                 duration_only,
-            } => {
-                let Some(e) = self.entries.get(&*key) else {
-                    return;
-                };
-                let s = &e.info.quality;
-                let change = match (duration_only, attempt.duration) {
-                    (true, Some(d)) => self.quality.record_duration(&key, &group, s, d, now),
-                    (true, None) => None,
-                    (false, _) => self.quality.record(&key, &group, s, attempt, now),
-                };
-                if let Some(c) = change {
-                    self.verdicts(vec![c]);
-                    self.publish();
-                }
+            } => self.attempt(&key, &group, attempt, duration_only, now),
+            // Another replica's fact (SPEC §9.4): applied at the instant it
+            // happened there, and not published again.
+            Cmd::Shared(fact, at) => match fact {
+                Shared::Probe { key, result } => self.probe(&key, &result, at),
+                Shared::Report { key, code, call_id } => self.report(&key, code, &call_id, at),
+                Shared::Mark { key, disable } => self.mark(&key, disable, at),
+                Shared::Attempt {
+                    key,
+                    group,
+                    attempt,
+                    duration_only,
+                } => self.attempt(&key, &group, attempt, duration_only, at),
+            },
+        }
+    }
+
+    fn probe(&mut self, key: &str, result: &ProbeResult, now: Instant) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.last_probe = Some((result.code, result.rtt, SystemTime::now()));
+        let ok = is_success(&e.info.health, result.code);
+        let was_down = e.tracker.is_down();
+        let what = match (result.code, &result.error) {
+            (Some(c), _) => format!(
+                "probe: {c} in {} ms",
+                result.rtt.map_or(0, |d| d.as_millis())
+            ),
+            (None, Some(err)) => format!("probe: {err}"),
+            (None, None) => "probe: no final reply".into(),
+        };
+        let change = e
+            .tracker
+            .observe(ok, Source::Probe, &e.info.health, now, &what);
+        let moved = e.tracker.is_down() != was_down;
+        self.changed_or_moved(key, change, moved);
+    }
+
+    fn report(&mut self, key: &str, code: u16, call_id: &str, now: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            let ok = is_success(&e.info.health, Some(code));
+            let what = format!("report: {code} (call {call_id})");
+            let was_down = e.tracker.is_down();
+            let change = e
+                .tracker
+                .observe(ok, Source::Report, &e.info.health, now, &what);
+            let moved = e.tracker.is_down() != was_down;
+            self.changed_or_moved(key, change, moved);
+        }
+    }
+
+    fn mark(&mut self, key: &str, disable: bool, now: Instant) {
+        let change = self.entries.get_mut(key).and_then(|e| {
+            if disable {
+                e.tracker.disable(now)
+            } else {
+                e.tracker.enable(now)
             }
+        });
+        self.changed(key, change);
+    }
+
+    fn attempt(
+        &mut self,
+        key: &str,
+        group: &str,
+        attempt: super::quality::Attempt,
+        duration_only: bool,
+        now: Instant,
+    ) {
+        let Some(e) = self.entries.get(key) else {
+            return;
+        };
+        let s = &e.info.quality;
+        let change = match (duration_only, attempt.duration) {
+            (true, Some(d)) => self.quality.record_duration(key, group, s, d, now),
+            (true, None) => None,
+            (false, _) => self.quality.record(key, group, s, attempt, now),
+        };
+        if let Some(c) = change {
+            self.verdicts(vec![c]);
+            self.publish();
         }
     }
 

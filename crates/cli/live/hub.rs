@@ -51,12 +51,55 @@ pub(crate) enum Cmd {
         done: oneshot::Sender<Value>,
     },
     List(oneshot::Sender<Value>),
+    /// Another replica's fact, from the shared store (SPEC §9.4), as if it
+    /// had happened here at the instant given: applied, never published
+    /// again.
+    Shared(Shared, std::time::Instant),
     /// One attempt ended on a gateway for a destination group (SPEC §9.3).
     Attempt {
         key: std::sync::Arc<str>,
         group: std::sync::Arc<str>,
         attempt: super::quality::Attempt,
         /// Only the duration of an attempt an `answered` counted already.
+        duration_only: bool,
+    },
+}
+
+/// What another replica shares through the store (`live/store/stream.rs`).
+#[derive(Debug, Clone)]
+pub enum Shared {
+    /// A probe's result.
+    Probe {
+        /// The gateway.
+        key: String,
+        /// What it found.
+        result: ProbeResult,
+    },
+    /// A §8 report.
+    Report {
+        /// The gateway.
+        key: String,
+        /// The final code.
+        code: u16,
+        /// The call it was about.
+        call_id: String,
+    },
+    /// A drain or restore.
+    Mark {
+        /// The gateway.
+        key: String,
+        /// Drained or restored.
+        disable: bool,
+    },
+    /// An ended attempt, for quality.
+    Attempt {
+        /// The gateway.
+        key: std::sync::Arc<str>,
+        /// The destination group.
+        group: std::sync::Arc<str>,
+        /// Its outcome.
+        attempt: super::quality::Attempt,
+        /// Only its duration counts.
         duration_only: bool,
     },
 }
@@ -199,6 +242,12 @@ impl Gateways {
                 duration_only,
             })
             .is_ok()
+    }
+
+    /// Hands another replica's fact to the state task (fire-and-forget: a
+    /// full queue drops it, counted in `c4route_state_dropped_total`).
+    pub fn shared(&self, fact: Shared, at: std::time::Instant) -> bool {
+        self.tx.try_send(Cmd::Shared(fact, at)).is_ok()
     }
 
     /// Every gateway's state, as `GET /gateways` shows it.

@@ -9,7 +9,8 @@
 //! - `calls.rs`: call records and the channel and attempt counts of every
 //!   trunk and gateway;
 //! - `decide.rs`: a decision that holds what it takes;
-//! - `expiry.rs`: closes records that heard nothing for `max_duration`.
+//! - `expiry.rs`: closes records that heard nothing for `max_duration`;
+//! - `store/`: the store shared with other replicas (`--state`).
 
 pub mod calls;
 pub mod decide;
@@ -19,4 +20,5 @@ pub mod hub;
 pub mod probe;
 pub mod quality;
 pub mod sip;
+pub mod store;
 pub mod tracker;

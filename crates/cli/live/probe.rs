@@ -313,11 +313,12 @@ impl Prober {
 
     async fn probes_due(&mut self) {
         let now = Instant::now();
+        let mut due = Vec::new();
         while let Some(Reverse((at, idx))) = self.due.peek().copied() {
             if at > now + GRAIN {
                 break;
             }
-            if self.open() >= self.max {
+            if self.open() + due.len() >= self.max {
                 // Full: try again shortly rather than all at once later.
                 self.due.pop();
                 self.due
@@ -345,8 +346,38 @@ impl Prober {
             if t.when_down && !self.state.gateways.is_down_by_health(&t.key) {
                 continue;
             }
+            due.push(idx);
+        }
+        for idx in self.leased(due).await {
             self.send(idx, now).await;
         }
+    }
+
+    /// The due gateways this replica probes: with a shared store (SPEC
+    /// §9.4), those whose lease it holds (one replica probes each gateway
+    /// per interval; the others read its results from the store); without
+    /// one, or while it is down, all of them.
+    async fn leased(&self, due: Vec<usize>) -> Vec<usize> {
+        let Some(store) = self.state.store.as_ref().filter(|s| s.is_up()) else {
+            return due;
+        };
+        if due.is_empty() {
+            return due;
+        }
+        let keys: Vec<String> = due.iter().map(|&i| self.targets[i].key.clone()).collect();
+        // Held for one and a half intervals: the holder renews it at each
+        // probe; when it dies another replica takes over within that.
+        let longest = due
+            .iter()
+            .map(|&i| self.targets[i].interval)
+            .max()
+            .unwrap_or_default();
+        let lease = longest.mul_f64(1.5).max(Duration::from_millis(500));
+        let held = store.leases(&keys, lease).await;
+        due.into_iter()
+            .zip(held)
+            .filter_map(|(i, h)| h.then_some(i))
+            .collect()
     }
 
     async fn send(&mut self, idx: usize, now: Instant) {

@@ -56,6 +56,10 @@ use serde::Serialize;
 /// buckets slide more smoothly and cost 24 bytes each per pair.
 pub const BUCKETS: usize = 30;
 
+/// How far before its creation slot 0 of the windows starts: the longest
+/// history a starting replica replays (`live/store/stream.rs`).
+const ORIGIN_BACK: Duration = Duration::from_secs(3600);
+
 /// One attempt's outcome, as its events tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
@@ -480,8 +484,12 @@ impl Default for Quality {
 impl Quality {
     /// No statistics, nothing poor.
     pub fn new() -> Self {
+        // Slot 0 starts an hour back, so that attempts another replica
+        // counted before this one started (replayed from the shared store,
+        // in order, with their own instants) fall in their own buckets.
+        let now = Instant::now();
         Quality {
-            origin: Instant::now(),
+            origin: now.checked_sub(ORIGIN_BACK).unwrap_or(now),
             gateways: HashMap::new(),
             hasher: DefaultHashBuilder::default(),
             poor: BTreeSet::new(),

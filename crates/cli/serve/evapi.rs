@@ -157,7 +157,7 @@ pub(crate) async fn handle(state: &AppState, peer: &SocketAddr, msg: &[u8], out:
         }
     };
     match &*env.kind {
-        "query" => query(state, peer, &env, out),
+        "query" => query(state, peer, &env, out).await,
         "event" => {
             if let Err((status, why)) =
                 super::events::apply(state, msg, Some("application/json")).await
@@ -169,7 +169,7 @@ pub(crate) async fn handle(state: &AppState, peer: &SocketAddr, msg: &[u8], out:
     }
 }
 
-fn query(state: &AppState, peer: &SocketAddr, env: &Envelope<'_>, out: &mut Vec<u8>) {
+async fn query(state: &AppState, peer: &SocketAddr, env: &Envelope<'_>, out: &mut Vec<u8>) {
     let (Some(tindex), Some(tlabel)) = (env.tindex, env.tlabel) else {
         warn!(%peer, "evapi: query without tindex and tlabel ignored (Kamailio cannot resume it)");
         return;
@@ -201,7 +201,9 @@ fn query(state: &AppState, peer: &SocketAddr, env: &Envelope<'_>, out: &mut Vec<
         Wrap::Bare,
         peer,
         &mut m,
-    ) {
+    )
+    .await
+    {
         Ok(()) => {
             m.push(b'}');
             if m.len() > KAMAILIO_MAX_FRAME {

@@ -2,6 +2,7 @@
 //! events from Kamailio move the call records of `live/calls.rs`, and a
 //! `failed` event is also a §8 report for its gateway.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c4route_core::gateway_key;
@@ -13,6 +14,8 @@ use tracing::debug;
 use super::http::{Resp, body, fields, json as json_resp, json_error, no_content};
 use crate::live::calls::{Applied, Event};
 use crate::live::quality::Attempt;
+use crate::live::store::stream::{attempt_of, event_name};
+use crate::live::store::{Applied as StoreApplied, Entry, Op, Store, StoreError};
 use crate::state::AppState;
 
 /// A millisecond or second count: a whole number, at most a day's worth
@@ -81,25 +84,20 @@ pub(crate) async fn apply(
         ));
     };
     let now = Instant::now();
-    let applied = state.calls.apply(&call_id, &dst, &ev, now);
-    if let Applied::Done {
-        ended: Some(end), ..
-    } = &applied
-    {
+    let local = state.calls.apply(&call_id, &dst, &ev, now);
+    let (applied, end) = match &state.store {
+        None => {
+            let end = local_end(state, &local, &ev);
+            (local, end)
+        }
+        Some(store) => shared(state, store, &call_id, &dst, &ev, local).await,
+    };
+    if let Some((gateway, group, attempt, duration_only)) = end {
         // The attempt this event completed counts in the quality
         // statistics of its gateway and group (SPEC §9.3), once.
-        let (attempt, duration_only) = match ev {
-            Event::Failed { pdd, .. } => (Attempt::failed(pdd), false),
-            Event::Answered { pdd } => (Attempt::answered(pdd), false),
-            Event::Ended { pdd, duration } => (
-                Attempt::ended(pdd, duration.unwrap_or_default()),
-                end.answered_before,
-            ),
-        };
-        let group = state.calls.group(end.group);
         if !state
             .gateways
-            .attempt(end.gateway.clone(), group, attempt, duration_only)
+            .attempt(gateway, group, attempt, duration_only)
         {
             state.metrics.quality.dropped.inc();
         }
@@ -131,6 +129,111 @@ pub(crate) async fn apply(
                 StatusCode::NOT_FOUND,
                 format!("call {call_id:?} has no route to {dst_uri:?}"),
             ))
+        }
+    }
+}
+
+/// The attempt an event completed, for quality: gateway, group, outcome
+/// and whether only its duration counts.
+type End = (Arc<str>, Arc<str>, Attempt, bool);
+
+/// The attempt the local record says an event completed.
+fn local_end(state: &AppState, applied: &Applied, ev: &Event) -> Option<End> {
+    let Applied::Done {
+        ended: Some(end), ..
+    } = applied
+    else {
+        return None;
+    };
+    let only = matches!(ev, Event::Ended { .. }) && end.answered_before;
+    Some((
+        end.gateway.clone(),
+        state.calls.group(end.group),
+        attempt_of(ev),
+        only,
+    ))
+}
+
+/// Applies an event to the shared record too (SPEC §9.4): the store's
+/// answer says which attempt it completed (once across every replica), and
+/// the other replicas hear of it through the stream. While the store is
+/// down, or when it does not know a call this replica decided (its record
+/// is still queued), the event is queued behind that record and the local
+/// record decides.
+async fn shared(
+    state: &AppState,
+    store: &Store,
+    call_id: &str,
+    dst: &str,
+    ev: &Event,
+    local: Applied,
+) -> (Applied, Option<End>) {
+    let max_duration = state.current.load().table.max_call_duration();
+    let next = match ev {
+        Event::Failed { next, .. } => next.as_deref(),
+        _ => None,
+    };
+    let queue = || {
+        store.metrics.local_events.inc();
+        store.send(Op::Event {
+            call_id: call_id.to_owned(),
+            dst: dst.to_owned(),
+            event: ev.clone(),
+            max_duration,
+        });
+    };
+    let r = if store.is_up() {
+        store
+            .event(call_id, dst, event_name(ev), next, max_duration, None)
+            .await
+    } else {
+        Err(StoreError::Open)
+    };
+    match r {
+        Ok(StoreApplied::Done { ended, closed }) => {
+            // An `answered` counted the attempt already: an `ended` adds
+            // only its duration (as the local record says it).
+            let is_end = matches!(ev, Event::Ended { .. });
+            let ended = ended.map(|(g, grp, only)| (g, grp, only && is_end));
+            let end = ended.as_ref().map(|(g, grp, only)| {
+                let g: Arc<str> = g.as_str().into();
+                let grp: Arc<str> = grp.as_str().into();
+                (g, grp, attempt_of(ev), *only)
+            });
+            store.publish(Entry::Event {
+                call_id: call_id.to_owned(),
+                dst: dst.to_owned(),
+                event: ev.clone(),
+                ended,
+            });
+            (
+                Applied::Done {
+                    ended: None,
+                    closed,
+                },
+                end,
+            )
+        }
+        Ok(StoreApplied::UnknownRoute) if matches!(local, Applied::UnknownCall) => {
+            (Applied::UnknownRoute, None)
+        }
+        Ok(_) | Err(_) if !matches!(local, Applied::UnknownCall) => {
+            queue();
+            let end = local_end(state, &local, ev);
+            (local, end)
+        }
+        Ok(_) => (Applied::UnknownCall, None),
+        // Down, and this replica does not know the call either: it may be
+        // another replica's; the event waits for the store (accepted).
+        Err(_) => {
+            queue();
+            (
+                Applied::Done {
+                    ended: None,
+                    closed: false,
+                },
+                None,
+            )
         }
     }
 }
@@ -198,13 +301,22 @@ fn parse(f: &std::collections::HashMap<String, String>) -> Result<(String, Strin
 }
 
 /// `GET /trunks`: each trunk's load, limits and how often a limit left it
-/// out.
-pub fn trunks(state: &AppState) -> Resp {
-    let board = state.calls.board.load();
+/// out. With a shared store, `calls` is this replica's and `shared_calls`
+/// every replica's (absent while the store is down).
+pub async fn trunks(state: &AppState) -> Resp {
+    let board = state.calls.board.load_full();
     let now = Instant::now();
+    let shared = match &state.store {
+        Some(store) => {
+            let names: Vec<String> = board.trunks().map(|t| t.name.to_string()).collect();
+            store.trunk_calls(&names).await
+        }
+        None => None,
+    };
     let list: Vec<Value> = board
         .trunks()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let (calls, cps) = t.limits();
             let (out_calls, out_cps, over) = t.counters();
             json!({
@@ -214,6 +326,7 @@ pub fn trunks(state: &AppState) -> Resp {
                 "limits": { "calls": calls, "cps": cps },
                 "left_out": { "calls": out_calls, "cps": out_cps },
                 "over_limit": over,
+                "shared_calls": shared.as_ref().and_then(|s| s.get(i)),
             })
         })
         .collect();

@@ -94,6 +94,24 @@ pub struct ServeArgs {
     /// trusted like an `--allow`ed client.
     #[arg(long = "evapi", value_name = "IP:PORT")]
     pub evapi: Vec<SocketAddr>,
+    /// Share gateway state, calls, limits and quality with the other
+    /// replicas through Redis 6+ or Valkey (SPEC §9.4):
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://…` for TLS.
+    /// A standalone server (or a Sentinel set's primary), not a Cluster.
+    #[arg(long = "state", value_name = "URL")]
+    pub state: Option<String>,
+    /// The store's password, from the first line of this file (instead of
+    /// one in the URL, which `ps` shows).
+    #[arg(long, value_name = "PATH", requires = "state")]
+    pub state_password_file: Option<PathBuf>,
+    /// The longest a decision waits for the store; slower or gone, it
+    /// decides from local state (and `/health` says degraded).
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
+    pub state_timeout: Duration,
+    /// The prefix of every key c4route writes in the store (so several
+    /// c4route clusters, or other applications, can share one).
+    #[arg(long, value_name = "PREFIX", default_value = "c4route:")]
+    pub state_prefix: String,
 }
 
 /// Runs `c4route serve` to completion: exit 0 after a graceful shutdown, 1
@@ -137,12 +155,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout: args.body_timeout,
         shutdown_timeout: args.shutdown_timeout,
     };
-    let state = Arc::new(AppState::new(
-        table,
-        args.routes.clone(),
-        args.allow.clone(),
-        limits,
-    ));
+    let mut state = AppState::new(table, args.routes.clone(), args.allow.clone(), limits);
+    if let Some(url) = &args.state {
+        let cfg = crate::live::store::StoreConfig {
+            url: url.clone(),
+            password_file: args.state_password_file.clone(),
+            timeout: args.state_timeout,
+            prefix: args.state_prefix.clone(),
+        };
+        // The connection manager spawns its tasks on this runtime.
+        let _in_rt = rt.enter();
+        let store = crate::live::store::Store::connect(&cfg, state.metrics.store.clone())
+            .context("--state")?;
+        info!(
+            store = %crate::live::store::redact(url),
+            replica = %store.replica,
+            "sharing state with other replicas"
+        );
+        state.store = Some(Arc::new(store));
+    }
+    let state = Arc::new(state);
     let result = rt.block_on(async move {
         let listener = TcpListener::bind(args.listen)
             .await
@@ -162,6 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let (probe_from, prober) = crate::live::probe::start(state.clone(), probe)?;
         info!("SIP OPTIONS probes leave from {probe_from}");
         let evapi_tasks = evapi::spawn(state.clone(), &args.evapi);
+        let store_tasks = crate::live::store::spawn(&state);
         let shutdown = shutdown_signal()?;
         {
             let cur = state.current.load();
@@ -181,7 +214,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let wait = Duration::from_secs(2);
         let evapi_tasks = evapi_tasks
             .into_iter()
-            .map(|t| ("evapi connection", Some(t)));
+            .map(|t| ("evapi connection", Some(t)))
+            .chain(store_tasks.into_iter().map(|(n, t)| (n, Some(t))));
         for (name, t) in [
             ("gateway state task", gateway_task),
             ("call expiry task", Some(expiry_task)),
@@ -329,7 +363,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, peer: SocketAddr, allo
             );
         }
         (&Method::GET, "/gateways") => return gateways::list(state).await,
-        (&Method::GET, "/trunks") => return events::trunks(state),
+        (&Method::GET, "/trunks") => return events::trunks(state).await,
         (&Method::POST, "/kamailio/event") => return events::event(req, state).await,
         (&Method::POST, "/kamailio/feedback") => {
             return gateways::feedback(req, state).await;

@@ -7,13 +7,13 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use c4route_core::{Query, Wrap};
+use c4route_core::{Decision, Query, Wrap};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::debug;
 
 use super::http::{Resp, json, json_error, read_request_body};
-use crate::state::AppState;
+use crate::state::{AppState, Loaded};
 
 pub(super) async fn route(
     req: Request<Incoming>,
@@ -31,7 +31,7 @@ pub(super) async fn route(
     };
     let ct = content_type.as_ref().and_then(|v| v.to_str().ok());
     let mut out = Vec::with_capacity(1024);
-    match answer(state, &body, ct, wrap, &peer, &mut out) {
+    match answer(state, &body, ct, wrap, &peer, &mut out).await {
         Ok(()) => json(StatusCode::OK, out),
         Err((status, msg)) => json_error(status, &msg),
     }
@@ -41,12 +41,12 @@ pub(super) async fn route(
 /// what the decision takes, counts it, and appends the rtjson answer to
 /// `out`. `Err` is a query that could not be read: its status (400, or 413
 /// for a field too large) and what is wrong; it is counted as a bad request.
-pub(crate) fn answer(
+pub(crate) async fn answer(
     state: &AppState,
     body: &[u8],
     ct: Option<&str>,
     wrap: Wrap,
-    peer: &dyn Display,
+    peer: &(dyn Display + Sync),
     out: &mut Vec<u8>,
 ) -> Result<(), (StatusCode, String)> {
     let started = Instant::now();
@@ -62,30 +62,34 @@ pub(crate) fn answer(
             return Err((status, e.to_string()));
         }
     };
-    let outcome = {
+    let now = SystemTime::now();
+    let outcome = if let Some(store) = &state.store {
+        // Shared state (SPEC §9.4): the decision may await the store, so
+        // it holds the table and the snapshot by Arc, not by guard.
+        let loaded = state.current.load_full();
+        let live = state.gateways.snapshot.load_full();
+        state
+            .calls
+            .follow_generation(&loaded.table, loaded.generation);
+        let decision = crate::live::decide::decide_shared(
+            &loaded.table,
+            &live,
+            &state.calls,
+            store,
+            &query,
+            now,
+        )
+        .await;
+        written(state, &loaded, &decision, wrap, peer, out)
+    } else {
         // The guard lives only in this synchronous block (no .await).
         let loaded = state.current.load();
         let live = state.gateways.snapshot.load();
         state
             .calls
             .follow_generation(&loaded.table, loaded.generation);
-        let decision = crate::live::decide::decide(
-            &loaded.table,
-            &live,
-            &state.calls,
-            &query,
-            SystemTime::now(),
-        );
-        decision.write_json(out, wrap);
-        if let Some(id) = decision.rule_id {
-            loaded.hit(id, &state.metrics);
-        }
-        if decision.skipped_rewrites > 0 {
-            let n = u64::from(decision.skipped_rewrites);
-            state.metrics.rewrites_skipped.inc_by(n);
-        }
-        debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
-        decision.outcome_label()
+        let decision = crate::live::decide::decide(&loaded.table, &live, &state.calls, &query, now);
+        written(state, &loaded, &decision, wrap, peer, out)
     };
     state
         .metrics
@@ -93,4 +97,25 @@ pub(crate) fn answer(
         .observe(started.elapsed().as_secs_f64());
     state.metrics.outcome(outcome).inc();
     Ok(())
+}
+
+/// Writes a decision's answer to `out` and counts it; its outcome label.
+fn written(
+    state: &AppState,
+    loaded: &Loaded,
+    decision: &Decision<'_>,
+    wrap: Wrap,
+    peer: &(dyn Display + Sync),
+    out: &mut Vec<u8>,
+) -> &'static str {
+    decision.write_json(out, wrap);
+    if let Some(id) = decision.rule_id {
+        loaded.hit(id, &state.metrics);
+    }
+    if decision.skipped_rewrites > 0 {
+        let n = u64::from(decision.skipped_rewrites);
+        state.metrics.rewrites_skipped.inc_by(n);
+    }
+    debug!(%peer, rule = decision.rule, outcome = decision.outcome_label(), "query");
+    decision.outcome_label()
 }

@@ -1,0 +1,635 @@
+//! What moves shared state over time, between replicas (SPEC §9.4): one
+//! Redis stream, `PREFIX events`, of entries each replica writes (its
+//! reports, probe results, drains and the call events it applied) and
+//! every other replica applies to its own gateway task and call records.
+//!
+//! - The **writer** ([`writer`]) sends what [`Store::send`] queued, in
+//!   pipelines, off the request path. While the store is down the queue
+//!   waits (at most [`PENDING_MAX`] entries, then the oldest are dropped
+//!   and counted), and is written when it answers again: the catch-up.
+//! - The **reader** ([`reader`]) follows the stream with a blocking XREAD
+//!   on its own connection. It starts [`HISTORY`] back (or the longest
+//!   quality window, if longer), so a replica that starts begins from the
+//!   state the others built; after an outage it reads on from the last
+//!   entry it saw. A replica skips its own entries.
+//!
+//! The stream is capped at [`STREAM_MAX`] entries (XADD MAXLEN ~) and its
+//! key expires a day after the last write.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::Value;
+use redis::streams::StreamReadReply;
+use tracing::{debug, info, warn};
+
+use super::{PENDING_MAX, Reservation, Store};
+use crate::live::calls::Event;
+use crate::live::hub::{ProbeResult, Shared};
+use crate::live::quality::Attempt;
+use crate::state::AppState;
+
+/// Entries kept in the stream (approximately: `MAXLEN ~`).
+pub const STREAM_MAX: usize = 1_000_000;
+/// How far back a starting replica reads at least.
+pub const HISTORY: Duration = Duration::from_secs(15 * 60);
+/// How far back at most.
+const HISTORY_MAX: Duration = Duration::from_secs(60 * 60);
+/// The stream key's TTL, renewed by every write.
+const STREAM_TTL_MS: u64 = 86_400_000;
+/// Most queued writes sent in one pipeline.
+const BATCH: usize = 512;
+/// The bound of a background write (not a decision: it may take longer
+/// than `--state-timeout`, but not for ever).
+const WRITE_BOUND: Duration = Duration::from_secs(1);
+/// How long the reader's XREAD blocks.
+const BLOCK_MS: u64 = 1000;
+
+/// One fact a replica shares with the others.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A probe's result.
+    Probe {
+        /// The gateway.
+        key: String,
+        /// Its final code, if any.
+        code: Option<u16>,
+        /// Sent → final reply.
+        rtt_ms: Option<u64>,
+        /// Why there is no code.
+        error: Option<String>,
+    },
+    /// A §8 report (`/kamailio/feedback` or a `failed` event).
+    Report {
+        /// The gateway.
+        key: String,
+        /// The branch's final code.
+        code: u16,
+        /// The call it was about.
+        call_id: String,
+    },
+    /// An operator drained or restored a gateway.
+    Mark {
+        /// The gateway.
+        key: String,
+        /// Drained (true) or restored.
+        disable: bool,
+    },
+    /// A call event, applied to the shared record by the replica it
+    /// reached; the others release their own record's channels with it and
+    /// count the attempt it ended in their quality windows.
+    Event {
+        /// The call.
+        call_id: String,
+        /// The key of the route it ends.
+        dst: String,
+        /// The event.
+        event: Event,
+        /// The gateway and group of the attempt it completed, and whether
+        /// only its duration counts (an `answered` counted it already).
+        ended: Option<(String, String, bool)>,
+    },
+}
+
+/// A write queued for the store.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A stream entry.
+    Publish(Entry),
+    /// A decision's record written after the fact (it needed no
+    /// reservation, or was taken while the store was down).
+    Reserve(Reservation),
+    /// A call event applied locally while the store was down: applied to
+    /// the shared record when it returns, then published.
+    Event {
+        /// The call.
+        call_id: String,
+        /// The key of the route it ends.
+        dst: String,
+        /// The event.
+        event: Event,
+        /// `max_duration`.
+        max_duration: Duration,
+    },
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn ms(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_millis() as u64)
+}
+
+/// The name of an event, as Kamailio sends it.
+pub fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::Failed { .. } => "failed",
+        Event::Answered { .. } => "answered",
+        Event::Ended { .. } => "ended",
+    }
+}
+
+impl Entry {
+    /// The entry's fields (after `r`, the replica).
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Entry::Probe {
+                key,
+                code,
+                rtt_ms,
+                error,
+            } => vec![
+                ("k", "probe".into()),
+                ("gw", key.clone()),
+                ("code", opt(code)),
+                ("rtt", opt(rtt_ms)),
+                ("err", error.clone().unwrap_or_default()),
+            ],
+            Entry::Report { key, code, call_id } => vec![
+                ("k", "report".into()),
+                ("gw", key.clone()),
+                ("code", code.to_string()),
+                ("call", call_id.clone()),
+            ],
+            Entry::Mark { key, disable } => vec![
+                ("k", "mark".into()),
+                ("gw", key.clone()),
+                ("disable", if *disable { "1" } else { "0" }.into()),
+            ],
+            Entry::Event {
+                call_id,
+                dst,
+                event,
+                ended,
+            } => {
+                let mut f = vec![
+                    ("k", "event".into()),
+                    ("ev", event_name(event).into()),
+                    ("call", call_id.clone()),
+                    ("dst", dst.clone()),
+                ];
+                match event {
+                    Event::Failed { code, next, pdd } => {
+                        f.push(("code", code.to_string()));
+                        f.push(("next", opt(next)));
+                        f.push(("pdd", opt(&ms(*pdd))));
+                    }
+                    Event::Answered { pdd } => f.push(("pdd", opt(&ms(*pdd)))),
+                    Event::Ended { pdd, duration } => {
+                        f.push(("pdd", opt(&ms(*pdd))));
+                        f.push(("dur", opt(&duration.map(|d| d.as_secs()))));
+                    }
+                }
+                if let Some((gw, group, only)) = ended {
+                    f.push(("gw", gw.clone()));
+                    f.push(("grp", group.clone()));
+                    f.push(("only", if *only { "1" } else { "0" }.into()));
+                }
+                f
+            }
+        }
+    }
+
+    /// Reads an entry back; `None` for one this version does not know
+    /// (written by a newer replica) or a malformed one.
+    fn parse(map: &HashMap<String, Value>) -> Option<Entry> {
+        let get = |k: &str| -> Option<String> {
+            match map.get(k)? {
+                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Value::SimpleString(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
+        let text = |k: &str| get(k).filter(|v| !v.is_empty());
+        let gw = || text("gw");
+        Some(match get("k")?.as_str() {
+            "probe" => Entry::Probe {
+                key: gw()?,
+                code: num("code").and_then(|c| u16::try_from(c).ok()),
+                rtt_ms: num("rtt"),
+                error: text("err"),
+            },
+            "report" => Entry::Report {
+                key: gw()?,
+                code: u16::try_from(num("code")?).ok()?,
+                call_id: get("call").unwrap_or_default(),
+            },
+            "mark" => Entry::Mark {
+                key: gw()?,
+                disable: get("disable")? == "1",
+            },
+            "event" => {
+                let pdd = num("pdd").map(Duration::from_millis);
+                let event = match get("ev")?.as_str() {
+                    "failed" => Event::Failed {
+                        code: u16::try_from(num("code")?).ok()?,
+                        next: text("next"),
+                        pdd,
+                    },
+                    "answered" => Event::Answered { pdd },
+                    "ended" => Event::Ended {
+                        pdd,
+                        duration: num("dur").map(Duration::from_secs),
+                    },
+                    _ => return None,
+                };
+                let ended = match (text("gw"), get("grp")) {
+                    (Some(g), Some(grp)) => Some((g, grp, get("only").as_deref() == Some("1"))),
+                    _ => None,
+                };
+                Entry::Event {
+                    call_id: text("call")?,
+                    dst: text("dst")?,
+                    event,
+                    ended,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The attempt a call event completes, for quality.
+pub fn attempt_of(event: &Event) -> Attempt {
+    match event {
+        Event::Failed { pdd, .. } => Attempt::failed(*pdd),
+        Event::Answered { pdd } => Attempt::answered(*pdd),
+        Event::Ended { pdd, duration } => Attempt::ended(*pdd, duration.unwrap_or_default()),
+    }
+}
+
+impl Store {
+    fn stream_key(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+}
+
+/// The writer: sends queued writes while the store is up, keeps them
+/// while it is down. Ends at shutdown, after one last bounded flush.
+pub async fn writer(store: Arc<Store>, stop: impl std::future::Future<Output = ()>) {
+    let Some(mut rx) = store.outbox_rx.lock().await.take() else {
+        return;
+    };
+    let mut pending: VecDeque<Op> = VecDeque::new();
+    tokio::pin!(stop);
+    loop {
+        let retry = !pending.is_empty();
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            op = rx.recv() => match op {
+                Some(op) => push(&store, &mut pending, op),
+                None => break,
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)), if retry => {}
+        }
+        while pending.len() < BATCH * 4 {
+            match rx.try_recv() {
+                Ok(op) => push(&store, &mut pending, op),
+                Err(_) => break,
+            }
+        }
+        if store.is_up() {
+            flush(&store, &mut pending).await;
+        }
+        store.metrics.pending.set(pending.len() as i64);
+    }
+    while let Ok(op) = rx.try_recv() {
+        push(&store, &mut pending, op);
+    }
+    if store.is_up() {
+        let _ = tokio::time::timeout(WRITE_BOUND, flush(&store, &mut pending)).await;
+    }
+    if !pending.is_empty() {
+        store.metrics.dropped.inc_by(pending.len() as u64);
+        warn!(
+            writes = pending.len(),
+            "stopping with writes the shared store did not take"
+        );
+    }
+}
+
+fn push(store: &Store, pending: &mut VecDeque<Op>, op: Op) {
+    if pending.len() >= PENDING_MAX {
+        pending.pop_front();
+        store.metrics.dropped.inc();
+    }
+    pending.push_back(op);
+}
+
+/// Writes what is pending, a batch at a time, until it is empty or the
+/// store fails (then the rest waits).
+async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
+    while !pending.is_empty() && store.is_up() {
+        let mut entries = Vec::new();
+        let mut done = 0;
+        let mut failed = false;
+        for op in pending.iter().take(BATCH) {
+            match op {
+                Op::Publish(e) => entries.push(e.clone()),
+                Op::Reserve(r) => {
+                    if store.reserve(r, Some(WRITE_BOUND)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                Op::Event {
+                    call_id,
+                    dst,
+                    event,
+                    max_duration,
+                } => {
+                    let next = match event {
+                        Event::Failed { next, .. } => next.as_deref(),
+                        _ => None,
+                    };
+                    let r = store
+                        .event(
+                            call_id,
+                            dst,
+                            event_name(event),
+                            next,
+                            *max_duration,
+                            Some(WRITE_BOUND),
+                        )
+                        .await;
+                    match r {
+                        Ok(super::Applied::Done { ended, .. }) => entries.push(Entry::Event {
+                            call_id: call_id.clone(),
+                            dst: dst.clone(),
+                            event: event.clone(),
+                            ended,
+                        }),
+                        // Its call was decided while the store was down
+                        // and never recorded there: nothing to move.
+                        Ok(_) => {}
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            done += 1;
+        }
+        if !entries.is_empty() && xadd(store, &entries).await.is_err() {
+            // The scripts of this batch ran; only its entries are retried
+            // (an entry applied twice by a reader moves nothing twice:
+            // events and reports are idempotent per call, probes are
+            // observations).
+            let kept: Vec<Op> = entries.into_iter().map(Op::Publish).collect();
+            pending.drain(..done);
+            for op in kept.into_iter().rev() {
+                pending.push_front(op);
+            }
+            return;
+        }
+        pending.drain(..done);
+        store.metrics.written.inc_by(done as u64);
+        if failed {
+            return;
+        }
+    }
+}
+
+async fn xadd(store: &Store, entries: &[Entry]) -> Result<(), ()> {
+    let key = store.stream_key();
+    let mut pipe = redis::pipe();
+    for e in entries {
+        let c = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~");
+        c.arg(STREAM_MAX).arg("*").arg("r").arg(&store.replica);
+        for (k, v) in e.fields() {
+            c.arg(k).arg(v);
+        }
+        c.ignore();
+    }
+    pipe.cmd("PEXPIRE").arg(&key).arg(STREAM_TTL_MS).ignore();
+    let mut conn = store.conn.clone();
+    match tokio::time::timeout(WRITE_BOUND, pipe.query_async::<()>(&mut conn)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            store.failed(&super::StoreError::Failed(e.to_string()));
+            Err(())
+        }
+        Err(_) => {
+            store.failed(&super::StoreError::Timeout);
+            Err(())
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The reader: applies every other replica's entries to this one's state,
+/// from `history` back at the start. Ends at shutdown.
+pub async fn reader(
+    store: Arc<Store>,
+    state: Arc<AppState>,
+    history: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let history = history.clamp(HISTORY, HISTORY_MAX);
+    let mut last = format!("{}-0", now_ms().saturating_sub(history.as_millis() as u64));
+    let key = store.stream_key();
+    let mut conn = store.read_conn.clone();
+    let mut caught_up = false;
+    tokio::pin!(stop);
+    loop {
+        if !store.is_up() {
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        }
+        let mut c = redis::cmd("XREAD");
+        c.arg("COUNT").arg(BATCH).arg("BLOCK").arg(BLOCK_MS);
+        c.arg("STREAMS").arg(&key).arg(&last);
+        let read = tokio::time::timeout(
+            Duration::from_millis(BLOCK_MS) + store.timeout.max(Duration::from_millis(500)),
+            c.query_async::<Option<StreamReadReply>>(&mut conn),
+        );
+        let reply = tokio::select! {
+            () = &mut stop => break,
+            r = read => r,
+        };
+        let reply = match reply {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                store.failed(&super::StoreError::Failed(e.to_string()));
+                continue;
+            }
+            Err(_) => {
+                store.failed(&super::StoreError::Timeout);
+                continue;
+            }
+        };
+        let ids = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if ids.is_empty() && !caught_up {
+            caught_up = true;
+            info!("caught up with the shared state");
+        }
+        let now = (Instant::now(), now_ms());
+        for id in ids {
+            last = id.id.clone();
+            let from_me = matches!(id.map.get("r"), Some(Value::BulkString(b)) if b == store.replica.as_bytes());
+            if from_me {
+                continue;
+            }
+            let Some(entry) = Entry::parse(&id.map) else {
+                debug!(id = %id.id, "shared state: an entry this version does not know");
+                continue;
+            };
+            let written = id
+                .id
+                .split('-')
+                .next()
+                .and_then(|m| m.parse::<u64>().ok())
+                .unwrap_or(now.1);
+            let age = Duration::from_millis(now.1.saturating_sub(written)).min(history);
+            let at = now.0.checked_sub(age).unwrap_or(now.0);
+            apply(&state, entry, at);
+            store.metrics.applied.inc();
+        }
+    }
+}
+
+/// Applies another replica's entry as if it had happened here at `at`.
+fn apply(state: &AppState, entry: Entry, at: Instant) {
+    let shared = match entry {
+        Entry::Probe {
+            key,
+            code,
+            rtt_ms,
+            error,
+        } => Shared::Probe {
+            key,
+            result: ProbeResult {
+                code,
+                rtt: rtt_ms.map(Duration::from_millis),
+                error,
+            },
+        },
+        Entry::Report { key, code, call_id } => Shared::Report { key, code, call_id },
+        Entry::Mark { key, disable } => Shared::Mark { key, disable },
+        Entry::Event {
+            call_id,
+            dst,
+            event,
+            ended,
+        } => {
+            // This replica's own record of the call (if it decided it)
+            // releases what it holds; its quality result is not used:
+            // the replica that applied the event counted it once.
+            state.calls.apply(&call_id, &dst, &event, Instant::now());
+            let Some((gw, group, only)) = ended else {
+                return;
+            };
+            Shared::Attempt {
+                key: gw.into(),
+                group: group.into(),
+                attempt: attempt_of(&event),
+                duration_only: only,
+            }
+        }
+    };
+    state.gateways.shared(shared, at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(e: Entry) {
+        let map: HashMap<String, Value> = e
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::BulkString(v.into_bytes())))
+            .collect();
+        assert_eq!(Entry::parse(&map), Some(e));
+    }
+
+    #[test]
+    fn entries_read_back_as_written() {
+        roundtrip(Entry::Probe {
+            key: "sip:192.0.2.1:5060".into(),
+            code: Some(200),
+            rtt_ms: Some(12),
+            error: None,
+        });
+        roundtrip(Entry::Probe {
+            key: "sip:192.0.2.1:5060".into(),
+            code: None,
+            rtt_ms: None,
+            error: Some("timeout".into()),
+        });
+        roundtrip(Entry::Report {
+            key: "sip:192.0.2.1:5060".into(),
+            code: 503,
+            call_id: "c1".into(),
+        });
+        roundtrip(Entry::Mark {
+            key: "sip:192.0.2.1:5060".into(),
+            disable: true,
+        });
+        roundtrip(Entry::Event {
+            call_id: "c1".into(),
+            dst: "sip:192.0.2.1:5060".into(),
+            event: Event::Failed {
+                code: 486,
+                next: Some("sip:192.0.2.2:5060".into()),
+                pdd: Some(Duration::from_millis(1500)),
+            },
+            ended: Some(("sip:192.0.2.1:5060".into(), "uk@44".into(), false)),
+        });
+        roundtrip(Entry::Event {
+            call_id: "c2".into(),
+            dst: "sip:192.0.2.1:5060".into(),
+            event: Event::Ended {
+                pdd: None,
+                duration: Some(Duration::from_secs(61)),
+            },
+            ended: Some(("sip:192.0.2.1:5060".into(), "uk".into(), true)),
+        });
+        roundtrip(Entry::Event {
+            call_id: "c3".into(),
+            dst: "sip:192.0.2.1:5060".into(),
+            event: Event::Answered { pdd: None },
+            ended: None,
+        });
+    }
+
+    #[test]
+    fn unknown_or_malformed_entries_are_skipped() {
+        let mk = |pairs: &[(&str, &str)]| -> HashMap<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect()
+        };
+        assert_eq!(Entry::parse(&mk(&[("k", "weather")])), None);
+        assert_eq!(Entry::parse(&mk(&[("k", "report"), ("gw", "sip:a")])), None);
+        assert_eq!(
+            Entry::parse(&mk(&[("k", "report"), ("gw", "sip:a"), ("code", "99999")])),
+            None
+        );
+        assert_eq!(
+            Entry::parse(&mk(&[
+                ("k", "event"),
+                ("ev", "failed"),
+                ("call", "c"),
+                ("dst", "sip:a")
+            ])),
+            None,
+            "a failed event without a code"
+        );
+    }
+}
