@@ -194,7 +194,6 @@ impl Live {
         gateway_key(uri).map_or(0, |k| self.load.gateway(key_hash(&k), &k))
     }
 
-
     /// Whether the gateway is judged poor for a destination group (a
     /// rule's name, or `rule@prefix` for an LCR route; see
     /// [`crate::RouteAnswer::group`]).
