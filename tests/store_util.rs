@@ -508,7 +508,11 @@ mod tests {
         assert_eq!(aof, ["appendonly", "no"]);
         let bind = r.cmd(&["CONFIG", "GET", "bind"]).sorted_texts();
         assert_eq!(bind, ["127.0.0.1", "bind"]);
-        assert!(r.log().contains("Ready to accept connections"), "{}", r.log());
+        assert!(
+            r.log().contains("Ready to accept connections"),
+            "{}",
+            r.log()
+        );
     }
 
     #[test]
