@@ -6,4 +6,5 @@ mod lcr;
 mod quality;
 mod reload;
 mod serve;
+mod store_util;
 mod util;
