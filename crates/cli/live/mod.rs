@@ -10,7 +10,9 @@
 //!   trunk and gateway;
 //! - `decide.rs`: a decision that holds what it takes;
 //! - `expiry.rs`: closes records that heard nothing for `max_duration`;
-//! - `store/`: the store shared with other replicas (`--state`).
+//! - `store/`: the store shared with other replicas (`--state`);
+//! - `replicas.rs`: starts the store's tasks and applies what other
+//!   replicas share.
 
 pub mod calls;
 pub mod decide;
@@ -19,6 +21,7 @@ pub mod gateways;
 pub mod hub;
 pub mod probe;
 pub mod quality;
+pub mod replicas;
 pub mod sip;
 pub mod store;
 pub mod tracker;

@@ -194,7 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let (probe_from, prober) = crate::live::probe::start(state.clone(), probe)?;
         info!("SIP OPTIONS probes leave from {probe_from}");
         let evapi_tasks = evapi::spawn(state.clone(), &args.evapi);
-        let store_tasks = crate::live::store::spawn(&state);
+        let store_tasks = crate::live::replicas::spawn(&state);
         let shutdown = shutdown_signal()?;
         {
             let cur = state.current.load();

@@ -316,35 +316,6 @@ impl Store {
     }
 }
 
-/// Starts the store's tasks (writer, reader, health check), if `--state`
-/// was given; each ends at shutdown.
-pub fn spawn(
-    state: &Arc<crate::state::AppState>,
-) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
-    let Some(store) = state.store.clone() else {
-        return Vec::new();
-    };
-    vec![
-        (
-            "shared store writer",
-            tokio::spawn(stream::writer(store.clone(), state.stopped())),
-        ),
-        (
-            "shared store reader",
-            tokio::spawn(stream::reader(
-                store.clone(),
-                state.clone(),
-                stream::HISTORY,
-                state.stopped(),
-            )),
-        ),
-        (
-            "shared store health check",
-            tokio::spawn(health::run(store, state.stopped())),
-        ),
-    ]
-}
-
 /// A URL with its password replaced, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

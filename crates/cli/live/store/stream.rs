@@ -26,9 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::{PENDING_MAX, Reservation, Store};
 use crate::live::calls::Event;
-use crate::live::hub::{ProbeResult, Shared};
 use crate::live::quality::Attempt;
-use crate::state::AppState;
 
 /// Entries kept in the stream (approximately: `MAXLEN ~`).
 pub const STREAM_MAX: usize = 1_000_000;
@@ -427,11 +425,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The reader: applies every other replica's entries to this one's state,
-/// from `history` back at the start. Ends at shutdown.
+/// The reader: hands every other replica's entries to `apply` (with the
+/// instant each happened, as seen here), from `history` back at the start.
+/// Ends at shutdown.
 pub async fn reader(
     store: Arc<Store>,
-    state: Arc<AppState>,
+    apply: impl Fn(Entry, Instant) + Send,
     history: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -496,52 +495,10 @@ pub async fn reader(
                 .unwrap_or(now.1);
             let age = Duration::from_millis(now.1.saturating_sub(written)).min(history);
             let at = now.0.checked_sub(age).unwrap_or(now.0);
-            apply(&state, entry, at);
+            apply(entry, at);
             store.metrics.applied.inc();
         }
     }
-}
-
-/// Applies another replica's entry as if it had happened here at `at`.
-fn apply(state: &AppState, entry: Entry, at: Instant) {
-    let shared = match entry {
-        Entry::Probe {
-            key,
-            code,
-            rtt_ms,
-            error,
-        } => Shared::Probe {
-            key,
-            result: ProbeResult {
-                code,
-                rtt: rtt_ms.map(Duration::from_millis),
-                error,
-            },
-        },
-        Entry::Report { key, code, call_id } => Shared::Report { key, code, call_id },
-        Entry::Mark { key, disable } => Shared::Mark { key, disable },
-        Entry::Event {
-            call_id,
-            dst,
-            event,
-            ended,
-        } => {
-            // This replica's own record of the call (if it decided it)
-            // releases what it holds; its quality result is not used:
-            // the replica that applied the event counted it once.
-            state.calls.apply(&call_id, &dst, &event, Instant::now());
-            let Some((gw, group, only)) = ended else {
-                return;
-            };
-            Shared::Attempt {
-                key: gw.into(),
-                group: group.into(),
-                attempt: attempt_of(&event),
-                duration_only: only,
-            }
-        }
-    };
-    state.gateways.shared(shared, at);
 }
 
 #[cfg(test)]
