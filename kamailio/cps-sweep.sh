@@ -20,7 +20,8 @@
 #   sync            C4_HTTP_SYNC: blocking http_client on a kept-alive named connection
 #   sync-unwrapped  C4_HTTP_SYNC and C4_RTJSON_UNWRAPPED
 #   evapi           C4_EVAPI: queries (evapi_async_unicast) and events (evapi_relay) over evapi; the
-#                   c4route under test connects to this Kamailio with --evapi (issue 17)
+#                   c4route under test connects to this Kamailio with --evapi (issue 17); several
+#                   evapi modes (evapi evapi+C4_NO_EVENTS) each get their own evapi port
 #   fixed           http_async_client -> target/release/examples/fixed_answer (constant answer)
 #   fixed-unwrapped fixed_answer's bare document (POST /rtjson); FIXED_BIN= picks another binary
 #   fixed2, fixed2-unwrapped   the same with FIXED2_BIN (a second binary, e.g. a smaller answer)
@@ -84,6 +85,7 @@ LOAD_PREFIXES=${LOAD_PREFIXES:-}
 OUT=${OUT:-"$here/tests/out/cps-$(date +%Y%m%d-%H%M%S)"}
 
 IP=127.0.0.1
+MODE_INDEX=0
 KAM_PORT0=26100 EVAPI_PORT=28190 GW_PORT=26071 CALLER_PORT=26090 C4_PORT=28180 FIXED_PORT=28181 FIXED2_PORT=28182 C4_PORT2=28183
 C4ROUTE2_ARGS=${C4ROUTE2_ARGS:-"--threads 1"}
 C4ROUTE=${C4ROUTE:-"$repo/target/release/c4route"}
@@ -241,8 +243,13 @@ wait_tcp() { local i; for i in $(seq "$2"); do (exec 3<>"/dev/tcp/$IP/$1") 2>/de
 c4_pid="" c4b_pid="" fixed_pid="" fixed2_pid=""
 start_c4route() { # routes dir -> c4_pid; C4_LOAD_S: seconds until it accepted connections
     local t0; t0=$(date +%s.%N)
-    local ev=()
-    [[ $need_evapi -eq 1 ]] && ev=(--evapi "$IP:$EVAPI_PORT")   # connects once the evapi Kamailio is up
+    # one --evapi per evapi mode (its Kamailio listens on EVAPI_PORT + its index in MODES);
+    # c4route connects once each evapi Kamailio is up
+    local ev=() j=0 m
+    for m in $MODES; do
+        [[ ${m%%+*} == evapi ]] && ev+=(--evapi "$IP:$(( EVAPI_PORT + j ))")
+        j=$(( j + 1 ))
+    done
     "$C4ROUTE" serve --routes "$1" --listen "$IP:$C4_PORT" "${ev[@]}" >>"$OUT/c4route.log" 2>&1 &
     c4_pid=$!; pids+=("$c4_pid")
     wait_tcp "$C4_PORT" 1200 || die "c4route did not start (see $OUT/c4route.log)"
@@ -271,7 +278,7 @@ mode_defines() {
         unwrapped) MODE_SERVER=$c4; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$port/rtjson\"" ;;
         sync) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/kamailio/rtjson\"" ;;
         sync-unwrapped) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/rtjson\"" ;;
-        evapi) MODE_SERVER=$c4; echo C4_EVAPI; echo "C4_EVAPI_BIND=\"$IP:$EVAPI_PORT\"" ;;
+        evapi) MODE_SERVER=$c4; echo C4_EVAPI; echo "C4_EVAPI_BIND=\"$IP:$(( EVAPI_PORT + MODE_INDEX ))\"" ;;
         fixed) MODE_SERVER=fixed; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
         fixed-unwrapped) MODE_SERVER=fixed; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
         fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
@@ -299,6 +306,7 @@ start_kamailio() {
     local i=$1 mode=$2 port=$(( KAM_PORT0 + $1 )) extra=() defs=() d
     [[ $ALLOC == tlsf ]] && extra=(-x tlsf -X tlsf)
     local ctl="unix:$OUT/kamailio-$i.ctl"
+    MODE_INDEX=$i
     local mdefs; mdefs=$(mode_defines "$mode")
     defs=(-A "C4_LISTEN=udp:$IP:$port" -A "C4_CTL_SOCKET=\"$ctl\"" -A "C4_STATIC_DST=\"sip:$IP:$GW_PORT\"")
     # a mode's own C4_CHILDREN / C4_HTTP_WORKERS replace the sweep's (Kamailio refuses a define twice)
