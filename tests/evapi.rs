@@ -219,6 +219,8 @@ fn an_unreachable_evapi_peer_is_retried_and_logged_once() {
     let addr = format!("127.0.0.1:{port}");
     let mut s = Server::start(&[("r.toml", ROUTES)], &["--evapi", &addr]);
     s.wait_log("evapi: cannot connect", Duration::from_secs(5));
+    let series = format!(r#"c4route_evapi_connected{{peer="{addr}"}}"#);
+    assert_eq!(metric(&s.metrics(), &series), 0.0, "not connected yet");
     std::thread::sleep(Duration::from_millis(800));
     let kam = Kamailio {
         listener: TcpListener::bind(&addr).expect("the port is still free"),
@@ -231,6 +233,9 @@ fn an_unreachable_evapi_peer_is_retried_and_logged_once() {
         .filter(|l| l.contains("cannot connect"))
         .count();
     assert_eq!(failures, 1, "one line per change of state");
+    assert_eq!(metric(&s.metrics(), &series), 1.0, "connected");
+    let connects = format!(r#"c4route_evapi_connects_total{{peer="{addr}"}}"#);
+    assert_eq!(metric(&s.metrics(), &connects), 1.0);
 }
 
 #[test]

@@ -46,6 +46,13 @@ struct TaskLabel {
     task: &'static str,
 }
 
+/// Label of the evapi connection metrics: the Kamailio node's `IP:PORT`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The `--evapi` address.
+    pub peer: String,
+}
+
 /// Every metric of the service, plus the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -94,6 +101,11 @@ pub struct Metrics {
     pub store: crate::store_metrics::StoreMetrics,
     /// Panics caught in background tasks, by task (see `guard.rs`).
     task_panics: Family<TaskLabel, Counter>,
+    /// `c4route_evapi_connected{peer}`: 1 while connected to that
+    /// Kamailio's evapi, 0 while reconnecting.
+    pub evapi_connected: Family<PeerLabel, Gauge>,
+    /// `c4route_evapi_connects_total{peer}`: connections made.
+    pub evapi_connects: Family<PeerLabel, Counter>,
 }
 
 /// The `c4route_rule_hits_total` series, one per rule that decided a query.
@@ -248,7 +260,21 @@ impl Metrics {
             "Panics caught in a background task (a bug in c4route), by task; the task went on or was restarted",
             task_panics.clone(),
         );
+        let evapi_connected = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "evapi_connected",
+            "1 while connected to that Kamailio node's evapi (serve --evapi), 0 while reconnecting",
+            evapi_connected.clone(),
+        );
+        let evapi_connects = Family::<PeerLabel, Counter>::default();
+        registry.register(
+            "evapi_connects",
+            "Connections made to that Kamailio node's evapi (more than one: it was lost and made again)",
+            evapi_connects.clone(),
+        );
         Metrics {
+            evapi_connected,
+            evapi_connects,
             gateways,
             calls,
             quality,

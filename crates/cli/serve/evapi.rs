@@ -231,6 +231,11 @@ async fn connection(state: Arc<AppState>, peer: SocketAddr) {
     let stopped = state.stopped();
     tokio::pin!(stopped);
     let mut backoff = BACKOFF_MIN;
+    let label = crate::metrics::PeerLabel {
+        peer: peer.to_string(),
+    };
+    let connected = state.metrics.evapi_connected.get_or_create(&label).clone();
+    connected.set(0);
     // Logs once per change: `true` after a failure was logged.
     let mut failing = false;
     loop {
@@ -257,11 +262,14 @@ async fn connection(state: Arc<AppState>, peer: SocketAddr) {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(%peer, "evapi: TCP_NODELAY: {e}");
             }
+            connected.set(1);
+            state.metrics.evapi_connects.get_or_create(&label).inc();
             info!(%peer, "evapi: connected");
             let why = tokio::select! {
                 () = &mut stopped => None,
                 why = serve(&state, peer, stream) => Some(why),
             };
+            connected.set(0);
             let Some(why) = why else { return };
             warn!(%peer, "evapi: connection lost: {why}; reconnecting");
             backoff = BACKOFF_MIN;
