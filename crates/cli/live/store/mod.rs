@@ -512,3 +512,58 @@ impl Store {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_reaches_a_log_line() {
+        assert_eq!(
+            redact("redis://:s3cret@redis.internal:6379/0"),
+            "redis://***@redis.internal:6379/0"
+        );
+        assert_eq!(redact("rediss://user:pw@h:6380/1"), "rediss://***@h:6380/1");
+        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn routes_are_kept_with_a_separator_no_name_contains() {
+        let f = route_field(
+            "acme",
+            "sip:192.0.2.1:5060;transport=udp",
+            "sip:192.0.2.1",
+            "uk@44",
+        );
+        assert_eq!(
+            f.split('\x1f').collect::<Vec<_>>(),
+            [
+                "acme",
+                "sip:192.0.2.1:5060;transport=udp",
+                "sip:192.0.2.1",
+                "uk@44"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_an_error_that_names_it_without_its_password() {
+        let cfg = StoreConfig {
+            url: "http://:pw@host/0".into(),
+            password_file: None,
+            timeout: Duration::from_millis(20),
+            prefix: "c4route:".into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _in = rt.enter();
+        let e = format!(
+            "{:#}",
+            Store::connect(&cfg, StoreMetrics::default()).unwrap_err()
+        );
+        assert!(e.contains("not a redis:// or rediss:// URL"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
+}
