@@ -383,12 +383,27 @@ impl Store {
         r: &Reservation,
         bound: Option<Duration>,
     ) -> Result<Reserved, StoreError> {
+        let (keys, args) = self.reserve_args(r);
+        let v = self
+            .eval(&self.scripts.reserve, &keys, &args, bound)
+            .await?;
+        match v {
+            Value::Int(0) => Ok(Reserved::Taken),
+            Value::Int(1) => Ok(Reserved::Refused(c4route_core::Limit::TrunkCalls)),
+            Value::Int(2) => Ok(Reserved::Refused(c4route_core::Limit::GatewayCalls)),
+            Value::Int(3) => Ok(Reserved::Refused(c4route_core::Limit::TrunkCps)),
+            other => Err(self.unexpected("reserve", &other)),
+        }
+    }
+
+    /// The keys and arguments of `reserve.lua` for `r`.
+    fn reserve_args(&self, r: &Reservation) -> (Vec<String>, Vec<String>) {
         let cps_key = self.key("cps", &r.trunk);
         let record = match &r.call_id {
             Some(id) => self.key("call", id),
             None => cps_key.clone(),
         };
-        let keys = [
+        let keys = vec![
             self.key("tc", &r.trunk),
             self.key("gc", &r.gateway),
             cps_key,
@@ -407,16 +422,69 @@ impl Store {
             r.call_id.clone().unwrap_or_default(),
         ];
         args.extend(r.routes.iter().take(16).cloned());
-        let v = self
-            .eval(&self.scripts.reserve, &keys, &args, bound)
-            .await?;
-        match v {
-            Value::Int(0) => Ok(Reserved::Taken),
-            Value::Int(1) => Ok(Reserved::Refused(c4route_core::Limit::TrunkCalls)),
-            Value::Int(2) => Ok(Reserved::Refused(c4route_core::Limit::GatewayCalls)),
-            Value::Int(3) => Ok(Reserved::Refused(c4route_core::Limit::TrunkCps)),
-            other => Err(self.unexpected("reserve", &other)),
+        (keys, args)
+    }
+
+    /// Records decisions taken without a reservation (`force`), in one
+    /// pipeline: the background writer's bulk path (one round trip for a
+    /// whole batch, where one script call each would cap the writer at one
+    /// round trip per call).
+    pub async fn record_many(
+        &self,
+        rs: &[&Reservation],
+        bound: Duration,
+    ) -> Result<(), StoreError> {
+        if !self.breaker.is_closed() {
+            return Err(StoreError::Open);
         }
+        if rs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for r in rs {
+            let (keys, args) = self.reserve_args(r);
+            pipe.cmd("EVALSHA")
+                .arg(self.scripts.reserve.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let run = async {
+            for attempt in 0..2 {
+                if self.needs_load.swap(false, Ordering::AcqRel)
+                    && let Err(e) = self.load_scripts(&mut conn).await
+                {
+                    self.needs_load.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                match pipe.query_async::<()>(&mut conn).await {
+                    Ok(()) => return Ok(()),
+                    // The store restarted and forgot the scripts: none of
+                    // the pipeline ran; load them and send it again.
+                    Err(e)
+                        if attempt == 0
+                            && e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        self.needs_load.store(true, Ordering::Release);
+                    }
+                    Err(e) => return Err(StoreError::Failed(e.to_string())),
+                }
+            }
+            Err(StoreError::Failed(
+                "NOSCRIPT after loading the scripts".into(),
+            ))
+        };
+        let r = match tokio::time::timeout(bound, run).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        r
     }
 
     /// Applies a call event to the shared record.

@@ -325,21 +325,26 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
         let mut entries = Vec::new();
         let mut done = 0;
         let mut failed = false;
+        // Records are sent in pipelines; an event waits for the records
+        // queued before it (its call's record may be one of them).
+        let mut records: Vec<&Reservation> = Vec::new();
+        let mut recorded = 0;
         for op in pending.iter().take(BATCH) {
             match op {
-                Op::Publish(e) => entries.push(e.clone()),
-                Op::Reserve(r) => {
-                    if store.reserve(r, Some(WRITE_BOUND)).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
+                Op::Publish(e) => entries.push((done, e.clone())),
+                Op::Reserve(r) => records.push(r),
                 Op::Event {
                     call_id,
                     dst,
                     event,
                     max_duration,
                 } => {
+                    if store.record_many(&records, WRITE_BOUND).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    recorded = done;
+                    records.clear();
                     let next = match event {
                         Event::Failed { next, .. } => next.as_deref(),
                         _ => None,
@@ -355,12 +360,15 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
                         )
                         .await;
                     match r {
-                        Ok(super::Applied::Done { ended, .. }) => entries.push(Entry::Event {
-                            call_id: call_id.clone(),
-                            dst: dst.clone(),
-                            event: event.clone(),
-                            ended,
-                        }),
+                        Ok(super::Applied::Done { ended, .. }) => entries.push((
+                            done,
+                            Entry::Event {
+                                call_id: call_id.clone(),
+                                dst: dst.clone(),
+                                event: event.clone(),
+                                ended,
+                            },
+                        )),
                         // Its call was decided while the store was down
                         // and never recorded there: nothing to move.
                         Ok(_) => {}
@@ -369,10 +377,28 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
                             break;
                         }
                     }
+                    recorded = done + 1;
                 }
             }
             done += 1;
         }
+        if !failed && !records.is_empty() {
+            if store.record_many(&records, WRITE_BOUND).await.is_err() {
+                failed = true;
+            } else {
+                recorded = done;
+            }
+        }
+        if failed {
+            // What ran stays done; the rest (from the first op not sent)
+            // waits for the store, its entries with it.
+            done = recorded;
+        }
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|(i, _)| *i < done)
+            .map(|(_, e)| e)
+            .collect();
         if !entries.is_empty() && xadd(store, &entries).await.is_err() {
             // The scripts of this batch ran; only its entries are retried
             // (an entry applied twice by a reader moves nothing twice:
