@@ -304,6 +304,14 @@ fn parse(f: &std::collections::HashMap<String, String>) -> Result<(String, Strin
 /// out. With a shared store, `calls` is this replica's and `shared_calls`
 /// every replica's (absent while the store is down).
 pub async fn trunks(state: &AppState) -> Resp {
+    // The board follows the serving table on a replica's first decision;
+    // a replica asked before it decided anything (a fresh one, or one
+    // that only takes events) still lists every trunk, and with a shared
+    // store every replica's calls on it.
+    let loaded = state.current.load_full();
+    state
+        .calls
+        .follow_generation(&loaded.table, loaded.generation);
     let board = state.calls.board.load_full();
     let now = Instant::now();
     let shared = match &state.store {
