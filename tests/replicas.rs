@@ -543,3 +543,130 @@ then.trunks = ["t"]
     assert!((1..=3).contains(&n), "{n} OPTIONS in 1 s from the survivor");
     assert_eq!(gateway(&survivor, &gw.key())["state"], "up");
 }
+
+#[test]
+fn a_store_outage_never_fails_a_query_and_the_replicas_catch_up() {
+    let Some(mut redis) = redis_or_skip() else {
+        return;
+    };
+    let timeout = Duration::from_millis(200);
+    let extra = ["--state-timeout", "200ms"];
+    let a = replica(LIMITS, &redis, &extra);
+    let b = replica(LIMITS, &redis, &extra);
+    // One call before the outage, ended during it.
+    assert_eq!(routes(&a, "100", "pre")[0], CAPPED);
+
+    redis.kill();
+    // Every query answered, none waiting longer than the timeout, and
+    // after the first none anywhere near it. A's local limit holds.
+    let mut times = Vec::new();
+    let mut on_capped = Vec::new();
+    let mut ca = a.conn();
+    for i in 0..12 {
+        let id = format!("out-{i}");
+        let t0 = Instant::now();
+        let r = routes_on(&mut ca, "100", &id);
+        times.push(t0.elapsed());
+        if r[0] == CAPPED {
+            on_capped.push(id);
+        }
+    }
+    eprintln!("query times during the outage: {times:?}");
+    let worst = times.iter().max().unwrap();
+    assert!(*worst < timeout + Duration::from_millis(300), "{times:?}");
+    let slow = times[1..].iter().filter(|t| **t >= timeout / 2).count();
+    assert!(
+        slow <= 1,
+        "queries after the first waited for the store: {times:?}"
+    );
+    assert_eq!(
+        on_capped.len(),
+        4,
+        "A's local limit: 5 with the call before: {on_capped:?}"
+    );
+
+    let h = a.wait_health("degraded", Duration::from_secs(2), |h| {
+        h["status"] == "degraded"
+    });
+    assert_eq!(h["state"]["up"], false, "{h}");
+    assert!(
+        h["state"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{h}"
+    );
+    b.wait_health("B degraded", Duration::from_secs(2), |h| {
+        h["status"] == "degraded"
+    });
+    let m = a.metrics();
+    assert_eq!(metric(&m, "c4route_state_up"), 0.0);
+    assert!(
+        metric(&m, "c4route_state_local_decisions_total") >= 12.0,
+        "{m}"
+    );
+    assert_eq!(a.trunk("capped")["shared_calls"], Value::Null);
+
+    // Events during the outage: answered 204, applied locally, queued.
+    assert_eq!(ended(&a, "pre", CAPPED), 204);
+    assert_eq!(ended(&a, &on_capped[0], CAPPED), 204);
+    assert_eq!(ended(&a, &on_capped[1], CAPPED), 204);
+    assert_eq!(a.trunk("capped")["calls"], 2);
+    // One reaches B, which never saw the call: accepted and queued too.
+    assert_eq!(ended(&b, &on_capped[2], CAPPED), 204);
+    let m = a.metrics();
+    assert_eq!(metric(&m, "c4route_state_local_events_total"), 3.0, "{m}");
+    assert_eq!(
+        metric(&b.metrics(), "c4route_state_local_events_total"),
+        1.0
+    );
+    assert!(metric(&m, "c4route_state_pending") > 0.0, "{m}");
+
+    // The store returns, empty (no persistence), on the same port. A is
+    // paused (SIGSTOP) so B catches up first: B's event for A's call
+    // reaches the store before the call's record does.
+    a.signal("STOP");
+    redis.restart();
+    let t0 = Instant::now();
+    let h = b.wait_health("B up again", Duration::from_secs(2), |h| {
+        h["status"] == "ok"
+    });
+    eprintln!("B up {:?} after the store returned", t0.elapsed());
+    // B's event waits for the record rather than being dropped.
+    std::thread::sleep(Duration::from_millis(300));
+    let h2 = b.health();
+    assert_eq!(
+        h2["state"]["pending"], 1,
+        "the event for A's call waits: {h} {h2}"
+    );
+    a.signal("CONT");
+    let t0 = Instant::now();
+    for s in [&a, &b] {
+        s.wait_health("ok again, nothing pending", Duration::from_secs(3), |h| {
+            h["status"] == "ok" && h["state"]["pending"] == 0
+        });
+    }
+    eprintln!("both replicas caught up {:?} after A resumed", t0.elapsed());
+    assert_eq!(metric(&a.metrics(), "c4route_state_up"), 1.0);
+    assert_eq!(metric(&a.metrics(), "c4route_state_pending"), 0.0);
+
+    // What was decided during the outage is in the store now, minus what
+    // ended: on_capped[3] alone still holds its channel there.
+    let tc = "c4route:tc:capped";
+    let held = redis.cmd(&["ZRANGE", tc, "0", "-1"]).sorted_texts();
+    assert_eq!(held, [format!("{}\x1f0", on_capped[3])]);
+    for id in &on_capped[..3] {
+        let key = format!("c4route:call:{id}");
+        assert!(!exists(&redis, &key), "{key} left open");
+    }
+    // B's event reached A through the stream: A's own record is closed.
+    wait_for(
+        "A's record of the call ended at B closed",
+        Duration::from_secs(1),
+        || (a.trunk("capped")["calls"] == 1).then_some(()),
+    );
+    assert!(exists(&redis, &format!("c4route:call:{}", on_capped[3])));
+    // The overflow calls were recorded too.
+    assert_eq!(zcard(&redis, "c4route:tc:overflow"), 8);
+    // And the shared limit holds again: 4 free channels on the trunk.
+    let ids: Vec<String> = (0..10).map(|i| format!("after-{i}")).collect();
+    assert_eq!(at_once(&[&a, &b], 2, "100", &ids, CAPPED), 4);
+    assert_eq!(zcard(&redis, tc), 5);
+}
