@@ -151,6 +151,17 @@ fn a_full_trunk_is_left_out_until_its_calls_end() {
 }
 
 #[test]
+fn trunks_are_listed_before_the_first_query() {
+    // A replica that has decided nothing yet (just started, or one that
+    // only takes events) shows every trunk, idle.
+    let s = Server::start(&[("10.toml", ROUTES)], &[]);
+    let t = s.trunk("capped");
+    assert_eq!(t["calls"], 0, "{t}");
+    assert_eq!(t["limits"]["calls"], 5, "{t}");
+    assert_eq!(s.trunk("overflow")["calls"], 0);
+}
+
+#[test]
 fn decisions_at_once_never_put_a_trunk_past_its_limit() {
     let s = Server::start(&[("10.toml", ROUTES)], &[]);
     let threads: Vec<_> = (0..8)

@@ -17,15 +17,16 @@ use serde_json::Value;
 
 use crate::util::{Server, atomic_write, metric};
 
-const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 const FAIL: u8 = 1;
 const SILENT: u8 = 2;
 
 /// A SIP UDP responder on 127.0.0.1 answering OPTIONS with 200, 503 or nothing.
-struct Responder {
+/// `replicas.rs` counts the probes of several replicas with it.
+pub(crate) struct Responder {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
-    seen: Arc<AtomicUsize>,
+    pub(crate) seen: Arc<AtomicUsize>,
     /// Every request received, as text.
     requests: Receiver<String>,
     /// The code of every reply sent.
@@ -34,7 +35,7 @@ struct Responder {
 }
 
 impl Responder {
-    fn start(mode: u8) -> Responder {
+    pub(crate) fn start(mode: u8) -> Responder {
         Self::start_from(mode, None)
     }
 
@@ -85,11 +86,11 @@ impl Responder {
         }
     }
 
-    fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("sip:{}", self.addr)
     }
 
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         format!("sip:{};transport=udp", self.addr)
     }
 

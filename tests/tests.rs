@@ -5,6 +5,7 @@ mod gateways;
 mod lcr;
 mod quality;
 mod reload;
+mod replicas;
 mod serve;
 mod store_util;
 mod util;

@@ -324,8 +324,10 @@ impl Window {
         self.ring[(self.head % n) as usize] = std::mem::take(&mut self.cur);
         for s in self.head + 1..=slot {
             let b = std::mem::take(&mut self.ring[(s % n) as usize]);
-            // The bucket last held slot `s - n`: stale if before the restart.
-            if s < self.valid_from + n {
+            // The bucket last held slot `s - n`: stale if before the restart
+            // (a window that never restarted has none stale, and one that
+            // `configure` renumbered near the origin holds counts there).
+            if self.valid_from > 0 && s < self.valid_from + n {
                 continue;
             }
             let t = &mut self.totals;
@@ -431,9 +433,9 @@ impl Gateway {
     }
 
     /// Takes new settings. A new window length keeps the counts and
-    /// renumbers the buckets at the new pace: each keeps its place in the
-    /// ring, the newest stays within the last `BUCKETS` slots, so every
-    /// count leaves within one new window.
+    /// renumbers the buckets at the new pace: each keeps its age in
+    /// buckets (the k-th before the current one stays the k-th before
+    /// it), so every count leaves within one new window.
     fn configure(&mut self, settings: &QualitySettings, origin: Instant, now: Instant) {
         if self.settings == *settings {
             return;
@@ -441,15 +443,21 @@ impl Gateway {
         if self.settings.window != settings.window {
             let old = self.bucket_ns;
             self.bucket_ns = bucket_ns(settings.window);
+            let n = BUCKETS as u64;
             let new_now = slot(origin, now, self.bucket_ns);
             let old_now = slot(origin, now, old);
             for w in self.groups.iter_mut() {
                 w.advance(old_now);
                 w.settle();
-                // The largest slot ≤ now in the new numbering with the
-                // same place in the ring as the old head.
-                let shift = new_now.saturating_sub(w.head % BUCKETS as u64) / BUCKETS as u64;
-                w.head = shift * BUCKETS as u64 + w.head % BUCKETS as u64;
+                // The head moves to now in the new numbering and the ring
+                // turns with it. (Keeping each bucket's place in the ring
+                // instead aged the counts by up to a whole window, or kept
+                // them a whole window too long, depending on where the
+                // origin fell.) Near the origin the oldest buckets stand
+                // for slots before 0; `advance` still subtracts them.
+                let turn = (new_now % n + n - w.head % n) % n;
+                w.ring.rotate_right(turn as usize);
+                w.head = new_now;
                 w.reload();
             }
         }

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::http::{Resp, body, fields, json as json_resp, json_error, no_content};
 use crate::live::calls::{Applied, Event};
 use crate::live::quality::Attempt;
-use crate::live::store::stream::{attempt_of, event_name};
+use crate::live::store::stream::{UNKNOWN_RETRIES, attempt_of, event_name};
 use crate::live::store::{Applied as StoreApplied, Entry, Op, Store, StoreError};
 use crate::state::AppState;
 
@@ -173,13 +173,18 @@ async fn shared(
         Event::Failed { next, .. } => next.as_deref(),
         _ => None,
     };
-    let queue = || {
+    // `foreign`: this replica holds no record of the call, so the store
+    // may learn of it only from another replica's queue (both queued
+    // during an outage): an "unknown call" answer is retried for a while
+    // rather than dropped (stream.rs).
+    let queue = |foreign: bool| {
         store.metrics.local_events.inc();
         store.send(Op::Event {
             call_id: call_id.to_owned(),
             dst: dst.to_owned(),
             event: ev.clone(),
             max_duration,
+            retries: if foreign { UNKNOWN_RETRIES } else { 0 },
         });
     };
     let r = if store.is_up() {
@@ -218,7 +223,7 @@ async fn shared(
             (Applied::UnknownRoute, None)
         }
         Ok(_) | Err(_) if !matches!(local, Applied::UnknownCall) => {
-            queue();
+            queue(false);
             let end = local_end(state, &local, ev);
             (local, end)
         }
@@ -226,7 +231,7 @@ async fn shared(
         // Down, and this replica does not know the call either: it may be
         // another replica's; the event waits for the store (accepted).
         Err(_) => {
-            queue();
+            queue(true);
             (
                 Applied::Done {
                     ended: None,
@@ -304,6 +309,14 @@ fn parse(f: &std::collections::HashMap<String, String>) -> Result<(String, Strin
 /// out. With a shared store, `calls` is this replica's and `shared_calls`
 /// every replica's (absent while the store is down).
 pub async fn trunks(state: &AppState) -> Resp {
+    // The board follows the serving table on a replica's first decision;
+    // a replica asked before it decided anything (a fresh one, or one
+    // that only takes events) still lists every trunk, and with a shared
+    // store every replica's calls on it.
+    let loaded = state.current.load_full();
+    state
+        .calls
+        .follow_generation(&loaded.table, loaded.generation);
     let board = state.calls.board.load_full();
     let now = Instant::now();
     let shared = match &state.store {

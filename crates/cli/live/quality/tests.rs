@@ -310,6 +310,40 @@ fn a_longer_window_keeps_the_counts_and_ages_them_at_its_pace() {
 }
 
 #[test]
+fn a_longer_window_keeps_the_counts_wherever_the_origin_fell() {
+    // The slot numbering starts an hour back (a starting replica replays
+    // that much); where its buckets' edges fall must not age the counts
+    // by a whole window when the window changes. Checked at many origins.
+    let t0 = Instant::now();
+    let mut tried = 0;
+    for back in (0..3700).step_by(37) {
+        let Some(origin) = t0.checked_sub(s(back)) else {
+            continue;
+        };
+        tried += 1;
+        let st = settings();
+        let mut q = Quality::new();
+        q.origin = origin;
+        for _ in 0..5 {
+            q.record(GW, "g", &st, Attempt::failed(None), t0);
+        }
+        let longer = settings().with_window(s(600));
+        assert!(q.reconfigure(|_| Some(&longer), t0 + s(10)).is_empty());
+        // Two minutes on, well within the new ten-minute window.
+        q.sweep(t0 + s(120));
+        let stats = q.stats(GW);
+        assert_eq!(
+            stats.first().map(|g| g.attempts),
+            Some(5),
+            "origin {back} s back: {stats:?}"
+        );
+        q.sweep(t0 + s(10 + 600 + 20));
+        assert!(q.stats(GW).is_empty(), "origin {back} s back");
+    }
+    assert!(tried > 0);
+}
+
+#[test]
 fn a_settings_change_in_a_record_applies_to_its_gateway() {
     let mut q = Quality::new();
     let t0 = Instant::now();

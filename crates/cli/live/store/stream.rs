@@ -109,8 +109,23 @@ pub enum Op {
         event: Event,
         /// `max_duration`.
         max_duration: Duration,
+        /// How many more times an "unknown call" answer is retried: 0 for
+        /// a call this replica decided (its record was queued ahead of the
+        /// event, so unknown means gone); [`UNKNOWN_RETRIES`] for another
+        /// replica's call, whose record that replica may still be writing.
+        retries: u8,
     },
 }
+
+/// How often an event for a call the store does not know yet is retried
+/// (after 250 ms, then twice as long each time: about 8 s in all) before
+/// it is dropped. Two replicas that queued during one outage, one the
+/// call's record and the other its event, catch up independently; without
+/// the retry an event written first was lost and the call's channel held
+/// in the store until `max_duration`.
+pub const UNKNOWN_RETRIES: u8 = 5;
+/// The first retry's delay.
+const UNKNOWN_RETRY_FIRST: Duration = Duration::from_millis(250);
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
@@ -272,9 +287,11 @@ pub async fn writer(store: Arc<Store>, stop: impl std::future::Future<Output = (
         return;
     };
     let mut pending: VecDeque<Op> = VecDeque::new();
+    // Events waiting for another replica's record: (when to retry, op).
+    let mut parked: Vec<(Instant, Op)> = Vec::new();
     tokio::pin!(stop);
     loop {
-        let retry = !pending.is_empty();
+        let retry = !pending.is_empty() || !parked.is_empty();
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -290,21 +307,29 @@ pub async fn writer(store: Arc<Store>, stop: impl std::future::Future<Output = (
                 Err(_) => break,
             }
         }
-        if store.is_up() {
-            flush(&store, &mut pending).await;
+        let now = Instant::now();
+        for (_, op) in parked.extract_if(.., |(at, _)| *at <= now) {
+            pending.push_back(op);
         }
-        store.metrics.pending.set(pending.len() as i64);
+        if store.is_up() {
+            flush(&store, &mut pending, &mut parked).await;
+        }
+        store
+            .metrics
+            .pending
+            .set((pending.len() + parked.len()) as i64);
     }
     while let Ok(op) = rx.try_recv() {
         push(&store, &mut pending, op);
     }
     if store.is_up() {
-        let _ = tokio::time::timeout(WRITE_BOUND, flush(&store, &mut pending)).await;
+        let _ = tokio::time::timeout(WRITE_BOUND, flush(&store, &mut pending, &mut parked)).await;
     }
-    if !pending.is_empty() {
-        store.metrics.dropped.inc_by(pending.len() as u64);
+    let left = pending.len() + parked.len();
+    if left > 0 {
+        store.metrics.dropped.inc_by(left as u64);
         warn!(
-            writes = pending.len(),
+            writes = left,
             "stopping with writes the shared store did not take"
         );
     }
@@ -319,11 +344,13 @@ fn push(store: &Store, pending: &mut VecDeque<Op>, op: Op) {
 }
 
 /// Writes what is pending, a batch at a time, until it is empty or the
-/// store fails (then the rest waits).
-async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
+/// store fails (then the rest waits). An event for a call the store does
+/// not know yet, with retries left, goes to `parked`.
+async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Instant, Op)>) {
     while !pending.is_empty() && store.is_up() {
         let mut entries = Vec::new();
         let mut done = 0;
+        let mut waiting = 0;
         let mut failed = false;
         // Records are sent in pipelines; an event waits for the records
         // queued before it (its call's record may be one of them).
@@ -338,6 +365,7 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
                     dst,
                     event,
                     max_duration,
+                    retries,
                 } => {
                     if store.record_many(&records, WRITE_BOUND).await.is_err() {
                         failed = true;
@@ -369,8 +397,23 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
                                 ended,
                             },
                         )),
+                        // Another replica's call, whose record may still
+                        // be on its way from that replica's queue: later.
+                        Ok(super::Applied::UnknownCall)
+                            if *retries > 0 && parked.len() < PENDING_MAX =>
+                        {
+                            let tried = UNKNOWN_RETRIES.saturating_sub(*retries);
+                            let wait = UNKNOWN_RETRY_FIRST * (1u32 << tried.min(8));
+                            let mut op = op.clone();
+                            if let Op::Event { retries, .. } = &mut op {
+                                *retries -= 1;
+                            }
+                            parked.push((Instant::now() + wait, op));
+                            waiting += 1;
+                        }
                         // Its call was decided while the store was down
-                        // and never recorded there: nothing to move.
+                        // and never recorded there (or is gone): nothing
+                        // to move.
                         Ok(_) => {}
                         Err(_) => {
                             failed = true;
@@ -412,7 +455,7 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>) {
             return;
         }
         pending.drain(..done);
-        store.metrics.written.inc_by(done as u64);
+        store.metrics.written.inc_by((done - waiting) as u64);
         if failed {
             return;
         }
