@@ -669,4 +669,28 @@ fn a_store_outage_never_fails_a_query_and_the_replicas_catch_up() {
     let ids: Vec<String> = (0..10).map(|i| format!("after-{i}")).collect();
     assert_eq!(at_once(&[&a, &b], 2, "100", &ids, CAPPED), 4);
     assert_eq!(zcard(&redis, tc), 5);
+    // Every replica counted every ended attempt in its quality windows:
+    // B the event it queued for A's call, and B the call A decided before
+    // the outage and ended during it (the restarted store no longer knew
+    // it; A publishes what its own record counted).
+    let capped = format!("{CAPPED};transport=udp");
+    let attempts = |s: &Server| {
+        gateway(s, &capped)["quality"]
+            .as_array()
+            .map(|q| {
+                q.iter()
+                    .map(|g| g["attempts"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    wait_for(
+        "A and B count the same attempts",
+        Duration::from_secs(2),
+        || {
+            let (na, nb) = (attempts(&a), attempts(&b));
+
+            (na == nb && na >= 4).then_some(())
+        },
+    );
 }

@@ -21,8 +21,8 @@ pub struct StoreMetrics {
     /// `c4route_state_local_decisions_total`: decisions that needed a
     /// reservation and were decided from local state (store down or slow).
     pub local_decisions: Counter,
-    /// `c4route_state_local_events_total`: events applied only locally,
-    /// queued for the store.
+    /// `c4route_state_local_events_total`: events queued for the store
+    /// (it was down, or did not have the call's record yet).
     pub local_events: Counter,
     /// `c4route_state_pending`: writes waiting for the store.
     pub pending: Gauge,
@@ -61,7 +61,7 @@ impl StoreMetrics {
         );
         registry.register(
             "state_local_events",
-            "Call events applied only locally while the store was down, queued for it",
+            "Call events queued for the shared store (it was down, or did not have the call's record yet)",
             m.local_events.clone(),
         );
         registry.register(

@@ -177,7 +177,7 @@ async fn shared(
     // may learn of it only from another replica's queue (both queued
     // during an outage): an "unknown call" answer is retried for a while
     // rather than dropped (stream.rs).
-    let queue = |foreign: bool| {
+    let queue = |foreign: bool, counted: Option<&End>| {
         store.metrics.local_events.inc();
         store.send(Op::Event {
             call_id: call_id.to_owned(),
@@ -185,6 +185,8 @@ async fn shared(
             event: ev.clone(),
             max_duration,
             retries: if foreign { UNKNOWN_RETRIES } else { 0 },
+            foreign,
+            counted: counted.map(|(g, grp, _, only)| (g.to_string(), grp.to_string(), *only)),
         });
     };
     let r = if store.is_up() {
@@ -223,15 +225,15 @@ async fn shared(
             (Applied::UnknownRoute, None)
         }
         Ok(_) | Err(_) if !matches!(local, Applied::UnknownCall) => {
-            queue(false);
             let end = local_end(state, &local, ev);
+            queue(false, end.as_ref());
             (local, end)
         }
         Ok(_) => (Applied::UnknownCall, None),
         // Down, and this replica does not know the call either: it may be
         // another replica's; the event waits for the store (accepted).
         Err(_) => {
-            queue(true);
+            queue(true, None);
             (
                 Applied::Done {
                     ended: None,

@@ -41,6 +41,8 @@ const BATCH: usize = 512;
 /// The bound of a background write (not a decision: it may take longer
 /// than `--state-timeout`, but not for ever).
 const WRITE_BOUND: Duration = Duration::from_secs(1);
+/// The writer of an entry every replica applies, its writer included.
+const EVERYONE: &str = "*";
 /// How long the reader's XREAD blocks.
 const BLOCK_MS: u64 = 1000;
 
@@ -114,6 +116,14 @@ pub enum Op {
         /// event, so unknown means gone); [`UNKNOWN_RETRIES`] for another
         /// replica's call, whose record that replica may still be writing.
         retries: u8,
+        /// This replica did not know the call, so its own quality window
+        /// has not counted the attempt: the entry is written for every
+        /// replica, this one included.
+        foreign: bool,
+        /// The attempt this replica's own record said the event ended
+        /// (and counted in its quality windows): published for the others
+        /// when the store no longer knows the call (it restarted empty).
+        counted: Option<(String, String, bool)>,
     },
 }
 
@@ -358,7 +368,7 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
         let mut recorded = 0;
         for op in pending.iter().take(BATCH) {
             match op {
-                Op::Publish(e) => entries.push((done, e.clone())),
+                Op::Publish(e) => entries.push((done, e.clone(), false)),
                 Op::Reserve(r) => records.push(r),
                 Op::Event {
                     call_id,
@@ -366,6 +376,8 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
                     event,
                     max_duration,
                     retries,
+                    foreign,
+                    counted,
                 } => {
                     if store.record_many(&records, WRITE_BOUND).await.is_err() {
                         failed = true;
@@ -396,6 +408,7 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
                                 event: event.clone(),
                                 ended,
                             },
+                            *foreign,
                         )),
                         // Another replica's call, whose record may still
                         // be on its way from that replica's queue: later.
@@ -411,10 +424,24 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
                             parked.push((Instant::now() + wait, op));
                             waiting += 1;
                         }
-                        // Its call was decided while the store was down
-                        // and never recorded there (or is gone): nothing
-                        // to move.
-                        Ok(_) => {}
+                        // Not in the store (it restarted empty, or the call
+                        // was decided while it was down and its record
+                        // lost): nothing to move there, but the others
+                        // still count the attempt this replica counted.
+                        Ok(_) => {
+                            if counted.is_some() {
+                                entries.push((
+                                    done,
+                                    Entry::Event {
+                                        call_id: call_id.clone(),
+                                        dst: dst.clone(),
+                                        event: event.clone(),
+                                        ended: counted.clone(),
+                                    },
+                                    false,
+                                ));
+                            }
+                        }
                         Err(_) => {
                             failed = true;
                             break;
@@ -437,17 +464,17 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
             // waits for the store, its entries with it.
             done = recorded;
         }
-        let entries: Vec<Entry> = entries
+        let entries: Vec<(Entry, bool)> = entries
             .into_iter()
-            .filter(|(i, _)| *i < done)
-            .map(|(_, e)| e)
+            .filter(|(i, _, _)| *i < done)
+            .map(|(_, e, all)| (e, all))
             .collect();
         if !entries.is_empty() && xadd(store, &entries).await.is_err() {
             // The scripts of this batch ran; only its entries are retried
             // (an entry applied twice by a reader moves nothing twice:
             // events and reports are idempotent per call, probes are
             // observations).
-            let kept: Vec<Op> = entries.into_iter().map(Op::Publish).collect();
+            let kept: Vec<Op> = entries.into_iter().map(|(e, _)| Op::Publish(e)).collect();
             pending.drain(..done);
             for op in kept.into_iter().rev() {
                 pending.push_front(op);
@@ -462,12 +489,19 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
     }
 }
 
-async fn xadd(store: &Store, entries: &[Entry]) -> Result<(), ()> {
+/// Appends `entries` to the stream; an entry marked `true` is for every
+/// replica, the writer included (its `r` is [`EVERYONE`]).
+async fn xadd(store: &Store, entries: &[(Entry, bool)]) -> Result<(), ()> {
     let key = store.stream_key();
     let mut pipe = redis::pipe();
-    for e in entries {
+    for (e, all) in entries {
         let c = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~");
-        c.arg(STREAM_MAX).arg("*").arg("r").arg(&store.replica);
+        let from = if *all {
+            EVERYONE
+        } else {
+            store.replica.as_str()
+        };
+        c.arg(STREAM_MAX).arg("*").arg("r").arg(from);
         for (k, v) in e.fields() {
             c.arg(k).arg(v);
         }
