@@ -694,3 +694,41 @@ fn a_store_outage_never_fails_a_query_and_the_replicas_catch_up() {
         },
     );
 }
+
+#[test]
+fn a_store_that_restarts_empty_gets_the_open_calls_back() {
+    let Some(mut redis) = redis_or_skip() else {
+        return;
+    };
+    let a = replica(LIMITS, &redis, &[]);
+    let b = replica(LIMITS, &redis, &[]);
+    // Three calls up on the capped trunk, decided at both replicas.
+    for (s, id) in [(&a, "kept-0"), (&b, "kept-1"), (&a, "kept-2")] {
+        assert_eq!(routes(s, "100", id)[0], CAPPED);
+    }
+    let tc = "c4route:tc:capped";
+    assert_eq!(zcard(&redis, tc), 3);
+
+    // The store restarts without its data (no persistence).
+    redis.kill();
+    redis.restart();
+    for s in [&a, &b] {
+        wait_up(s, Duration::from_secs(5));
+    }
+    // Each replica writes back the calls it holds: the shared count knows
+    // them again, and the limit holds at 5 across both.
+    wait_for(
+        "the open calls written back",
+        Duration::from_secs(3),
+        || (zcard(&redis, tc) == 3).then_some(()),
+    );
+    for id in ["kept-0", "kept-1", "kept-2"] {
+        assert!(exists(&redis, &format!("c4route:call:{id}")), "{id}");
+    }
+    let ids: Vec<String> = (0..8).map(|i| format!("new-{i}")).collect();
+    assert_eq!(at_once(&[&a, &b], 2, "100", &ids, CAPPED), 2);
+    assert_eq!(zcard(&redis, tc), 5);
+    // An event for a written-back call frees its channel in the store.
+    assert_eq!(ended(&b, "kept-0", CAPPED), 204);
+    assert_eq!(zcard(&redis, tc), 4);
+}

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::{ProbeResult, Shared};
-use super::store::health;
 use super::store::stream::{self, Entry, attempt_of};
+use super::store::{Op, OpenCall, health, route_field};
 use crate::state::AppState;
+use tracing::info;
 
 /// Starts the store's tasks (writer, reader, health check), if `--state`
 /// was given; each ends at shutdown.
@@ -18,6 +19,7 @@ pub fn spawn(state: &Arc<AppState>) -> Vec<(&'static str, tokio::task::JoinHandl
         return Vec::new();
     };
     let applier = state.clone();
+    let restorer = state.clone();
     vec![
         (
             "shared store writer",
@@ -34,9 +36,40 @@ pub fn spawn(state: &Arc<AppState>) -> Vec<(&'static str, tokio::task::JoinHandl
         ),
         (
             "shared store health check",
-            tokio::spawn(health::run(store, state.stopped())),
+            tokio::spawn(health::run(
+                store,
+                move || write_back(&restorer),
+                state.stopped(),
+            )),
         ),
     ]
+}
+
+/// Queues every call this replica holds open for a store that came back
+/// empty (`restore.lua` leaves a record the store still has alone).
+fn write_back(state: &AppState) {
+    let Some(store) = &state.store else { return };
+    let max_duration = state.current.load().table.max_call_duration();
+    let open = state.calls.open_records();
+    info!(
+        calls = open.len(),
+        "writing back open calls to the shared store"
+    );
+    for r in open {
+        let routes = r
+            .routes
+            .iter()
+            .map(|(t, g, d, grp)| route_field(t, g, d, grp))
+            .collect();
+        store.send(Op::Restore(OpenCall {
+            call_id: r.call_id,
+            routes,
+            holding: r.bits.0,
+            ended: r.bits.1,
+            answered: r.bits.2,
+            max_duration,
+        }));
+    }
 }
 
 /// Applies another replica's entry as if it had happened here at `at`.

@@ -20,10 +20,17 @@ pub const EVERY: Duration = Duration::from_millis(250);
 /// How often while it is up.
 const UP_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the check until `stop`.
-pub async fn run(store: Arc<Store>, stop: impl std::future::Future<Output = ()>) {
+/// Runs the check until `stop`. `on_lost` runs when the store is found to
+/// have lost what it held (it restarted empty): the replica writes back
+/// the calls it holds open, so the shared counts know them again.
+pub async fn run(
+    store: Arc<Store>,
+    on_lost: impl Fn() + Send,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut first = true;
+    let mut epoch = None;
     loop {
         let wait = if first {
             Duration::ZERO
@@ -43,12 +50,16 @@ pub async fn run(store: Arc<Store>, stop: impl std::future::Future<Output = ()>)
         let ping = cmd.query_async::<String>(&mut conn);
         match tokio::time::timeout(bound, ping).await {
             Ok(Ok(_)) => {
-                if store.breaker.reset() {
-                    store.metrics.up.set(1);
-                    info!("the shared store answers again; catching up");
-                } else {
-                    store.metrics.up.set(1);
+                if store.lost_data(&mut epoch).await == Some(true) {
+                    info!(
+                        "the shared store came back empty; writing back the calls this replica holds open"
+                    );
+                    on_lost();
                 }
+                if store.breaker.reset() {
+                    info!("the shared store answers again; catching up");
+                }
+                store.metrics.up.set(1);
             }
             Ok(Err(e)) => store.failed(&StoreError::Failed(e.to_string())),
             Err(_) => store.failed(&StoreError::Timeout),

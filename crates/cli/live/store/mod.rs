@@ -81,11 +81,13 @@ struct Scripts {
     reserve: Script,
     event: Script,
     lease: Script,
+    restore: Script,
 }
 
 const RESERVE: &str = include_str!("reserve.lua");
 const EVENT: &str = include_str!("event.lua");
 const LEASE: &str = include_str!("lease.lua");
+const RESTORE: &str = include_str!("restore.lua");
 
 /// A connection to the shared store.
 pub struct Store {
@@ -196,6 +198,7 @@ impl Store {
                 reserve: Script::new(RESERVE),
                 event: Script::new(EVENT),
                 lease: Script::new(LEASE),
+                restore: Script::new(RESTORE),
             },
             needs_load: AtomicBool::new(true),
             seq: AtomicU64::new(0),
@@ -245,7 +248,7 @@ impl Store {
 
     /// Loads the scripts (after a start or a failure).
     async fn load_scripts(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
-        for source in [RESERVE, EVENT, LEASE] {
+        for source in [RESERVE, EVENT, LEASE, RESTORE] {
             let mut c = redis::cmd("SCRIPT");
             c.arg("LOAD").arg(source);
             let _: String = c
@@ -344,6 +347,36 @@ pub struct Reservation {
     pub force: bool,
 }
 
+/// The marker of a store's contents lives a day, renewed each second.
+const EPOCH_TTL_MS: u64 = 86_400_000;
+
+/// A record the background writer sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// A decision taken without a reservation.
+    Decision(&'a Reservation),
+    /// A call this replica holds open, written back to a store that came
+    /// back empty.
+    Open(&'a OpenCall),
+}
+
+/// A call this replica holds open, as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct OpenCall {
+    /// The Call-ID.
+    pub call_id: String,
+    /// Its routes, `trunk\x1fgateway\x1fdst\x1fgroup` each.
+    pub routes: Vec<String>,
+    /// Bits of the routes holding a channel, ended, answered.
+    pub holding: u16,
+    /// Ended routes.
+    pub ended: u16,
+    /// Answered routes.
+    pub answered: u16,
+    /// `max_duration`.
+    pub max_duration: Duration,
+}
+
 /// One route as the shared record keeps it.
 pub fn route_field(trunk: &str, gateway: &str, dst: &str, group: &str) -> String {
     format!("{trunk}\x1f{gateway}\x1f{dst}\x1f{group}")
@@ -429,11 +462,7 @@ impl Store {
     /// pipeline: the background writer's bulk path (one round trip for a
     /// whole batch, where one script call each would cap the writer at one
     /// round trip per call).
-    pub async fn record_many(
-        &self,
-        rs: &[&Reservation],
-        bound: Duration,
-    ) -> Result<(), StoreError> {
+    pub async fn record_many(&self, rs: &[Record<'_>], bound: Duration) -> Result<(), StoreError> {
         if !self.breaker.is_closed() {
             return Err(StoreError::Open);
         }
@@ -442,9 +471,18 @@ impl Store {
         }
         let mut pipe = redis::pipe();
         for r in rs {
-            let (keys, args) = self.reserve_args(r);
+            let (script, keys, args) = match r {
+                Record::Decision(r) => {
+                    let (k, a) = self.reserve_args(r);
+                    (&self.scripts.reserve, k, a)
+                }
+                Record::Open(c) => {
+                    let (k, a) = self.restore_args(c);
+                    (&self.scripts.restore, k, a)
+                }
+            };
             pipe.cmd("EVALSHA")
-                .arg(self.scripts.reserve.get_hash())
+                .arg(script.get_hash())
                 .arg(keys.len())
                 .arg(keys)
                 .arg(args)
@@ -485,6 +523,49 @@ impl Store {
             self.failed(e);
         }
         r
+    }
+
+    /// The keys and arguments of `restore.lua` for `c`.
+    fn restore_args(&self, c: &OpenCall) -> (Vec<String>, Vec<String>) {
+        let keys = vec![self.key("call", &c.call_id)];
+        let mut args = vec![
+            self.prefix.clone(),
+            c.call_id.clone(),
+            c.max_duration.as_millis().max(1000).to_string(),
+            c.holding.to_string(),
+            c.ended.to_string(),
+            c.answered.to_string(),
+            self.replica.clone(),
+        ];
+        args.extend(c.routes.iter().take(16).cloned());
+        (keys, args)
+    }
+
+    /// Whether the store lost what it held since the last call (it
+    /// restarted empty): a marker key with a random value is created when
+    /// missing, and a value other than the last one seen means a new store.
+    /// `None` when the store did not answer.
+    pub async fn lost_data(&self, last: &mut Option<String>) -> Option<bool> {
+        let key = format!("{}epoch", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(random_id())
+            .arg("NX")
+            .arg("PX")
+            .arg(EPOCH_TTL_MS)
+            .ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(EPOCH_TTL_MS).ignore();
+        pipe.cmd("GET").arg(&key);
+        let mut conn = self.conn.clone();
+        let bound = self.timeout.max(Duration::from_millis(200));
+        let (now,): (String,) = tokio::time::timeout(bound, pipe.query_async(&mut conn))
+            .await
+            .ok()?
+            .ok()?;
+        let lost = last.as_ref().is_some_and(|l| *l != now);
+        *last = Some(now);
+        Some(lost)
     }
 
     /// Applies a call event to the shared record.

@@ -100,6 +100,9 @@ pub enum Op {
     /// A decision's record written after the fact (it needed no
     /// reservation, or was taken while the store was down).
     Reserve(Reservation),
+    /// A call this replica holds open, written back to a store that came
+    /// back empty.
+    Restore(super::OpenCall),
     /// A call event applied locally while the store was down: applied to
     /// the shared record when it returns, then published.
     Event {
@@ -364,12 +367,13 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
         let mut failed = false;
         // Records are sent in pipelines; an event waits for the records
         // queued before it (its call's record may be one of them).
-        let mut records: Vec<&Reservation> = Vec::new();
+        let mut records: Vec<super::Record<'_>> = Vec::new();
         let mut recorded = 0;
         for op in pending.iter().take(BATCH) {
             match op {
                 Op::Publish(e) => entries.push((done, e.clone(), false)),
-                Op::Reserve(r) => records.push(r),
+                Op::Reserve(r) => records.push(super::Record::Decision(r)),
+                Op::Restore(c) => records.push(super::Record::Open(c)),
                 Op::Event {
                     call_id,
                     dst,
