@@ -402,13 +402,16 @@ impl Record {
     }
 }
 
+/// A route by names: `(trunk, gateway, dst key, group)`.
+pub type RouteNames = (Arc<str>, Arc<str>, Arc<str>, Arc<str>);
+
 /// An open record by names ([`Calls::open_records`]).
 #[derive(Debug, Clone)]
 pub struct OpenRecord {
     /// The Call-ID.
     pub call_id: String,
     /// `(trunk, gateway, dst key, group)` of each route.
-    pub routes: Vec<(Arc<str>, Arc<str>, Arc<str>, Arc<str>)>,
+    pub routes: Vec<RouteNames>,
     /// `(holding, ended, answered)` bits.
     pub bits: (u16, u16, u16),
 }
