@@ -6,7 +6,8 @@
 #   bash kamailio/install.sh && bash kamailio/tests/run.sh
 #
 # Needs: kamailio with http_async_client (kamailio/install.sh), sipp, python3, and
-# target/release/c4route (built with `cargo build --release` when missing).
+# target/release/c4route ($CARGO_TARGET_DIR/release/c4route when that is set; built with
+# `cargo build --release` when missing).
 # Call events (SPEC 9.1) go through tests/event_recorder.py, which passes them on to c4route and
 # logs what Kamailio sent and what c4route answered. Cases marked or
 # need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
@@ -43,7 +44,10 @@ CALLER_PORT=25090
 GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
 HTTP_TIMEOUT_MS=500
 
-C4ROUTE=${C4ROUTE:-$repo/target/release/c4route}
+# cargo's output directory: CARGO_TARGET_DIR when set (relative to the repository, as cargo reads it)
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+[[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
+C4ROUTE=${C4ROUTE:-$target_dir/release/c4route}
 OUT="$here/out/run-$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$OUT"
 
