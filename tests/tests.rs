@@ -6,5 +6,6 @@ mod lcr;
 mod quality;
 mod reload;
 mod serve;
+mod store_recovery;
 mod store_util;
 mod util;
