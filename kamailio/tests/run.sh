@@ -1150,6 +1150,7 @@ else
     # still degraded once every call is done (nothing closes the breaker but an answer)
     h_a=$(rep_health $HTTP_PORT4) h_b=$(rep_health $HTTP_PORT5)
     [[ "$h_a" == "degraded False "* && "$h_b" == "degraded False "* ]] || deg=0
+    out_a=${h_a##* } out_b=${h_b##* }    # state.outages: no new one may follow the restart
     read -r cap_n cap_peak <<<"$(uas_stats "$OUT/gw-rep2-capped.msg" | sed -n 1p)"
     read -r ovf_n _ <<<"$(uas_stats "$OUT/gw-rep2-overflow.msg" | sed -n 1p)"
     loc_a=$(( $(rep_metric $HTTP_PORT4 c4route_state_local_decisions_total) - loc1_a ))
@@ -1178,10 +1179,11 @@ else
     rc3b=$RC
     after=$(( $(rep_metric $HTTP_PORT4 c4route_state_local_decisions_total) + $(rep_metric $HTTP_PORT5 c4route_state_local_decisions_total) ))
     h_a=$(rep_health $HTTP_PORT4) h_b=$(rep_health $HTTP_PORT5)
-    if [[ $up -eq 1 && $pend -eq 1 && $free2 -eq 1 && $rc3a -eq 0 && $rc3b -eq 0 && $after -eq $before ]]; then
-        pass "redis restarted on the same port: /health ok on both after $up_ms ms, queued writes flushed (pending 0), 0 calls held here or in the store, and new calls through each reserve in the store again"
+    if [[ $up -eq 1 && $pend -eq 1 && $free2 -eq 1 && $rc3a -eq 0 && $rc3b -eq 0 && $after -eq $before \
+        && "$h_a" == "ok True 0 $out_a" && "$h_b" == "ok True 0 $out_b" ]]; then
+        pass "redis restarted on the same port: /health ok on both after $up_ms ms and stays ok, queued writes flushed (pending 0), 0 calls held here or in the store, and new calls through each reserve in the store again"
     else
-        fail "replicas after the store restarted" "ok on both: $up (a: $h_a; b: $h_b); pending flushed: $pend; channels free: $free2; new calls rc=$rc3a/$rc3b, local decisions $before -> $after (want unchanged); see c4route-rep?.log, redis.log"
+        fail "replicas after the store restarted" "ok on both: $up, still ok with no new outage (had $out_a/$out_b; a: $h_a; b: $h_b); pending flushed: $pend; channels free: $free2; new calls rc=$rc3a/$rc3b, local decisions $before -> $after (want unchanged); see c4route-rep?.log, redis.log"
     fi
     stop_pid "$kam_a"; stop_pid "$kam_b"
 fi
