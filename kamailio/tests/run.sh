@@ -1042,9 +1042,11 @@ start_replica() { # NAME PORT: c4route --state on routes-limits.d; sets RPID; 0 
     return 1
 }
 rep_health() { # PORT -> "<status> <state.up> <state.pending> <state.outages>" of GET /health
-    python3 -c 'import json, sys
-h = json.loads(sys.argv[1]); s = h.get("state") or {}
-print(h["status"], s.get("up"), s.get("pending"), s.get("outages"))' "$(http_get "http://$IP:$1/health")" 2>/dev/null \
+    python3 -c 'import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+    h = json.loads(r.read())
+s = h.get("state") or {}
+print(h["status"], s.get("up"), s.get("pending"), s.get("outages"))' "http://$IP:$1/health" 2>/dev/null \
         || echo "unreachable"
 }
 both_health() { # WANT TRIES: 0 once GET /health of both replicas says status WANT (0.1 s a try)
@@ -1157,7 +1159,7 @@ else
     loc_b=$(( $(rep_metric $HTTP_PORT5 c4route_state_local_decisions_total) - loc1_b ))
     # each replica keeps its own limit while it decides alone: at most 5 + 5
     if [[ $RCA -eq 0 && $RCB -eq 0 && $(( cap_n + ovf_n )) -eq 40 && $cap_peak -le 10 && $deg -eq 1 && $loc_a -ge 1 && $loc_b -ge 1 ]]; then
-        pass "redis killed during calls: all 40 calls answered (capped $cap_n, peak $cap_peak <= 5 per replica; overflow $ovf_n), 0 failed; /health degraded on both $deg_ms ms after the kill; decisions from local state: a $loc_a, b $loc_b"
+        pass "redis killed during calls: all 40 calls answered (capped $cap_n, peak $cap_peak <= 5 per replica; overflow $ovf_n), 0 failed; /health seen degraded on both $deg_ms ms after the kill; decisions from local state: a $loc_a, b $loc_b"
     else
         fail "replicas with the store killed" "sipp rc=$RCA/$RCB; answered $(( cap_n + ovf_n )) of 40 (capped $cap_n, peak $cap_peak, want <= 10); degraded on both: $deg (a: $h_a; b: $h_b); local decisions a $loc_a, b $loc_b (want >= 1 each); see caller-rep2-*.out, c4route-rep?.log"
     fi
@@ -1181,7 +1183,7 @@ else
     h_a=$(rep_health $HTTP_PORT4) h_b=$(rep_health $HTTP_PORT5)
     if [[ $up -eq 1 && $pend -eq 1 && $free2 -eq 1 && $rc3a -eq 0 && $rc3b -eq 0 && $after -eq $before \
         && "$h_a" == "ok True 0 $out_a" && "$h_b" == "ok True 0 $out_b" ]]; then
-        pass "redis restarted on the same port: /health ok on both after $up_ms ms and stays ok, queued writes flushed (pending 0), 0 calls held here or in the store, and new calls through each reserve in the store again"
+        pass "redis restarted on the same port: /health seen ok on both $up_ms ms after the start and stays ok, queued writes flushed (pending 0), 0 calls held here or in the store, and new calls through each reserve in the store again"
     else
         fail "replicas after the store restarted" "ok on both: $up, still ok with no new outage (had $out_a/$out_b; a: $h_a; b: $h_b); pending flushed: $pend; channels free: $free2; new calls rc=$rc3a/$rc3b, local decisions $before -> $after (want unchanged); see c4route-rep?.log, redis.log"
     fi
