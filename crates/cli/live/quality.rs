@@ -359,6 +359,31 @@ impl Window {
         self.cur = std::mem::take(&mut self.ring[(self.head % BUCKETS as u64) as usize]);
     }
 
+    /// Between [`Window::settle`] and [`Window::reload`]: the head becomes
+    /// slot `to`, and every bucket stays as many slots behind it as it was.
+    /// Buckets that would fall before slot 0 join slot 0, so no bucket sits
+    /// where [`Window::advance`] takes a stale one.
+    fn renumber(&mut self, to: u64) {
+        let n = BUCKETS as u64;
+        let mut ring = [Bucket::default(); BUCKETS];
+        for k in 0..n.min(self.head + 1) {
+            let b = &self.ring[((self.head - k) % n) as usize];
+            let d = &mut ring[(to.saturating_sub(k) % n) as usize];
+            for (x, y) in [
+                (&mut d.attempts, b.attempts),
+                (&mut d.answered, b.answered),
+                (&mut d.pdd_n, b.pdd_n),
+                (&mut d.pdd_ms, b.pdd_ms),
+                (&mut d.acd_n, b.acd_n),
+                (&mut d.acd_s, b.acd_s),
+            ] {
+                *x = x.saturating_add(y);
+            }
+        }
+        self.ring = ring;
+        self.head = to;
+    }
+
     fn is_empty(&self) -> bool {
         self.totals.attempts == 0 && self.totals.acd_n == 0
     }
@@ -431,9 +456,9 @@ impl Gateway {
     }
 
     /// Takes new settings. A new window length keeps the counts and
-    /// renumbers the buckets at the new pace: each keeps its place in the
-    /// ring, the newest stays within the last `BUCKETS` slots, so every
-    /// count leaves within one new window.
+    /// renumbers the buckets at the new pace: the newest is now's slot, and
+    /// each keeps its age in buckets, so a count leaves after as many
+    /// buckets as it had left before, each of the new length.
     fn configure(&mut self, settings: &QualitySettings, origin: Instant, now: Instant) {
         if self.settings == *settings {
             return;
@@ -446,10 +471,10 @@ impl Gateway {
             for w in self.groups.iter_mut() {
                 w.advance(old_now);
                 w.settle();
-                // The largest slot ≤ now in the new numbering with the
-                // same place in the ring as the old head.
-                let shift = new_now.saturating_sub(w.head % BUCKETS as u64) / BUCKETS as u64;
-                w.head = shift * BUCKETS as u64 + w.head % BUCKETS as u64;
+                // Not only the ring place of the old head: with slot 0 an
+                // hour back that put the newest bucket up to a whole window
+                // in the past, and a longer window dropped its counts early.
+                w.renumber(new_now);
                 w.reload();
             }
         }
