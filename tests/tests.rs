@@ -7,5 +7,6 @@ mod quality;
 mod reload;
 mod replicas;
 mod serve;
+mod store_recovery;
 mod store_util;
 mod util;

@@ -6,7 +6,8 @@
 #   bash kamailio/install.sh && bash kamailio/tests/run.sh
 #
 # Needs: kamailio with http_async_client (kamailio/install.sh), sipp, python3, and
-# target/release/c4route (built with `cargo build --release` when missing).
+# target/release/c4route ($CARGO_TARGET_DIR/release/c4route when that is set; built with
+# `cargo build --release` when missing).
 # Call events (SPEC 9.1) go through tests/event_recorder.py, which passes them on to c4route and
 # logs what Kamailio sent and what c4route answered. Cases marked or
 # need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
@@ -42,8 +43,17 @@ POORQ=25085 GOODQ=25086
 CALLER_PORT=25090
 GW1=25071 GW2=25072 GW503=25073 SILENT=25074 RINGING=25075
 HTTP_TIMEOUT_MS=500
+# replicas sharing one store (SPEC 9.4): two Kamailios, two c4routes, one redis-server, a
+# second caller port (the two callers run at once); the gateways are CAPPED and OVERFLOW
+KAM_PORT8=25067 KAM_PORT9=25068
+HTTP_PORT4=28083 HTTP_PORT5=28084
+REDIS_PORT=28379
+CALLER_PORT2=25091
 
-C4ROUTE=${C4ROUTE:-$repo/target/release/c4route}
+# cargo's output directory: CARGO_TARGET_DIR when set (relative to the repository, as cargo reads it)
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+[[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
+C4ROUTE=${C4ROUTE:-$target_dir/release/c4route}
 OUT="$here/out/run-$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$OUT"
 
@@ -173,13 +183,14 @@ if ! "$C4ROUTE" serve --help >/dev/null 2>&1; then
     finish
 fi
 
-for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $KAM_PORT6 $KAM_PORT7 $CALLER_PORT $GW1 $GW2 $GW503 $SILENT $RINGING \
+for port in $KAM_PORT $KAM_PORT2 $KAM_PORT3 $KAM_PORT4 $KAM_PORT5 $KAM_PORT6 $KAM_PORT7 $KAM_PORT8 $KAM_PORT9 \
+    $CALLER_PORT $CALLER_PORT2 $GW1 $GW2 $GW503 $SILENT $RINGING \
     $SLOWRING $CAPPED $OVERFLOW $CPSCAPPED $CPSOVERFLOW $POORQ $GOODQ; do
     if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "UDP port $port on this machine is already in use"; finish
     fi
 done
-for port in $HTTP_PORT $REC_PORT $HTTP_PORT2 $REC_PORT2 $HTTP_PORT3 $EVAPI_PORT; do
+for port in $HTTP_PORT $REC_PORT $HTTP_PORT2 $REC_PORT2 $HTTP_PORT3 $EVAPI_PORT $HTTP_PORT4 $HTTP_PORT5 $REDIS_PORT; do
     if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
         fail "prerequisites" "TCP port $port is already in use"; finish
     fi
@@ -783,9 +794,11 @@ EVENTS2="$OUT/events-limits.jsonl"
 if [[ $lim_up -eq 1 ]] && start_recorder $REC_PORT2 $HTTP_PORT2 "$EVENTS2" \
     && REPORT_PORT=$REC_PORT2 start_kamailio limits $KAM_PORT5 -A "C4_API_URL=\"http://$IP:$HTTP_PORT2/kamailio/rtjson\""; then
     lim_kam=$KPID
+    lim_gws=()
     for g in "capped $CAPPED" "overflow $OVERFLOW" "cpscapped $CPSCAPPED" "cpsoverflow $CPSOVERFLOW"; do
         set -- $g
         start_gw "$1" uas_200 "$2"
+        lim_gws+=("${pids[-1]}")
     done
     sleep 0.5
     # (1) calls = 5 on `capped`: 40 calls held 2 s each, up to 20 at once
@@ -881,6 +894,8 @@ print("%s %s %s" % (q[0]["poor"], q[0]["attempts"], q[0]["asr"]) if q else "none
         fail "quality order" "sipp rc=$RC1/$RC2; phase a: poorq $pq1 INVITEs (want 5), goodq $gq1 (want 12), verdict $poor1 (want True); phase b: poorq $pq2 (want 8), goodq $gq2 (want 5), verdict $poor2 (want False); see caller-quality-*.out, gw-poorq.msg, gw-goodq.msg, c4route-limits.log"
     fi
     stop_pid "$lim_kam"
+    # the replica case below runs its own gateways on CAPPED and OVERFLOW
+    for p in "${lim_gws[@]}"; do stop_pid "$p"; done
 else
     fail "calls limit" "the c4route on routes-limits.d did not start (or its Kamailio): $(tail -3 "$OUT/c4route-limits.log" | tr '\n' ' ')"
     fail "cps limit" "not run: see above"
@@ -978,6 +993,205 @@ while time.time() < end:
 else
     fail "evapi mode answers" "kamailio (C4_EVAPI) did not start: $(grep -m3 -E 'ERROR|CRITICAL' "$OUT/kamailio-evapi.log")"
 fi
+
+# 9d. replicas sharing one store (SPEC 9.4, issue 16): one redis-server (started here, empty, no
+# persistence), two c4routes on routes-limits.d with --state on it, each with its own Kamailio
+# (queries and events of a Kamailio go to its own c4route only), and the gateways CAPPED
+# (calls = 5) and OVERFLOW answering 200. (1) Two callers at once, one per Kamailio: the capped
+# gateway never has more than 5 calls at once ACROSS BOTH (measured on its side, as in 9b), both
+# replicas put calls on it, no call fails, and no channel stays held, here or in the store.
+# (2) redis killed (SIGKILL, a crash) while calls come in: no call fails (each replica decides
+# from its own state and limits), /health says degraded on both; redis restarted on the same
+# port: both ok again, what they queued meanwhile is written, and the next call through each
+# takes its channel in the store again.
+forget_pid() { # PID: drop a reaped process from the cleanup list (its PID may be reused)
+    local p keep=()
+    for p in "${pids[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+redis_ping() {
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "PING\r\n" >&3 && read -r l <&3 && [[ $l == +PONG* ]]' \
+        "$IP" "$REDIS_PORT" 2>/dev/null
+}
+redis_pid=""
+start_redis() { # an empty redis-server on REDIS_PORT; 0 once it answers PING (at most 5 s)
+    mkdir -p "$OUT/redis"
+    redis-server --bind "$IP" --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
+        --dir "$OUT/redis" >>"$OUT/redis.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    local i
+    for i in $(seq 50); do
+        redis_ping && return 0
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+start_replica() { # NAME PORT: c4route --state on routes-limits.d; sets RPID; 0 once /health answers
+    "$C4ROUTE" serve --routes "$here/routes-limits.d" --listen "$IP:$2" --state "redis://$IP:$REDIS_PORT/0" \
+        --state-timeout "$STATE_TIMEOUT" >>"$OUT/c4route-$1.log" 2>&1 &
+    RPID=$!
+    pids+=("$RPID")
+    local i
+    for i in $(seq 50); do
+        http_get "http://$IP:$2/health" >/dev/null 2>&1 && return 0
+        kill -0 "$RPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+rep_health() { # PORT -> "<status> <state.up> <state.pending> <state.outages>" of GET /health
+    python3 -c 'import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+    h = json.loads(r.read())
+s = h.get("state") or {}
+print(h["status"], s.get("up"), s.get("pending"), s.get("outages"))' "http://$IP:$1/health" 2>/dev/null \
+        || echo "unreachable"
+}
+both_health() { # WANT TRIES: 0 once GET /health of both replicas says status WANT (0.1 s a try)
+    local i
+    for i in $(seq "$2"); do
+        [[ "$(rep_health $HTTP_PORT4)" == "$1 "* && "$(rep_health $HTTP_PORT5)" == "$1 "* ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+rep_metric() { # PORT NAME -> a metric's value, summed over its labels (0 when absent)
+    http_get "http://$IP:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {v += $2} END {print v + 0}'
+}
+rep_free() { # PORT: 0 when neither capped nor overflow holds a call, on this replica nor in the store
+    python3 -c 'import json, sys
+t = {x["name"]: x for x in json.loads(sys.argv[1])["trunks"]}
+sys.exit(0 if all(t[n]["calls"] == 0 and t[n]["shared_calls"] == 0 for n in ("capped", "overflow")) else 1)' \
+        "$(http_get "http://$IP:$1/trunks")" 2>/dev/null
+}
+both_free() { # TRIES (0.1 s a try)
+    local i
+    for i in $(seq "$1"); do rep_free $HTTP_PORT4 && rep_free $HTTP_PORT5 && return 0; sleep 0.1; done
+    return 1
+}
+cids() { # FILE PREFIX -> how many distinct Call-IDs starting with PREFIX a SIPp trace holds
+    tr -d '\r' <"$1" 2>/dev/null | grep -o "^Call-ID: $2[^ ]*" | sort -u | wc -l
+}
+rep_gws() { # PHASE: (re)starts the capped and overflow gateways with traces gw-PHASE-*.msg
+    local p
+    for p in "${rep_gw_pids[@]}"; do stop_pid "$p"; forget_pid "$p"; done
+    rep_gw_pids=()
+    start_gw "$1-capped" uas_200 $CAPPED; rep_gw_pids+=("${pids[-1]}")
+    start_gw "$1-overflow" uas_200 $OVERFLOW; rep_gw_pids+=("${pids[-1]}")
+    sleep 0.3
+}
+rep_start() { # PHASE HOLD-MS: 20 calls to the capped rule through each Kamailio at once, 5 a
+    # second each, every call held HOLD-MS; Call-IDs c4e2e-PHASE-a-… (Kamailio a), …-b-… (b)
+    local side kport cport
+    uac_pids=()
+    for side in a b; do
+        if [[ $side == a ]]; then kport=$KAM_PORT8 cport=$CALLER_PORT; else kport=$KAM_PORT9 cport=$CALLER_PORT2; fi
+        timeout 60 sipp "$IP:$kport" -sf "$scen/uac_hold.xml" -s 9501 -i "$IP" -p "$cport" -d "$2" \
+            -r 5 -l 20 -m 20 -nostdin -timeout 40 -timeout_error -cid_str "c4e2e-$1-$side-$$-%u" \
+            -trace_err -error_file "$OUT/caller-$1-$side.err" >"$OUT/caller-$1-$side.out" 2>&1 &
+        uac_pids+=("$!")
+        pids+=("$!")
+    done
+}
+rep_wait() { # sets RCA RCB, the callers' exit statuses
+    wait "${uac_pids[0]}"; RCA=$?
+    wait "${uac_pids[1]}"; RCB=$?
+    forget_pid "${uac_pids[0]}"; forget_pid "${uac_pids[1]}"
+}
+# a loaded 2-core machine may stall a loopback round trip beyond the default 20 ms; a stalled
+# reservation decides from local limits (by design), which is not what (1) measures
+STATE_TIMEOUT=200ms
+rep_gw_pids=()
+if ! command -v redis-server >/dev/null; then
+    if [[ "${C4ROUTE_SKIP_REDIS:-0}" == 1 ]]; then
+        say "SKIP  replicas sharing a store: C4ROUTE_SKIP_REDIS=1 and no redis-server"
+    else
+        fail "replicas sharing a store" "redis-server not found: run scripts/install-redis.sh (or C4ROUTE_SKIP_REDIS=1 to skip)"
+    fi
+elif ! start_redis; then
+    fail "replicas sharing a store" "redis-server did not start on $IP:$REDIS_PORT: $(tail -3 "$OUT/redis.log" | tr '\n' ' ')"
+elif ! { start_replica repa $HTTP_PORT4 && rep_a=$RPID && start_replica repb $HTTP_PORT5 && rep_b=$RPID; } \
+    || ! both_health ok 50; then
+    fail "replicas sharing a store" "the c4route replicas did not start, or not with the store up: a: $(rep_health $HTTP_PORT4), b: $(rep_health $HTTP_PORT5); see c4route-repa.log, c4route-repb.log"
+elif ! { REPORT_PORT=$HTTP_PORT4 start_kamailio repa $KAM_PORT8 -A "C4_API_URL=\"http://$IP:$HTTP_PORT4/kamailio/rtjson\"" \
+    && kam_a=$KPID && REPORT_PORT=$HTTP_PORT5 start_kamailio repb $KAM_PORT9 -A "C4_API_URL=\"http://$IP:$HTTP_PORT5/kamailio/rtjson\"" \
+    && kam_b=$KPID; }; then
+    fail "replicas sharing a store" "a Kamailio did not start: $(grep -h -m3 -E 'ERROR|CRITICAL' "$OUT"/kamailio-rep?.log | tr '\n' ' ')"
+else
+    # (1) the limit across both: 40 calls, ~20 held at once (10 a second, 2 s each)
+    rep_gws rep1
+    rep_start rep1 2000
+    rep_wait
+    read -r cap_n cap_peak <<<"$(uas_stats "$OUT/gw-rep1-capped.msg" | sed -n 1p)"
+    read -r ovf_n ovf_peak <<<"$(uas_stats "$OUT/gw-rep1-overflow.msg" | sed -n 1p)"
+    cap_a=$(cids "$OUT/gw-rep1-capped.msg" "c4e2e-rep1-a-")
+    cap_b=$(cids "$OUT/gw-rep1-capped.msg" "c4e2e-rep1-b-")
+    free1=0
+    both_free 30 && free1=1
+    loc1_a=$(rep_metric $HTTP_PORT4 c4route_state_local_decisions_total)
+    loc1_b=$(rep_metric $HTTP_PORT5 c4route_state_local_decisions_total)
+    if [[ $RCA -eq 0 && $RCB -eq 0 && $cap_peak -ge 1 && $cap_peak -le 5 && $cap_a -ge 1 && $cap_b -ge 1 && $cap_n -gt 5 \
+        && $(( cap_n + ovf_n )) -eq 40 && $free1 -eq 1 ]]; then
+        pass "two replicas, one store: the capped gateway had at most $cap_peak calls at once across both Kamailios ($cap_n calls: $cap_a via a, $cap_b via b), overflow $ovf_n (peak $ovf_peak), 0 failed; GET /trunks of both: 0 calls, 0 shared"
+    else
+        fail "calls limit across replicas" "sipp rc=$RCA/$RCB; capped: $cap_n calls (a $cap_a, b $cap_b; want >= 1 each, > 5 in all), peak $cap_peak (want 1..5); overflow $ovf_n (sum want 40); channels freed: $free1; local decisions (store slow): a $loc1_a, b $loc1_b; see caller-rep1-*.out, gw-rep1-capped.msg, c4route-rep?.log"
+    fi
+    # (2) the store crashes in the middle of a run, and comes back
+    rep_gws rep2
+    rep_start rep2 1000
+    sleep 1.5
+    kill -KILL "$redis_pid" 2>/dev/null
+    wait "$redis_pid" 2>/dev/null
+    forget_pid "$redis_pid"
+    t_kill=$(now_ms)
+    deg=0 deg_ms=""
+    both_health degraded 30 && { deg=1; deg_ms=$(( $(now_ms) - t_kill )); }
+    rep_wait
+    # still degraded once every call is done (nothing closes the breaker but an answer)
+    h_a=$(rep_health $HTTP_PORT4) h_b=$(rep_health $HTTP_PORT5)
+    [[ "$h_a" == "degraded False "* && "$h_b" == "degraded False "* ]] || deg=0
+    out_a=${h_a##* } out_b=${h_b##* }    # state.outages: no new one may follow the restart
+    read -r cap_n cap_peak <<<"$(uas_stats "$OUT/gw-rep2-capped.msg" | sed -n 1p)"
+    read -r ovf_n _ <<<"$(uas_stats "$OUT/gw-rep2-overflow.msg" | sed -n 1p)"
+    loc_a=$(( $(rep_metric $HTTP_PORT4 c4route_state_local_decisions_total) - loc1_a ))
+    loc_b=$(( $(rep_metric $HTTP_PORT5 c4route_state_local_decisions_total) - loc1_b ))
+    # each replica keeps its own limit while it decides alone: at most 5 + 5
+    if [[ $RCA -eq 0 && $RCB -eq 0 && $(( cap_n + ovf_n )) -eq 40 && $cap_peak -le 10 && $deg -eq 1 && $loc_a -ge 1 && $loc_b -ge 1 ]]; then
+        pass "redis killed during calls: all 40 calls answered (capped $cap_n, peak $cap_peak <= 5 per replica; overflow $ovf_n), 0 failed; /health seen degraded on both $deg_ms ms after the kill; decisions from local state: a $loc_a, b $loc_b"
+    else
+        fail "replicas with the store killed" "sipp rc=$RCA/$RCB; answered $(( cap_n + ovf_n )) of 40 (capped $cap_n, peak $cap_peak, want <= 10); degraded on both: $deg (a: $h_a; b: $h_b); local decisions a $loc_a, b $loc_b (want >= 1 each); see caller-rep2-*.out, c4route-rep?.log"
+    fi
+    t_up=$(now_ms)
+    up=0 up_ms="" pend=0 free2=0
+    if start_redis && both_health ok 50; then
+        up=1 up_ms=$(( $(now_ms) - t_up ))
+    fi
+    for i in $(seq 30); do
+        [[ "$(rep_health $HTTP_PORT4)" == "ok True 0 "* && "$(rep_health $HTTP_PORT5)" == "ok True 0 "* ]] && { pend=1; break; }
+        sleep 0.1
+    done
+    both_free 30 && free2=1
+    # the next call through each Kamailio reserves in the store again (no local decision)
+    before=$(( loc1_a + loc_a + loc1_b + loc_b ))
+    TARGET_PORT=$KAM_PORT8 call rep3-a 9501 uac_ok
+    rc3a=$RC
+    TARGET_PORT=$KAM_PORT9 call rep3-b 9501 uac_ok
+    rc3b=$RC
+    after=$(( $(rep_metric $HTTP_PORT4 c4route_state_local_decisions_total) + $(rep_metric $HTTP_PORT5 c4route_state_local_decisions_total) ))
+    h_a=$(rep_health $HTTP_PORT4) h_b=$(rep_health $HTTP_PORT5)
+    if [[ $up -eq 1 && $pend -eq 1 && $free2 -eq 1 && $rc3a -eq 0 && $rc3b -eq 0 && $after -eq $before \
+        && "$h_a" == "ok True 0 $out_a" && "$h_b" == "ok True 0 $out_b" ]]; then
+        pass "redis restarted on the same port: /health seen ok on both $up_ms ms after the start and stays ok, queued writes flushed (pending 0), 0 calls held here or in the store, and new calls through each reserve in the store again"
+    else
+        fail "replicas after the store restarted" "ok on both: $up, still ok with no new outage (had $out_a/$out_b; a: $h_a; b: $h_b); pending flushed: $pend; channels free: $free2; new calls rc=$rc3a/$rc3b, local decisions $before -> $after (want unchanged); see c4route-rep?.log, redis.log"
+    fi
+    stop_pid "$kam_a"; stop_pid "$kam_b"
+fi
+for p in "${rep_gw_pids[@]}"; do stop_pid "$p"; done
+stop_pid "${rep_a:-}"; stop_pid "${rep_b:-}"
+stop_pid "$redis_pid"
 
 # 10. c4route stopped: 503 within the HTTP timeout plus a margin, no transaction left behind
 stop_pid "$c4_pid"

@@ -309,6 +309,33 @@ fn a_longer_window_keeps_the_counts_and_ages_them_at_its_pace() {
     assert!(q.stats(GW).is_empty());
 }
 
+/// A window longer than the hour slot 0 starts back: counts older, in
+/// buckets, than now's new slot join slot 0, and still leave in time and
+/// from the totals too.
+#[test]
+fn a_window_longer_than_the_slot_history_keeps_and_then_drops_its_counts() {
+    let st = settings();
+    let mut q = Quality::new();
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        q.record(GW, "g", &st, Attempt::failed(None), t0);
+    }
+    // 40 s = 20 old buckets back; the new buckets are 48 min long.
+    let day = settings().with_window(s(86_400));
+    assert!(q.reconfigure(|_| Some(&day), t0 + s(40)).is_empty());
+    assert_eq!(q.stats(GW)[0].attempts, 5);
+    q.sweep(t0 + s(3600));
+    assert_eq!(q.stats(GW)[0].attempts, 5, "kept well past the old window");
+    q.sweep(t0 + s(86_400 + 60));
+    assert!(q.stats(GW).is_empty(), "gone once a day has passed");
+    q.record(GW, "g", &day, Attempt::failed(None), t0 + s(86_400 + 61));
+    assert_eq!(
+        q.stats(GW)[0].attempts,
+        1,
+        "nothing left behind in the totals"
+    );
+}
+
 #[test]
 fn a_longer_window_keeps_the_counts_wherever_the_origin_fell() {
     // The slot numbering starts an hour back (a starting replica replays

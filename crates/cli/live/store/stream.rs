@@ -546,9 +546,17 @@ pub async fn reader(
     let key = store.stream_key();
     let mut conn = store.read_conn.clone();
     let mut caught_up = false;
+    // Set while the store is down. The reader's connection sits idle then,
+    // and `ConnectionManager` hands the error of its last reconnect attempt
+    // (made while the store was away) to the next caller before it tries
+    // again: the first read after the health check closed the breaker gets
+    // that stale error, which says nothing about the store now. It is
+    // retried once instead of opening the breaker again for everyone.
+    let mut resumed = false;
     tokio::pin!(stop);
     loop {
         if !store.is_up() {
+            resumed = true;
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -566,7 +574,15 @@ pub async fn reader(
             r = read => r,
         };
         let reply = match reply {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                resumed = false;
+                r
+            }
+            Ok(Err(e)) if resumed => {
+                resumed = false;
+                debug!("shared state reader: retrying once after the store came back ({e})");
+                continue;
+            }
             Ok(Err(e)) => {
                 store.failed(&super::StoreError::Failed(e.to_string()));
                 continue;
