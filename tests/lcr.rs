@@ -242,7 +242,9 @@ fn an_edited_deck_reloads_and_a_broken_one_keeps_the_last_good_table() {
     wait_rule_order(&s, "sip:198.51.100.10:5060");
 
     // A broken deck: degraded, the last good table serves.
-    std::fs::write(&acme_csv, "prefix,rate\n447,cheap\n").unwrap();
+    // Written atomically: a plain write truncates first, and a reload that
+    // reads the empty file in between loads it (generation 4, seen once).
+    atomic_write(&acme_csv, "prefix,rate\n447,cheap\n");
     let h = s.wait_health("degraded", Duration::from_secs(5), |h| {
         h["status"] == "degraded"
     });
@@ -255,7 +257,7 @@ fn an_edited_deck_reloads_and_a_broken_one_keeps_the_last_good_table() {
     wait_rule_order(&s, "sip:198.51.100.10:5060");
 
     // Fixed: serves the new prices.
-    std::fs::write(&acme_csv, "prefix,rate\n447,0.0900\n").unwrap();
+    atomic_write(&acme_csv, "prefix,rate\n447,0.0900\n");
     s.wait_health("ok", Duration::from_secs(5), |h| {
         h["status"] == "ok" && h["generation"] == 4
     });
