@@ -9,9 +9,9 @@
 # target/release/c4route ($CARGO_TARGET_DIR/release/c4route when that is set; built with
 # `cargo build --release` when missing).
 # Call events (SPEC 9.1) go through tests/event_recorder.py, which passes them on to c4route and
-# logs what Kamailio sent and what c4route answered. Cases marked or
-# need a c4route with /kamailio/event, GET /trunks and [trunks.*.limits]
-# (SPEC 9.1/9.2): they fail against a binary without them.
+# logs what Kamailio sent and what c4route answered. The events, limits, quality and replica
+# cases need a c4route with /kamailio/event, GET /trunks, [trunks.*.limits] and --state
+# (SPEC 9.1-9.4): they fail against a binary without them.
 # Environment: C4ROUTE=/path/to/c4route to test another binary (C4ROUTE_LIMITS= another one
 # for the capacity-limit cases only, e.g. tests/dev/mock_limits.py); KEEP_OUT=1 keeps the
 # traces of a passing run (always kept on failure) under kamailio/tests/out/.
