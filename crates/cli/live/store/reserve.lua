@@ -17,6 +17,11 @@
 --         "trunk\31gateway\31dst\31group"
 -- Returns 0 taken, 1 trunk calls full, 2 gateway calls full, 3 trunk cps.
 --
+-- A window is kept only where its limit is set (a trunk's `cps`, a
+-- gateway's `calls`): each costs redis a few calls per decision, and only
+-- a limit reads it. A trunk's channels are always kept (GET /trunks shows
+-- them as shared_calls, and a limit set by a reload finds them).
+--
 -- Key names of a re-asked call's earlier routes are built here from the
 -- prefix: c4route needs a standalone Redis or Valkey (or one primary of a
 -- Sentinel set), not Redis Cluster.
@@ -28,6 +33,7 @@ local maxdur = tonumber(ARGV[5])
 local prefix = ARGV[7]
 local call_id = ARGV[10]
 local sep = '\31'
+local gw_limited = tonumber(ARGV[2]) > 0
 
 local function split(s)
   local out = {}
@@ -52,7 +58,7 @@ if hold then
     redis.call('DEL', KEYS[4])
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if gw_limited then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
   if not force then
     local max = tonumber(ARGV[1])
     if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then return 1 end
@@ -60,17 +66,21 @@ if hold then
     if max > 0 and redis.call('ZCARD', KEYS[2]) >= max then return 2 end
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 1000)
 local cps = tonumber(ARGV[3])
-if not force and cps > 0 and redis.call('ZCARD', KEYS[3]) >= cps then return 3 end
-redis.call('ZADD', KEYS[3], now, ARGV[6])
-redis.call('PEXPIRE', KEYS[3], 2000)
+if cps > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 1000)
+  if not force and redis.call('ZCARD', KEYS[3]) >= cps then return 3 end
+  redis.call('ZADD', KEYS[3], now, ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], 2000)
+end
 if hold then
   local m = call_id .. sep .. '0'
   redis.call('ZADD', KEYS[1], now + maxdur, m)
-  redis.call('ZADD', KEYS[2], now + maxdur, m)
   redis.call('PEXPIRE', KEYS[1], maxdur + 60000)
-  redis.call('PEXPIRE', KEYS[2], maxdur + 60000)
+  if gw_limited then
+    redis.call('ZADD', KEYS[2], now + maxdur, m)
+    redis.call('PEXPIRE', KEYS[2], maxdur + 60000)
+  end
   local n = #ARGV - 10
   local fields = { 'n', n, 'h', 1, 'e', 0, 'a', 0, 'o', 0, 'by', ARGV[8] }
   for i = 0, n - 1 do
