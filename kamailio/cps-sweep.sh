@@ -15,11 +15,13 @@
 # Modes (MODES, space-separated):
 #   static          STATIC_ROUTING: relay to the gateway without any routing (the floor)
 #   drouting        DROUTING: Kamailio's drouting module, db_text tables, do_routing + use_next_gw
-#   c4route         http_async_client -> c4route serve, POST /kamailio/rtjson (the shipped default)
+#   c4route         C4_HTTP: http_async_client -> c4route serve, POST /kamailio/rtjson (the default
+#                   until issue 17)
 #   unwrapped       ... POST /rtjson with C4_RTJSON_UNWRAPPED (one jansson_get less per call)
 #   sync            C4_HTTP_SYNC: blocking http_client on a kept-alive named connection
 #   sync-unwrapped  C4_HTTP_SYNC and C4_RTJSON_UNWRAPPED
-#   evapi           C4_EVAPI: queries (evapi_async_unicast) and events (evapi_relay) over evapi; the
+#   evapi           C4_EVAPI (the shipped default since issue 17): queries (evapi_async_unicast) and
+#                   events (evapi_relay) over evapi; the
 #                   c4route under test connects to this Kamailio with --evapi (issue 17); several
 #                   evapi modes (evapi evapi+C4_NO_EVENTS) each get their own evapi port
 #   fixed           http_async_client -> target/release/examples/fixed_answer (constant answer)
@@ -274,15 +276,15 @@ mode_defines() {
     case $base in
         static) echo STATIC_ROUTING ;;
         drouting) echo DROUTING; echo "C4_DR_DB_URL=\"text://$deck/dbtext\""; echo "C4_DR_MAX_ROWS=$(( ${LOAD_PREFIXES:-$PREFIXES} + 1000 ))" ;;
-        c4route) MODE_SERVER=$c4; echo "C4_API_URL=\"http://$IP:$port/kamailio/rtjson\"" ;;
-        unwrapped) MODE_SERVER=$c4; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$port/rtjson\"" ;;
+        c4route) MODE_SERVER=$c4; echo C4_HTTP; echo "C4_API_URL=\"http://$IP:$port/kamailio/rtjson\"" ;;
+        unwrapped) MODE_SERVER=$c4; echo C4_HTTP; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$port/rtjson\"" ;;
         sync) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/kamailio/rtjson\"" ;;
         sync-unwrapped) MODE_SERVER=$c4; echo C4_HTTP_SYNC; echo C4_RTJSON_UNWRAPPED; echo "C4_HTTPCON=\"c4route=>http://$IP:$port/rtjson\"" ;;
         evapi) MODE_SERVER=$c4; echo C4_EVAPI; echo "C4_EVAPI_BIND=\"$IP:$(( EVAPI_PORT + MODE_INDEX ))\"" ;;
-        fixed) MODE_SERVER=fixed; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
-        fixed-unwrapped) MODE_SERVER=fixed; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
-        fixed2) MODE_SERVER=fixed2; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
-        fixed2-unwrapped) MODE_SERVER=fixed2; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/rtjson\"" ;;
+        fixed) MODE_SERVER=fixed; echo C4_HTTP; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/kamailio/rtjson\"" ;;
+        fixed-unwrapped) MODE_SERVER=fixed; echo C4_HTTP; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED_PORT/rtjson\"" ;;
+        fixed2) MODE_SERVER=fixed2; echo C4_HTTP; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/kamailio/rtjson\"" ;;
+        fixed2-unwrapped) MODE_SERVER=fixed2; echo C4_HTTP; echo C4_RTJSON_UNWRAPPED; echo "C4_API_URL=\"http://$IP:$FIXED2_PORT/rtjson\"" ;;
     esac
     # failed branches are reported to the c4route under test, so the requests column counts them;
     # so do the call events (one `ended` per call here: every call is answered, then BYE)
