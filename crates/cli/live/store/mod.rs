@@ -308,7 +308,12 @@ impl Store {
     /// that needed no reservation, an event applied while the store was
     /// down). Never waits; a full queue drops it, and counts it.
     pub fn send(&self, op: Op) {
+        // Counted before it is sent, so the writer's decrement never comes
+        // first: the gauge is every write queued and not yet written or
+        // dropped, in the channel or in the writer's hands.
+        self.metrics.pending.inc();
         if self.outbox.try_send(op).is_err() {
+            self.metrics.pending.dec();
             self.metrics.dropped.inc();
         }
     }
