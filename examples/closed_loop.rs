@@ -104,13 +104,17 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     if let Some(a) = args.addrs.iter().find(|a| !a.ip().is_loopback()) {
-        return Err(format!("{a} is not a loopback address; this client loads loopback only"));
+        return Err(format!(
+            "{a} is not a loopback address; this client loads loopback only"
+        ));
     }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         return Err(format!("--connections must be 1..={MAX_CONNECTIONS}"));
     }
     if args.duration.is_zero() || args.duration > MAX_DURATION {
-        return Err(format!("--duration must be more than 0 and at most {MAX_DURATION:?}"));
+        return Err(format!(
+            "--duration must be more than 0 and at most {MAX_DURATION:?}"
+        ));
     }
     if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
         return Err(format!("--path {:?}: not an absolute path", args.path));
@@ -251,8 +255,7 @@ fn connection(args: &Args, addr: SocketAddr, tag: &str, began: Instant, deadline
         let lat = start.elapsed().as_nanos() as u64;
         if keep_timeline {
             let at = start.duration_since(began).as_nanos() as u64;
-            run.timeline
-                .push((at, lat, *result.as_ref().unwrap_or(&0)));
+            run.timeline.push((at, lat, *result.as_ref().unwrap_or(&0)));
         }
         match result {
             Ok(status) => {

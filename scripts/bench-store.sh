@@ -189,54 +189,57 @@ for q in "$QL" "$QF"; do
 done
 
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+per_req() { awk -v d="$1" -v n="$2" 'BEGIN {printf "%.1f", d / (n ? n : 1)}'; }
 cpu_us() { awk -v t="$TICK_US" '{print ($14 + $15) * t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Context switches of all a process's threads (voluntary + not): each wake-up of a thread that
+# waits for a socket or another thread is one, and on a VM each costs several µs of kernel time.
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
 
-# The store replica's background records (queries to the unlimited trunk) must all be written
-# before the next point, or their catch-up would load it: waits until written_total stops moving
-# (60 s at most) and prints how long that took, in ms.
+# The store replica's queued writes (background records of unlimited decisions, and what it
+# decided locally while the store was down) must all be written before the next point, or their
+# catch-up would load it: waits until c4route_state_pending has read 0 three times in a row
+# (120 s at most) and prints how long the writes took after the call, in ms.
 drain_writes() {
-    local t0 t1 last now same=0
-    t0=$(date +%s%3N); t1=$t0; last=$(metric "$PB" c4route_state_written_total)
-    for _ in $(seq 600); do
-        sleep 0.1
-        now=$(metric "$PB" c4route_state_written_total)
-        if [[ $now == "$last" ]]; then
-            same=$((same + 1)); [[ $same -ge 3 ]] && break
+    local t0 t1 now zero=0
+    t0=$(date +%s%3N); t1=$t0
+    for _ in $(seq 1200); do
+        now=$(metric "$PB" c4route_state_pending)
+        if [[ $now == 0 ]]; then
+            zero=$((zero + 1)); [[ $zero -ge 3 ]] && break
         else
-            same=0; t1=$(date +%s%3N)
+            zero=0; t1=$(date +%s%3N)
         fi
-        last=$now
+        sleep 0.1
     done
+    [[ $zero -ge 3 ]] || echo "bench-store: writes still pending after 120 s" >&2
     echo $(( t1 - t0 ))
 }
 
 RAW="$WORK/raw/points.tsv"
-printf 'phase\tround\tserver\tquery\tconns\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\terrors\tnon200\tcpu_us_req\tredis_cpu_us_req\tbacklog\tcatchup_ms\n' >"$RAW"
-FREE_SENT=0  # queries to the unlimited trunk sent to store1 (each queues one background record)
+printf 'phase\tround\tserver\tquery\tconns\trequests\trps\tp50_us\tp90_us\tp99_us\tmax_us\terrors\tnon200\tcpu_us_req\tredis_cpu_us_req\tbacklog\tcatchup_ms\tctxsw_req\n' >"$RAW"
 
 # point PHASE ROUND NAME PORT PID QUERY CONNS: one client run against one server; appends to RAW.
 point() {
     local phase=$1 round=$2 name=$3 port=$4 pid=$5 qname=$6 conns=$7
-    local c0 r0 out line n c1 r1 backlog="" catchup=""
-    c0=$(cpu_us "$pid"); r0=$(cpu_us "$REDIS_PID")
+    local c0 r0 x0 out line n c1 r1 x1 backlog="" catchup=""
+    c0=$(cpu_us "$pid"); r0=$(cpu_us "$REDIS_PID"); x0=$(ctxsw "$pid")
     out=$("$LOAD" --addr "127.0.0.1:$port" --connections "$conns" --duration "$DURATION" \
         --query "$(query_of "$qname")")
-    c1=$(cpu_us "$pid"); r1=$(cpu_us "$REDIS_PID")
+    c1=$(cpu_us "$pid"); r1=$(cpu_us "$REDIS_PID"); x1=$(ctxsw "$pid")
     line=$(grep '^RESULT' <<<"$out")
     n=$(field requests "$line")
     if [[ $name == store1 && $qname == free ]]; then
-        FREE_SENT=$((FREE_SENT + n))
-        backlog=$(( FREE_SENT - $(metric "$PB" c4route_state_written_total) ))
+        backlog=$(metric "$PB" c4route_state_pending)
         catchup=$(drain_writes)
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$phase" "$round" "$name" "$qname" "$conns" "$n" "$(field rps "$line")" \
         "$(field p50_us "$line")" "$(field p90_us "$line")" "$(field p99_us "$line")" \
         "$(field max_us "$line")" "$(field errors "$line")" "$(field non200 "$line")" \
         "$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / (n ? n : 1)}')" \
         "$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / (n ? n : 1)}')" \
-        "$backlog" "$catchup" >>"$RAW"
+        "$backlog" "$catchup" "$(per_req $((x1 - x0)) "$n")" >>"$RAW"
     echo "   $phase r$round $name/$qname c$conns: $line${backlog:+ backlog=$backlog catchup_ms=$catchup}" >&2
 }
 
@@ -246,8 +249,7 @@ echo "redis: $(redis-server --version | cut -d' ' -f3), --state-timeout $STATE_T
 say "warm-up (1 s per server and query)"
 for q in lim free; do
     for s in "$PA" "$PB" "$PC"; do
-        out=$("$LOAD" --addr "127.0.0.1:$s" --connections 4 --duration 1s --query "$(query_of $q)")
-        [[ $s == "$PB" && $q == free ]] && FREE_SENT=$((FREE_SENT + $(field requests "$(grep '^RESULT' <<<"$out")")))
+        "$LOAD" --addr "127.0.0.1:$s" --connections 4 --duration 1s --query "$(query_of $q)" >/dev/null
     done
 done
 drain_writes >/dev/null
@@ -269,11 +271,13 @@ TIMEOUTS_A=$(metric "$PB" c4route_state_timeouts_total)
 
 # --- (b) the store fails -----------------------------------------------------------------------
 DOWN="$WORK/raw/down.tsv"
-printf 'kind\tround\tfail_us\tfailed_us\tback_us\ttimeline\ttimeouts\terrors\tlocal\tover33\n' >"$DOWN"
+printf 'kind\tround\tfail_us\tfailed_us\tback_us\ttimeline\ttimeouts\terrors\tlocal\tover33\tcatchup_ms\n' >"$DOWN"
 for round in $(seq 1 "$DOWN_ROUNDS"); do
     for kind in kill freeze; do
         say "(b) round $round: $kind"
         wait_up "$PB" store
+        drain_writes >/dev/null
+        sleep 1
         tl="$WORK/raw/down-$kind-$round.txt"
         t0=$(metric "$PB" c4route_state_timeouts_total); e0=$(metric "$PB" c4route_state_errors_total)
         l0=$(metric "$PB" c4route_state_local_decisions_total); s0=$(over_33ms "$PB")
@@ -292,11 +296,13 @@ for round in $(seq 1 "$DOWN_ROUNDS"); do
         back=$(date +%s%6N)
         if [[ $kind == kill ]]; then start_redis; else kill -CONT "$REDIS_PID"; fi
         wait "$client"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$round" "$fail" "$failed" "$back" "$tl" \
+        # The records it decided locally go to the store now; measured from the client's end.
+        catchup=$(drain_writes)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$round" "$fail" "$failed" "$back" "$tl" \
             $(( $(metric "$PB" c4route_state_timeouts_total) - t0 )) \
             $(( $(metric "$PB" c4route_state_errors_total) - e0 )) \
             $(( $(metric "$PB" c4route_state_local_decisions_total) - l0 )) \
-            $(( $(over_33ms "$PB") - s0 )) >>"$DOWN"
+            $(( $(over_33ms "$PB") - s0 )) "$catchup" >>"$DOWN"
     done
 done
 wait_up "$PB" store; wait_up "$PC" store
@@ -304,29 +310,33 @@ drain_writes >/dev/null
 
 # --- (c) two replicas ---------------------------------------------------------------------------
 TWO="$WORK/raw/two.tsv"
-printf 'round\tone_rps\tb_rps\tc_rps\tb_p99\tc_p99\tone_p99\terrors\tredis_cpu_share\n' >"$TWO"
+printf 'round\tone_rps\tb_rps\tc_rps\tb_p99\tc_p99\tone_p99\terrors\tredis_cores\tone_cpu\tpair_cpu\tredis_cpu\n' >"$TWO"
 for round in $(seq 1 "$ROUNDS"); do
     say "(c) round $round of $ROUNDS"
     one="" two=""
     for step in 1 2; do
         # Odd rounds start with the single replica, even ones with the pair.
         if (( (step + round) % 2 == 0 )); then
+            a0=$(cpu_us "$APID")
             one=$("$LOAD" --addr "127.0.0.1:$PA" --connections 4 --duration "$DURATION" --query "$QL")
+            a1=$(cpu_us "$APID")
         else
-            r0=$(cpu_us "$REDIS_PID"); w0=$(date +%s%6N)
+            r0=$(cpu_us "$REDIS_PID"); b0=$(cpu_us "$BPID"); c0=$(cpu_us "$CPID"); w0=$(date +%s%6N)
             two=$("$LOAD" --addr "127.0.0.1:$PB" --addr "127.0.0.1:$PC" --connections 4 \
                 --duration "$DURATION" --query "$QL")
-            share=$(awk -v a="$r0" -v b="$(cpu_us "$REDIS_PID")" -v w0="$w0" -v w1="$(date +%s%6N)" \
-                'BEGIN {printf "%.2f", (b - a) / (w1 - w0)}')
+            r1=$(cpu_us "$REDIS_PID"); b1=$(cpu_us "$BPID"); c1=$(cpu_us "$CPID"); w1=$(date +%s%6N)
         fi
     done
     lb=$(grep "^RESULT addr=127.0.0.1:$PB " <<<"$two"); lc=$(grep "^RESULT addr=127.0.0.1:$PC " <<<"$two")
     lo=$(grep '^RESULT' <<<"$one")
     echo "   one: $lo" >&2; echo "   two: $lb" >&2; echo "        $lc" >&2
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(field rps "$lo")" "$(field rps "$lb")" \
+    pair_n=$(( $(field requests "$lb") + $(field requests "$lc") ))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(field rps "$lo")" "$(field rps "$lb")" \
         "$(field rps "$lc")" "$(field p99_us "$lb")" "$(field p99_us "$lc")" "$(field p99_us "$lo")" \
         $(( $(field errors "$lb") + $(field errors "$lc") + $(field non200 "$lb") + $(field non200 "$lc") + $(field errors "$lo") + $(field non200 "$lo") )) \
-        "$share" >>"$TWO"
+        "$(awk -v d=$((r1 - r0)) -v w=$((w1 - w0)) 'BEGIN {printf "%.2f", d / w}')" \
+        "$(per_req $((a1 - a0)) "$(field requests "$lo")")" "$(per_req $((b1 - b0 + c1 - c0)) "$pair_n")" \
+        "$(per_req $((r1 - r0)) "$pair_n")" >>"$TWO"
 done
 
 REJECTED=$(( $(metric "$PA" 'c4route_requests_total{outcome="rejected"}') \
@@ -358,13 +368,13 @@ def added(q, f, conns=1):
     return med(v["s"] - v["n"] for v in by.values() if len(v) == 2)
 
 print("\n(a) one replica, medians of the rounds; latency with 1 connection, throughput with 4\n")
-print("| trunk | store | p50 µs | p99 µs | req/s (1 conn) | req/s (4 conn) | p99 µs (4 conn) | c4route CPU µs/req (4 conn) | redis CPU µs/req (4 conn) | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| trunk | store | p50 µs | p99 µs | req/s (1 conn) | req/s (4 conn) | p99 µs (4 conn) | c4route CPU µs/req (4 conn) | c4route context switches/req (4 conn) | redis CPU µs/req (4 conn) | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for q, label in (("lim", "limited (reserves)"), ("free", "unlimited (background record)")):
     for s in ("nostore", "store1"):
         err = sum(int(r["errors"]) + int(r["non200"]) for c in (1, 4) for r in pts(s, q, c))
         print(f"| {label} | {'yes' if s == 'store1' else 'no'} | {m(s,q,1,'p50_us'):.0f} | {m(s,q,1,'p99_us'):.0f} "
-              f"| {m(s,q,1,'rps'):.0f} | {m(s,q,4,'rps'):.0f} | {m(s,q,4,'p99_us'):.0f} | {m(s,q,4,'cpu_us_req'):.1f} "
+              f"| {m(s,q,1,'rps'):.0f} | {m(s,q,4,'rps'):.0f} | {m(s,q,4,'p99_us'):.0f} | {m(s,q,4,'cpu_us_req'):.1f} | {m(s,q,4,'ctxsw_req'):.1f} "
               f"| {m(s,q,4,'redis_cpu_us_req') if s == 'store1' else 0:.1f} | {err} |")
 print()
 for q, label in (("lim", "limited trunk (reserves)"), ("free", "unlimited trunk (no reservation)")):
@@ -384,8 +394,8 @@ print(f"limited decisions taken locally during (a): {local_a}, store timeouts: {
 print("\n(b) the store fails under 1 connection of limited queries "
       f"(--state-timeout {tmo_ms:g} ms; down from the signal to the restart/SIGCONT)\n")
 nos_p99 = m("nostore", "lim", 1, "p99_us"); nos_max = m("nostore", "lim", 1, "max_us")
-print("| failure | round | first request µs | later: n | p50 µs | p99 µs | max µs | after recovery: p99 µs | max µs | errors | store timeouts | local decisions | decisions > 32.8 ms (server) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| failure | round | first request µs | later: n | p50 µs | p99 µs | max µs | after recovery: p99 µs | max µs | errors | store timeouts | local decisions | catch-up after the run, ms | decisions > 32.8 ms (server) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 res = {}
 for d in csv.DictReader(open(down), delimiter="\t"):
     # The signal went out between fail_us and failed_us (two clock reads around `kill`). The
@@ -412,7 +422,7 @@ for d in csv.DictReader(open(down), delimiter="\t"):
            p(rec, 99), rec[-1] if rec else float("nan"))
     res.setdefault(d["kind"], []).append(row)
     print(f"| {d['kind']} | {d['round']} | {row[0]:.0f} | {row[1]} | {row[2]:.0f} | {row[3]:.0f} | {row[4]:.0f} "
-          f"| {row[5]:.0f} | {row[6]:.0f} | {errors} | {d['timeouts']} | {d['local']} | {d['over33']} |")
+          f"| {row[5]:.0f} | {row[6]:.0f} | {errors} | {d['timeouts']} | {d['local']} | {d['catchup_ms']} | {d['over33']} |")
 print()
 for kind, rs in res.items():
     firsts = [r[0] for r in rs]; lmax = [r[4] for r in rs]; lp99 = [r[3] for r in rs]
@@ -424,14 +434,15 @@ for kind, rs in res.items():
 
 print("\n(c) two replicas sharing the store (limited trunk, 4 connections each, at once) vs one replica "
       "without a store (4 connections); two replicas + redis + the client share the machine's CPUs\n")
-print("| round | one, no store req/s | replica 1 req/s | replica 2 req/s | total | ratio | p99 µs one / replica 1 / replica 2 | redis CPU (cores) | errors |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | one, no store req/s | replica 1 req/s | replica 2 req/s | total | ratio | p99 µs one / replica 1 / replica 2 | CPU µs/req: one / pair's c4route / redis | redis CPU (cores) | errors |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
 for r in csv.DictReader(open(two), delimiter="\t"):
     one, b, c = float(r["one_rps"]), float(r["b_rps"]), float(r["c_rps"])
     ratios.append((b + c) / one)
     print(f"| {r['round']} | {one:.0f} | {b:.0f} | {c:.0f} | {b + c:.0f} | {(b + c) / one:.2f} "
-          f"| {float(r['one_p99']):.0f} / {float(r['b_p99']):.0f} / {float(r['c_p99']):.0f} | {r['redis_cpu_share']} | {r['errors']} |")
+          f"| {float(r['one_p99']):.0f} / {float(r['b_p99']):.0f} / {float(r['c_p99']):.0f} "
+          f"| {r['one_cpu']} / {r['pair_cpu']} / {r['redis_cpu']} | {r['redis_cores']} | {r['errors']} |")
 print(f"\nmedian ratio {med(ratios):.2f} (target ≥ 0.5: {'met' if med(ratios) >= 0.5 else 'MISSED'}); "
       f"refused decisions (outcome rejected) in the whole run: {rejected}; background records dropped: {dropped}")
 EOF
