@@ -517,7 +517,7 @@ async fn xadd(store: &Store, entries: &[(Entry, bool)]) -> Result<(), ()> {
         c.ignore();
     }
     pipe.cmd("PEXPIRE").arg(&key).arg(STREAM_TTL_MS).ignore();
-    let mut conn = store.conn.clone();
+    let mut conn = store.write_conn.clone();
     match tokio::time::timeout(WRITE_BOUND, pipe.query_async::<()>(&mut conn)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
