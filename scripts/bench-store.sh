@@ -324,7 +324,7 @@ drain_writes >/dev/null
 
 # --- (c) two replicas ---------------------------------------------------------------------------
 TWO="$WORK/raw/two.tsv"
-printf 'round\tone_rps\tb_rps\tc_rps\tb_p99\tc_p99\tone_p99\terrors\tredis_cores\tone_cpu\tpair_cpu\tredis_cpu\n' >"$TWO"
+printf 'round\tone_rps\tb_rps\tc_rps\tb_p99\tc_p99\tone_p99\terrors\tredis_cores\tone_cpu\tpair_cpu\tredis_cpu\tlocal\n' >"$TWO"
 for round in $(seq 1 "$ROUNDS"); do
     say "(c) round $round of $ROUNDS"
     one="" two=""
@@ -336,22 +336,26 @@ for round in $(seq 1 "$ROUNDS"); do
             a1=$(cpu_us "$APID")
         else
             reset_store
+            lb0=$(metric "$PB" c4route_state_local_decisions_total)
+            lc0=$(metric "$PC" c4route_state_local_decisions_total)
             r0=$(cpu_us "$REDIS_PID"); b0=$(cpu_us "$BPID"); c0=$(cpu_us "$CPID"); w0=$(date +%s%6N)
             two=$("$LOAD" --addr "127.0.0.1:$PB" --addr "127.0.0.1:$PC" --connections 4 \
                 --duration "$DURATION" --query "$QL")
             r1=$(cpu_us "$REDIS_PID"); b1=$(cpu_us "$BPID"); c1=$(cpu_us "$CPID"); w1=$(date +%s%6N)
+            pair_local=$(( $(metric "$PB" c4route_state_local_decisions_total) - lb0 \
+                + $(metric "$PC" c4route_state_local_decisions_total) - lc0 ))
         fi
     done
     lb=$(grep "^RESULT addr=127.0.0.1:$PB " <<<"$two"); lc=$(grep "^RESULT addr=127.0.0.1:$PC " <<<"$two")
     lo=$(grep '^RESULT' <<<"$one")
     echo "   one: $lo" >&2; echo "   two: $lb" >&2; echo "        $lc" >&2
     pair_n=$(( $(field requests "$lb") + $(field requests "$lc") ))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(field rps "$lo")" "$(field rps "$lb")" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(field rps "$lo")" "$(field rps "$lb")" \
         "$(field rps "$lc")" "$(field p99_us "$lb")" "$(field p99_us "$lc")" "$(field p99_us "$lo")" \
         $(( $(field errors "$lb") + $(field errors "$lc") + $(field non200 "$lb") + $(field non200 "$lc") + $(field errors "$lo") + $(field non200 "$lo") )) \
         "$(awk -v d=$((r1 - r0)) -v w=$((w1 - w0)) 'BEGIN {printf "%.2f", d / w}')" \
         "$(per_req $((a1 - a0)) "$(field requests "$lo")")" "$(per_req $((b1 - b0 + c1 - c0)) "$pair_n")" \
-        "$(per_req $((r1 - r0)) "$pair_n")" >>"$TWO"
+        "$(per_req $((r1 - r0)) "$pair_n")" "$pair_local" >>"$TWO"
 done
 
 REJECTED=$(( $(metric "$PA" 'c4route_requests_total{outcome="rejected"}') \
@@ -455,15 +459,20 @@ for kind, rs in res.items():
 
 print("\n(c) two replicas sharing the store (limited trunk, 4 connections each, at once) vs one replica "
       "without a store (4 connections); two replicas + redis + the client share the machine's CPUs\n")
-print("| round | one, no store req/s | replica 1 req/s | replica 2 req/s | total | ratio | p99 µs one / replica 1 / replica 2 | CPU µs/req: one / pair's c4route / redis | redis CPU (cores) | errors |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | one, no store req/s | replica 1 req/s | replica 2 req/s | total | ratio | p99 µs one / replica 1 / replica 2 | CPU µs/req: one / pair's c4route / redis | redis CPU (cores) | decided locally | errors |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
+local_c = 0
 for r in csv.DictReader(open(two), delimiter="\t"):
     one, b, c = float(r["one_rps"]), float(r["b_rps"]), float(r["c_rps"])
     ratios.append((b + c) / one)
     print(f"| {r['round']} | {one:.0f} | {b:.0f} | {c:.0f} | {b + c:.0f} | {(b + c) / one:.2f} "
           f"| {float(r['one_p99']):.0f} / {float(r['b_p99']):.0f} / {float(r['c_p99']):.0f} "
-          f"| {r['one_cpu']} / {r['pair_cpu']} / {r['redis_cpu']} | {r['redis_cores']} | {r['errors']} |")
+          f"| {r['one_cpu']} / {r['pair_cpu']} / {r['redis_cpu']} | {r['redis_cores']} | {r['local']} | {r['errors']} |")
+    local_c += int(r["local"])
+if local_c:
+    print(f"\n{local_c} of the pair's decisions were taken locally (the breaker opened): those points "
+          "measure replicas that did not reserve, not the shared limits")
 print(f"\nmedian ratio {med(ratios):.2f} (target ≥ 0.5: {'met' if med(ratios) >= 0.5 else 'MISSED'}); "
       f"refused decisions (outcome rejected) in the whole run: {rejected}; background records dropped: {dropped}")
 EOF
