@@ -109,7 +109,16 @@ rcli() { timeout 5 redis-cli -h 127.0.0.1 -p "$RPORT" "$@"; }
 # inside the first reservation of a later point (one ZREMRANGEBYSCORE of tens of thousands of
 # members), and that script's time would land on one request of that point. ASYNC: the keys are
 # freed by a background thread, so the server's health check is never kept waiting.
-reset_store() { rcli FLUSHALL ASYNC >/dev/null; }
+reset_store() {
+    rcli FLUSHALL ASYNC >/dev/null
+    # The background thread frees the keys on the same 2 cores: wait until it is done (30 s at
+    # most), or its work lands on the point about to be measured.
+    for _ in $(seq 300); do
+        [[ $(rcli INFO memory | tr -d '\r' | sed -n 's/^lazyfree_pending_objects://p') == 0 ]] && return 0
+        sleep 0.1
+    done
+    echo "bench-store: redis still freeing the last point's keys after 30 s" >&2
+}
 
 mkdir -p "$WORK/routes.d"
 cat >"$WORK/routes.d/10-bench.toml" <<'EOF'
