@@ -13,13 +13,14 @@
 #   (c) two replicas sharing the store, limits on, four connections each at the same time,
 #       against one replica without a store and four connections: the ratio of total throughput.
 #
-#   bash scripts/bench-store.sh                       # 3 rounds, 5 s per point, ~7 minutes
+#   bash scripts/bench-store.sh                       # 3 rounds, 5 s per point, ~13 minutes
 #   ROUNDS=5 DURATION=10s bash scripts/bench-store.sh
 #
 # Environment: ROUNDS (3), DURATION (5s per point), STATE_TIMEOUT (20ms, the serve default),
 # DOWN_AT (2: seconds into a (b) run the store fails), DOWN_FOR (2: seconds it stays down),
-# DOWN_RUN (6: seconds of each (b) run), DOWN_ROUNDS (5: kills and freezes each), WORK (a temporary directory; raw results and logs
-# stay there), BUILD (1; 0 uses the binaries already in WORK/bin).
+# DOWN_RUN (6: seconds of each (b) run), DOWN_ROUNDS (5: kills and freezes each), WORK (a
+# temporary directory; raw results and logs stay there), BUILD (1; 0 uses the binaries already in
+# WORK/bin). The figures and how to read them: docs/PERFORMANCE.md, "Several replicas".
 #
 # Every process it starts (redis-server on a free 127.0.0.1 port with no persistence, three
 # `c4route serve` on free 127.0.0.1 ports, the load client examples/closed_loop.rs) is stopped by
