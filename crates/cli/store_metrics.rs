@@ -24,7 +24,8 @@ pub struct StoreMetrics {
     /// `c4route_state_local_events_total`: events queued for the store
     /// (it was down, or did not have the call's record yet).
     pub local_events: Counter,
-    /// `c4route_state_pending`: writes waiting for the store.
+    /// `c4route_state_pending`: writes waiting for the store: queued by
+    /// `Store::send` and not yet written or dropped.
     pub pending: Gauge,
     /// `c4route_state_written_total`: queued writes the store took.
     pub written: Counter,

@@ -95,6 +95,14 @@ pub struct Store {
     /// A second connection for the stream reader's blocking XREAD, so it
     /// never delays a decision's script behind it.
     read_conn: ConnectionManager,
+    /// A third for the background writer's pipelines (hundreds of scripts
+    /// each). On the decisions' connection a reservation waited behind a
+    /// whole pipeline, past `--state-timeout`; the breaker opened, the
+    /// decisions taken locally queued more records, and it kept flapping.
+    /// Redis serves its connections in turn, a read of each at a time, so
+    /// a reservation on its own connection waits for a slice of a
+    /// pipeline at most.
+    write_conn: ConnectionManager,
     /// Prefix of every key.
     pub prefix: String,
     /// `--state-timeout`.
@@ -180,8 +188,10 @@ impl Store {
         };
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), base())
             .context("--state: the connection")?;
-        let read_conn = ConnectionManager::new_lazy_with_config(client, base())
+        let read_conn = ConnectionManager::new_lazy_with_config(client.clone(), base())
             .context("--state: the reader's connection")?;
+        let write_conn = ConnectionManager::new_lazy_with_config(client, base())
+            .context("--state: the writer's connection")?;
         let (tx, rx) = mpsc::channel(PENDING_MAX);
         let breaker = Breaker::default();
         // Open until the health check's first answer: no decision waits
@@ -190,6 +200,7 @@ impl Store {
         Ok(Store {
             conn,
             read_conn,
+            write_conn,
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,
             replica: random_id(),
@@ -308,7 +319,12 @@ impl Store {
     /// that needed no reservation, an event applied while the store was
     /// down). Never waits; a full queue drops it, and counts it.
     pub fn send(&self, op: Op) {
+        // Counted before it is sent, so the writer's decrement never comes
+        // first: the gauge is every write queued and not yet written or
+        // dropped, in the channel or in the writer's hands.
+        self.metrics.pending.inc();
         if self.outbox.try_send(op).is_err() {
+            self.metrics.pending.dec();
             self.metrics.dropped.inc();
         }
     }
@@ -502,7 +518,7 @@ impl Store {
                 .arg(args)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn.clone();
         let run = async {
             for attempt in 0..2 {
                 if self.needs_load.swap(false, Ordering::AcqRel)

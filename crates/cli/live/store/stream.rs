@@ -327,10 +327,6 @@ pub async fn writer(store: Arc<Store>, stop: impl std::future::Future<Output = (
         if store.is_up() {
             flush(&store, &mut pending, &mut parked).await;
         }
-        store
-            .metrics
-            .pending
-            .set((pending.len() + parked.len()) as i64);
     }
     while let Ok(op) = rx.try_recv() {
         push(&store, &mut pending, op);
@@ -341,6 +337,7 @@ pub async fn writer(store: Arc<Store>, stop: impl std::future::Future<Output = (
     let left = pending.len() + parked.len();
     if left > 0 {
         store.metrics.dropped.inc_by(left as u64);
+        store.metrics.pending.dec_by(left as i64);
         warn!(
             writes = left,
             "stopping with writes the shared store did not take"
@@ -352,6 +349,7 @@ fn push(store: &Store, pending: &mut VecDeque<Op>, op: Op) {
     if pending.len() >= PENDING_MAX {
         pending.pop_front();
         store.metrics.dropped.inc();
+        store.metrics.pending.dec();
     }
     pending.push_back(op);
 }
@@ -479,6 +477,12 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
             // events and reports are idempotent per call, probes are
             // observations).
             let kept: Vec<Op> = entries.into_iter().map(|(e, _)| Op::Publish(e)).collect();
+            // Out of the queue: the ops done, but those parked (still
+            // counted); back in: the entries.
+            store
+                .metrics
+                .pending
+                .dec_by((done - waiting) as i64 - kept.len() as i64);
             pending.drain(..done);
             for op in kept.into_iter().rev() {
                 pending.push_front(op);
@@ -487,6 +491,7 @@ async fn flush(store: &Store, pending: &mut VecDeque<Op>, parked: &mut Vec<(Inst
         }
         pending.drain(..done);
         store.metrics.written.inc_by((done - waiting) as u64);
+        store.metrics.pending.dec_by((done - waiting) as i64);
         if failed {
             return;
         }
@@ -512,7 +517,7 @@ async fn xadd(store: &Store, entries: &[(Entry, bool)]) -> Result<(), ()> {
         c.ignore();
     }
     pipe.cmd("PEXPIRE").arg(&key).arg(STREAM_TTL_MS).ignore();
-    let mut conn = store.conn.clone();
+    let mut conn = store.write_conn.clone();
     match tokio::time::timeout(WRITE_BOUND, pipe.query_async::<()>(&mut conn)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -625,91 +630,4 @@ pub async fn reader(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn roundtrip(e: Entry) {
-        let map: HashMap<String, Value> = e
-            .fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Value::BulkString(v.into_bytes())))
-            .collect();
-        assert_eq!(Entry::parse(&map), Some(e));
-    }
-
-    #[test]
-    fn entries_read_back_as_written() {
-        roundtrip(Entry::Probe {
-            key: "sip:192.0.2.1:5060".into(),
-            code: Some(200),
-            rtt_ms: Some(12),
-            error: None,
-        });
-        roundtrip(Entry::Probe {
-            key: "sip:192.0.2.1:5060".into(),
-            code: None,
-            rtt_ms: None,
-            error: Some("timeout".into()),
-        });
-        roundtrip(Entry::Report {
-            key: "sip:192.0.2.1:5060".into(),
-            code: 503,
-            call_id: "c1".into(),
-        });
-        roundtrip(Entry::Mark {
-            key: "sip:192.0.2.1:5060".into(),
-            disable: true,
-        });
-        roundtrip(Entry::Event {
-            call_id: "c1".into(),
-            dst: "sip:192.0.2.1:5060".into(),
-            event: Event::Failed {
-                code: 486,
-                next: Some("sip:192.0.2.2:5060".into()),
-                pdd: Some(Duration::from_millis(1500)),
-            },
-            ended: Some(("sip:192.0.2.1:5060".into(), "uk@44".into(), false)),
-        });
-        roundtrip(Entry::Event {
-            call_id: "c2".into(),
-            dst: "sip:192.0.2.1:5060".into(),
-            event: Event::Ended {
-                pdd: None,
-                duration: Some(Duration::from_secs(61)),
-            },
-            ended: Some(("sip:192.0.2.1:5060".into(), "uk".into(), true)),
-        });
-        roundtrip(Entry::Event {
-            call_id: "c3".into(),
-            dst: "sip:192.0.2.1:5060".into(),
-            event: Event::Answered { pdd: None },
-            ended: None,
-        });
-    }
-
-    #[test]
-    fn unknown_or_malformed_entries_are_skipped() {
-        let mk = |pairs: &[(&str, &str)]| -> HashMap<String, Value> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
-                .collect()
-        };
-        assert_eq!(Entry::parse(&mk(&[("k", "weather")])), None);
-        assert_eq!(Entry::parse(&mk(&[("k", "report"), ("gw", "sip:a")])), None);
-        assert_eq!(
-            Entry::parse(&mk(&[("k", "report"), ("gw", "sip:a"), ("code", "99999")])),
-            None
-        );
-        assert_eq!(
-            Entry::parse(&mk(&[
-                ("k", "event"),
-                ("ev", "failed"),
-                ("call", "c"),
-                ("dst", "sip:a")
-            ])),
-            None,
-            "a failed event without a code"
-        );
-    }
-}
+mod tests;
