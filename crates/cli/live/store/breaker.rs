@@ -38,6 +38,13 @@ impl Breaker {
         was_closed
     }
 
+    /// Opens it before the store was ever reached (not counted as an
+    /// outage: `/health` says `outages: 0` until a real one).
+    pub fn starting(&self, why: String) {
+        self.open.store(true, Ordering::Release);
+        self.reason.store(Some(why.into()));
+    }
+
     /// Closes it (the store answers again); returns true if it was open.
     pub fn reset(&self) -> bool {
         let was_open = self.open.swap(false, Ordering::AcqRel);
@@ -81,5 +88,9 @@ mod tests {
         assert!(b.is_closed());
         assert_eq!(b.reason(), None);
         assert!(!b.reset());
+        let c = Breaker::default();
+        c.starting("not connected yet".into());
+        assert!(!c.is_closed());
+        assert_eq!(c.opened(), 0, "starting is no outage");
     }
 }

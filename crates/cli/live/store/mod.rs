@@ -196,7 +196,7 @@ impl Store {
         let breaker = Breaker::default();
         // Open until the health check's first answer: no decision waits
         // for the first connection.
-        breaker.trip("not connected yet".into());
+        breaker.starting("not connected yet".into());
         Ok(Store {
             conn,
             read_conn,
