@@ -15,10 +15,11 @@
 
 use std::time::{Instant, SystemTime};
 
-use c4route_core::{Decision, Limit, Live, Outcome, Query, RouteTable, TrunkLoad};
+use c4route_core::{Decision, Limit, Live, Outcome, Query, RouteAnswer, RouteTable, TrunkLoad};
 
-use super::calls::Calls;
+use super::calls::{Board, Calls, GatewaySlot, TrunkSlot};
 use super::store::{Op, Reservation, Reserved, Store, route_field};
+use std::sync::Arc;
 
 /// How many times a decision is retried after a refusal: each retry
 /// leaves out one more trunk or gateway, so this bounds the loop by far
@@ -40,13 +41,7 @@ pub fn decide<'t>(
     for _ in 0..MAX_TRIES {
         let snapshot = overlay.as_ref().unwrap_or(live);
         let d = c4route_core::decide(table, snapshot, query, now);
-        let Outcome::Route { routes, .. } = &d.outcome else {
-            return d;
-        };
-        let first = &routes[0];
-        let (Some(trunk), Some(gw)) = (board.trunk(first.trunk), board.gateway(first.gateway))
-        else {
-            // A table the board does not follow yet: decide, track nothing.
+        let Some((first, trunk, gw)) = first_slots(&d, &board) else {
             return d;
         };
         match calls.take(trunk, gw, call_id.is_some(), at) {
@@ -64,6 +59,28 @@ pub fn decide<'t>(
     }
     // Unreachable in practice: every retry left one more route out.
     c4route_core::decide(table, overlay.as_ref().unwrap_or(live), query, now)
+}
+
+/// A routed decision's first route and the board's slots of its trunk and
+/// gateway; `None` for a decision that routes nowhere, or a table the
+/// board does not follow yet (then nothing is tracked).
+fn first_slots<'d, 'b>(
+    d: &'d Decision<'_>,
+    board: &'b Board,
+) -> Option<(
+    &'d RouteAnswer<'d>,
+    &'b Arc<TrunkSlot>,
+    &'b Arc<GatewaySlot>,
+)> {
+    let Outcome::Route { routes, .. } = &d.outcome else {
+        return None;
+    };
+    let first = routes.first()?;
+    Some((
+        first,
+        board.trunk(first.trunk)?,
+        board.gateway(first.gateway)?,
+    ))
 }
 
 /// Opens the record of a decision whose first channel was taken.
@@ -123,12 +140,7 @@ pub async fn decide_shared<'t>(
     for _ in 0..MAX_TRIES {
         let snapshot = overlay.as_ref().unwrap_or(live);
         let d = c4route_core::decide(table, snapshot, query, now);
-        let Outcome::Route { routes, .. } = &d.outcome else {
-            return d;
-        };
-        let first = &routes[0];
-        let (Some(trunk), Some(gw)) = (board.trunk(first.trunk), board.gateway(first.gateway))
-        else {
+        let Some((first, trunk, gw)) = first_slots(&d, &board) else {
             return d;
         };
         let (tc, tcps) = trunk.limits();
