@@ -127,6 +127,13 @@ fn exists(r: &RedisServer, key: &str) -> bool {
     r.cmd(&["EXISTS", key]).int() == 1
 }
 
+/// Whether the store holds the call open (a closed record stays a minute
+/// as a tombstone, with `o` = 1).
+fn open_call(r: &RedisServer, call_id: &str) -> bool {
+    let key = format!("c4route:call:{call_id}");
+    exists(r, &key) && r.cmd(&["HGET", &key, "o"]).text() != Some("1")
+}
+
 fn gateway(s: &Server, key: &str) -> Value {
     let r = s.conn().get("/gateways");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -217,7 +224,7 @@ fn events_apply_at_any_replica() {
     assert_eq!(b.trunk("capped")["shared_calls"], 1);
     assert_eq!(ended(&b, "e1", CAPPED), 204);
     assert_eq!(zcard(&redis, tc), 0);
-    assert!(!exists(&redis, "c4route:call:e1"), "the record is closed");
+    assert!(!open_call(&redis, "e1"), "the record is closed");
     assert_eq!(b.trunk("capped")["shared_calls"], 0);
     // A hears of it through the stream and frees its own record.
     let t0 = Instant::now();
@@ -246,7 +253,7 @@ fn events_apply_at_any_replica() {
     assert_eq!(b.trunk("overflow")["shared_calls"], 1);
     assert_eq!(ended(&a, "e2", OVERFLOW), 204);
     assert_eq!(zcard(&redis, "c4route:tc:overflow"), 0);
-    assert!(!exists(&redis, "c4route:call:e2"));
+    assert!(!open_call(&redis, "e2"));
 
     // Out of order: the answered branch's `ended` before the `failed`
     // that started it; the late `failed` holds nothing again.
@@ -257,7 +264,7 @@ fn events_apply_at_any_replica() {
     assert_eq!(event(&a, &failed3).0, 204);
     assert_eq!(zcard(&redis, tc), 0);
     assert_eq!(zcard(&redis, "c4route:tc:overflow"), 0);
-    assert!(!exists(&redis, "c4route:call:e3"));
+    assert!(!open_call(&redis, "e3"));
     wait_for(
         "B's own record of e3 closed",
         Duration::from_secs(1),
@@ -653,8 +660,7 @@ fn a_store_outage_never_fails_a_query_and_the_replicas_catch_up() {
     let held = redis.cmd(&["ZRANGE", tc, "0", "-1"]).sorted_texts();
     assert_eq!(held, [format!("{}\x1f0", on_capped[3])]);
     for id in &on_capped[..3] {
-        let key = format!("c4route:call:{id}");
-        assert!(!exists(&redis, &key), "{key} left open");
+        assert!(!open_call(&redis, id), "{id} left open");
     }
     // B's event reached A through the stream: A's own record is closed.
     wait_for(
@@ -662,7 +668,7 @@ fn a_store_outage_never_fails_a_query_and_the_replicas_catch_up() {
         Duration::from_secs(1),
         || (a.trunk("capped")["calls"] == 1).then_some(()),
     );
-    assert!(exists(&redis, &format!("c4route:call:{}", on_capped[3])));
+    assert!(open_call(&redis, &on_capped[3]));
     // The overflow calls were recorded too.
     assert_eq!(zcard(&redis, "c4route:tc:overflow"), 8);
     // And the shared limit holds again: 4 free channels on the trunk.
@@ -723,7 +729,7 @@ fn a_store_that_restarts_empty_gets_the_open_calls_back() {
         || (zcard(&redis, tc) == 3).then_some(()),
     );
     for id in ["kept-0", "kept-1", "kept-2"] {
-        assert!(exists(&redis, &format!("c4route:call:{id}")), "{id}");
+        assert!(open_call(&redis, id), "{id}");
     }
     let ids: Vec<String> = (0..8).map(|i| format!("new-{i}")).collect();
     assert_eq!(at_once(&[&a, &b], 2, "100", &ids, CAPPED), 2);

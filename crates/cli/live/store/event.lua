@@ -24,6 +24,9 @@ local n = tonumber(redis.call('HGET', rec, 'n') or '0')
 if n == 0 then return { 0 } end
 local f = redis.call('HMGET', rec, 'h', 'e', 'a', 'o')
 local h, e, a, o = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+-- A closed record is kept a minute as a tombstone (below): a call that
+-- is over is unknown to events, as the local record says.
+if o == 1 and h == 0 then return { 0 } end
 
 local routes = {}
 for i = 0, n - 1 do
@@ -91,7 +94,12 @@ end
 
 local closed = 0
 if o == 1 and h == 0 then
-  redis.call('DEL', rec)
+  -- Kept a minute, closed, rather than deleted: a replica that writes
+  -- back its open calls after the store restarted empty (restore.lua)
+  -- may still hold this call open locally until this event reaches it
+  -- through the stream, and must not bring it back.
+  redis.call('HSET', rec, 'h', h, 'e', e, 'a', a, 'o', o)
+  redis.call('PEXPIRE', rec, 60000)
   closed = 1
 else
   redis.call('HSET', rec, 'h', h, 'e', e, 'a', a, 'o', o)
