@@ -50,6 +50,14 @@ pub async fn run(
         let ping = cmd.query_async::<String>(&mut conn);
         match tokio::time::timeout(bound, ping).await {
             Ok(Ok(_)) => {
+                // The reader's and the writer's connections sat idle while
+                // the store was down, and a ConnectionManager hands its last
+                // failed reconnect to its next caller: each is asked once
+                // here first, so that stale error is spent on the check and
+                // not on a read or a write that would open the breaker again.
+                if !store.is_up() && !store.other_connections_answer(bound).await {
+                    continue;
+                }
                 if store.lost_data(&mut epoch).await == Some(true) {
                     info!(
                         "the shared store came back empty; writing back the calls this replica holds open"

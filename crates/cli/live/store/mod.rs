@@ -571,6 +571,20 @@ impl Store {
         (keys, args)
     }
 
+    /// PINGs the reader's and the writer's connections (after an outage);
+    /// true when both answer within `bound`.
+    pub async fn other_connections_answer(&self, bound: Duration) -> bool {
+        for c in [&self.read_conn, &self.write_conn] {
+            let mut conn = c.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            if !matches!(tokio::time::timeout(bound, ping).await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the store lost what it held since the last call (it
     /// restarted empty): a marker key with a random value is created when
     /// missing, and a value other than the last one seen means a new store.
